@@ -1,0 +1,50 @@
+"""The catalog: credit unit, meters, prices and plans, loaded from TOML.
+
+See ``README.md`` for the invariants and ``docs/catalog.md`` for the file format.
+Rating lives in :mod:`tollkeep.pricing.rating`.
+"""
+
+from tollkeep.catalog.errors import CatalogError, InvalidQuantity, UnknownMeter, UnknownModel
+from tollkeep.catalog.loader import (
+    DEFAULT_CATALOG_TEXT,
+    catalog_version,
+    default_catalog,
+    load_catalog,
+    parse_catalog,
+)
+from tollkeep.catalog.model import (
+    Allowance,
+    AnonymousPolicy,
+    Cap,
+    Catalog,
+    CreditUnit,
+    Meter,
+    Plan,
+    Price,
+    Tier,
+    TokenPrice,
+)
+from tollkeep.catalog.store import CatalogStore
+
+__all__ = [
+    "DEFAULT_CATALOG_TEXT",
+    "Allowance",
+    "AnonymousPolicy",
+    "Cap",
+    "Catalog",
+    "CatalogError",
+    "CatalogStore",
+    "CreditUnit",
+    "InvalidQuantity",
+    "Meter",
+    "Plan",
+    "Price",
+    "Tier",
+    "TokenPrice",
+    "UnknownMeter",
+    "UnknownModel",
+    "catalog_version",
+    "default_catalog",
+    "load_catalog",
+    "parse_catalog",
+]

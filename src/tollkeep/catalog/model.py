@@ -1,0 +1,295 @@
+"""The catalog as immutable values: credit unit, meters and their prices, plans.
+
+Built by :mod:`tollkeep.catalog.loader` from a TOML file; read by
+:mod:`tollkeep.pricing.rating` and by every service that needs a price, a cap or
+an allowance. Nothing here does I/O.
+
+Money: every price is expressed in the catalog's smallest integer unit (the unit
+the ledger stores, see :class:`CreditUnit`) and held as :class:`~decimal.Decimal`;
+plan prices are integer minor units of their currency (cents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from tollkeep.catalog.errors import UnknownMeter
+
+__all__ = [
+    "AGGREGATIONS",
+    "CAP_MODES",
+    "CAP_PERIODS",
+    "PERIODS",
+    "PLAN_PERIODS",
+    "PRICE_MODELS",
+    "ROUNDING_RULES",
+    "Allowance",
+    "AnonymousPolicy",
+    "Cap",
+    "Catalog",
+    "CreditUnit",
+    "Meter",
+    "Plan",
+    "Price",
+    "Tier",
+    "TokenPrice",
+]
+
+AGGREGATIONS: tuple[str, ...] = ("count", "sum", "max", "unique_count")
+PRICE_MODELS: tuple[str, ...] = ("flat", "per_unit", "graduated", "volume", "package", "tokens")
+ROUNDING_RULES: tuple[str, ...] = ("up", "half_up", "half_even", "down")
+CAP_PERIODS: tuple[str, ...] = ("day", "month", "lifetime")
+CAP_MODES: tuple[str, ...] = ("allowance", "hard")
+PERIODS: tuple[str, ...] = ("month", "day", "lifetime")  # allowance periods
+PLAN_PERIODS: tuple[str, ...] = ("month", "year")
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class CreditUnit:
+    """The ledger's integer unit.
+
+    ``name`` is what one credit is called; ``per_credit`` how many integer units
+    the ledger stores per displayed credit (1 = whole credits, 1000 = milli-credits).
+    All catalog prices and allowances are in the integer unit. ``rounding`` is the
+    one rule used to turn an exact charge into an integer (see ``round_amount``).
+    """
+
+    name: str = "credit"
+    per_credit: int = 1
+    rounding: str = "up"
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"unit": self.name, "per_credit": self.per_credit, "rounding": self.rounding}
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A graduated/volume tier covering aggregates in ``(previous up_to, up_to]``."""
+
+    up_to: Decimal | None  # None = open-ended (infinity)
+    unit_price: Decimal = Decimal(0)
+    flat: Decimal = Decimal(0)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "up_to": "inf" if self.up_to is None else str(self.up_to),
+            "unit_price": str(self.unit_price),
+            "flat": str(self.flat),
+        }
+
+
+@dataclass(frozen=True)
+class TokenPrice:
+    """Price of ``Price.per`` input and output tokens for one LLM model."""
+
+    input: Decimal
+    output: Decimal
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"input": str(self.input), "output": str(self.output)}
+
+
+@dataclass(frozen=True)
+class Price:
+    """How a meter's usage turns into credits. Which fields matter depends on ``model``.
+
+    - ``flat``: ``amount`` per event (per unit of quantity for ``count`` meters).
+    - ``per_unit``: ``unit_price`` per ``per`` units.
+    - ``graduated`` / ``volume``: ``tiers`` (unit prices are per ``per`` units).
+    - ``package``: ``package_price`` per started package of ``package_size`` units.
+    - ``tokens``: ``models[name]`` (or ``default``) input/output prices per ``per`` tokens.
+    """
+
+    model: str
+    amount: Decimal | None = None
+    unit_price: Decimal | None = None
+    per: Decimal = Decimal(1)
+    tiers: tuple[Tier, ...] = ()
+    package_size: Decimal | None = None
+    package_price: Decimal | None = None
+    models: Mapping[str, TokenPrice] = field(default_factory=_empty, hash=False)
+    default: TokenPrice | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        if self.model == "flat":
+            out["amount"] = _dec(self.amount)
+        elif self.model == "per_unit":
+            out["unit_price"] = _dec(self.unit_price)
+            out["per"] = str(self.per)
+        elif self.model in ("graduated", "volume"):
+            out["per"] = str(self.per)
+            out["tiers"] = [tier.to_public_dict() for tier in self.tiers]
+        elif self.model == "package":
+            out["package_size"] = _dec(self.package_size)
+            out["package_price"] = _dec(self.package_price)
+        elif self.model == "tokens":
+            out["per"] = str(self.per)
+            out["models"] = {name: tp.to_public_dict() for name, tp in self.models.items()}
+            out["default"] = None if self.default is None else self.default.to_public_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Meter:
+    """Something usage is measured in. ``property`` names the event property whose
+    distinct values a ``unique_count`` meter counts. ``price`` None = free."""
+
+    key: str
+    aggregation: str = "count"
+    description: str = ""
+    unit: str = ""
+    price: Price | None = None
+    property: str | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key,
+            "aggregation": self.aggregation,
+            "description": self.description,
+            "unit": self.unit,
+            "price": None if self.price is None else self.price.to_public_dict(),
+        }
+        if self.property is not None:
+            out["property"] = self.property
+        return out
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most ``limit`` of ``meter`` per ``period``.
+
+    ``mode="hard"`` refuses usage past the limit; ``mode="allowance"`` limits only
+    what the plan's allowance pays for (past it, purchased credits are used).
+    """
+
+    meter: str
+    limit: Decimal
+    period: str = "month"
+    mode: str = "hard"
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"meter": self.meter, "limit": str(self.limit), "period": self.period, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """Credits (integer unit) granted by a plan each ``period`` (or once, ``lifetime``)."""
+
+    amount: int
+    period: str = "month"
+    priority: int = 10
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"amount": self.amount, "period": self.period, "priority": self.priority}
+
+
+@dataclass(frozen=True)
+class Plan:
+    key: str
+    name: str
+    description: str = ""
+    allowance: Allowance | None = None
+    caps: tuple[Cap, ...] = ()
+    features: tuple[str, ...] = ()
+    prices: Mapping[str, int] = field(
+        default_factory=_empty, hash=False
+    )  # currency -> minor units per period
+    period: str = "month"
+    is_free: bool = True
+    max_machines: int | None = None
+    trial_days: int = 0
+    grace_days: int = 0
+
+    def has_feature(self, feature: str) -> bool:
+        return feature in self.features
+
+    def caps_for(self, meter: str) -> tuple[Cap, ...]:
+        return tuple(cap for cap in self.caps if cap.meter == meter)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "description": self.description,
+            "period": self.period,
+            "prices": dict(self.prices),
+            "is_free": self.is_free,
+            "allowance": None if self.allowance is None else self.allowance.to_public_dict(),
+            "caps": [cap.to_public_dict() for cap in self.caps],
+            "features": list(self.features),
+            "max_machines": self.max_machines,
+            "trial_days": self.trial_days,
+            "grace_days": self.grace_days,
+        }
+
+
+@dataclass(frozen=True)
+class AnonymousPolicy:
+    """Lifetime free credits for anonymous ``X-Install-Id`` callers (0 = disabled)."""
+
+    allowance: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.allowance > 0
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"allowance": self.allowance}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """One validated version of the catalog file.
+
+    ``version`` is ``"<label>+<sha256(text)[:12]>"`` (or just the hash when the file
+    has no ``version`` label): two different texts never share a version.
+    """
+
+    version: str
+    label: str | None
+    source: str | None
+    text: str
+    credits: CreditUnit = field(default_factory=CreditUnit)
+    meters: Mapping[str, Meter] = field(default_factory=_empty, hash=False)
+    plans: Mapping[str, Plan] = field(default_factory=_empty, hash=False)
+    default_plan: str | None = None
+    anonymous: AnonymousPolicy = field(default_factory=AnonymousPolicy)
+
+    def meter(self, key: str) -> Meter:
+        """The meter ``key``; raises ``UnknownMeter`` (code ``unknown_meter``, 422)."""
+        try:
+            return self.meters[key]
+        except KeyError:
+            known = ", ".join(sorted(self.meters)) or "none"
+            raise UnknownMeter(
+                f"unknown meter {key!r} (known meters: {known})",
+                details={"meter": key, "catalog_version": self.version},
+            ) from None
+
+    def plan(self, key: str) -> Plan | None:
+        return self.plans.get(key)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """JSON-safe description for the pricing-discovery endpoint (Decimals as strings)."""
+        return {
+            "version": self.version,
+            "label": self.label,
+            "credits": self.credits.to_public_dict(),
+            "meters": [meter.to_public_dict() for meter in self.meters.values()],
+            "plans": [plan.to_public_dict() for plan in self.plans.values()],
+            "default_plan": self.default_plan,
+            "anonymous": self.anonymous.to_public_dict(),
+        }

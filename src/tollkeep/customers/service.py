@@ -1,0 +1,189 @@
+"""Customers (and their wallets), including anonymous install ids with a small free allowance."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tollkeep.catalog import Catalog
+from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.db import Database
+from tollkeep.kit.errors import Conflict, InvalidInput, NotFound
+from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.ids import new_id
+from tollkeep.kit.pagination import clamp_limit, page
+from tollkeep.ledger.service import LedgerService
+from tollkeep.models import Customer, Wallet
+
+__all__ = ["CustomerService"]
+
+C = Customer.__table__
+W = Wallet.__table__
+STATUSES = ("active", "suspended", "closed")
+_INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def customer_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "external_id": row.external_id,
+        "email": row.email,
+        "name": row.name,
+        "status": row.status,
+        "anonymous": bool(row.anonymous),
+        "plan": row.plan,
+        "metadata": row.metadata or {},
+        "created_at": _iso(row.created_at),
+    }
+
+
+class CustomerService:
+    def __init__(
+        self,
+        db: Database,
+        executor: WriteExecutor,
+        ledger: LedgerService,
+        catalog: Callable[[], Catalog],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.executor = executor
+        self.ledger = ledger
+        self.catalog = catalog
+        self.clock = clock or SystemClock()
+
+    # ---- writes -------------------------------------------------------------------------------
+    def create(
+        self,
+        external_id: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        plan: str | None = None,
+        anonymous: bool = False,
+    ) -> dict[str, Any]:
+        external_id = (external_id or "").strip()
+        if not 1 <= len(external_id) <= 255:
+            raise InvalidInput("external_id is required (1-255 characters)", code="invalid_external_id")
+        if email is not None and not _EMAIL_RE.match(email):
+            raise InvalidInput("email is not a valid address", code="invalid_email")
+        cat = self.catalog()
+        plan = plan if plan is not None else (None if anonymous else cat.default_plan)
+        if plan is not None and cat.plan(plan) is None:
+            raise InvalidInput(f"unknown plan {plan!r}", code="unknown_plan")
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            existing = s.execute(select(C.c.id).where(C.c.external_id == external_id)).scalar()
+            if existing is not None:
+                raise Conflict(
+                    f"a customer with external_id {external_id!r} exists",
+                    code="customer_exists",
+                    details={"customer_id": existing},
+                )
+            cid = new_id("cus")
+            s.execute(
+                insert(C).values(
+                    id=cid, external_id=external_id, email=email, name=name, status="active",
+                    anonymous=anonymous, plan=None, metadata=metadata or {}, created_at=now, updated_at=now,
+                )
+            )
+            s.execute(
+                insert(W).values(
+                    id=new_id("wal"), customer_id=cid, overdraft_limit=0, overdraft_used=0,
+                    carryover_done=False, created_at=now, updated_at=now,
+                )
+            )
+            return {"id": cid}
+
+        created = self.executor.call(fn)
+        cid = created["id"]
+        if plan is not None:
+            self.ledger.change_plan(cid, plan)
+        if anonymous and cat.anonymous.allowance > 0:
+            self.ledger.grant(cid, cat.anonymous.allowance, source="promo",
+                              idempotency_key="anonymous-allowance", note="free allowance before sign-up")
+        return self.get(cid)
+
+    def install_customer(self, install_id: str) -> str:
+        """The anonymous customer behind an ``X-Install-Id`` (made on first sight)."""
+        if not _INSTALL_RE.match(install_id or ""):
+            raise InvalidInput("X-Install-Id must be 8-128 characters of [A-Za-z0-9._:-]", code="invalid_install_id")
+        if not self.catalog().anonymous.enabled:
+            from tollkeep.kit.errors import AuthError
+
+            raise AuthError("anonymous use is disabled: send an API key", code="anonymous_disabled")
+        ext = f"install:{install_id}"
+        with self.db.scope(write=False) as s:
+            cid = s.execute(select(C.c.id).where(C.c.external_id == ext)).scalar()
+        if cid is not None:
+            return str(cid)
+        try:
+            return str(self.create(ext, anonymous=True)["id"])
+        except (Conflict, IntegrityError):
+            with self.db.scope(write=False) as s:
+                return str(s.execute(select(C.c.id).where(C.c.external_id == ext)).scalar_one())
+
+    def update(self, customer_id: str, **fields: Any) -> dict[str, Any]:
+        allowed = {"email", "name", "metadata", "status"}
+        values = {k: v for k, v in fields.items() if k in allowed and v is not None}
+        if "status" in values and values["status"] not in STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_status")
+        if "email" in values and not _EMAIL_RE.match(values["email"]):
+            raise InvalidInput("email is not a valid address", code="invalid_email")
+
+        def fn(s: Session) -> None:
+            res = s.execute(update(C).where(C.c.id == customer_id).values(**values, updated_at=self.clock.now()))
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+
+        self.executor.call(fn)
+        return self.get(customer_id)
+
+    # ---- reads --------------------------------------------------------------------------------
+    def get(self, customer_id: str) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            row = s.execute(select(C).where(C.c.id == customer_id)).first()
+        if row is None:
+            raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+        return customer_view(row)
+
+    def find(self, ref: str) -> dict[str, Any]:
+        """By id or by external id."""
+        with self.db.scope(write=False) as s:
+            row = s.execute(select(C).where(or_(C.c.id == ref, C.c.external_id == ref))).first()
+        if row is None:
+            raise NotFound(f"customer {ref!r} not found", code="customer_not_found")
+        return customer_view(row)
+
+    def list(
+        self, *, limit: int | None = None, after: str | None = None, status: str | None = None,
+        q: str | None = None, include_anonymous: bool = False,
+    ) -> dict[str, Any]:
+        n = clamp_limit(limit)
+        stmt = select(C).order_by(C.c.id).limit(n + 1)
+        if after:
+            stmt = stmt.where(C.c.id > after)
+        if status:
+            stmt = stmt.where(C.c.status == status)
+        if not include_anonymous:
+            stmt = stmt.where(C.c.anonymous.is_(False))
+        if q:
+            like = f"%{q.lower()}%"
+            stmt = stmt.where(or_(func.lower(C.c.external_id).like(like), func.lower(C.c.email).like(like)))
+        with self.db.scope(write=False) as s:
+            rows = [customer_view(r) for r in s.execute(stmt)]
+        return page(rows, n)

@@ -1,0 +1,354 @@
+"""API keys: 32 random bytes behind a readable prefix, shown once, stored as SHA-256.
+
+A key looks like ``tk_live_<43 url-safe characters>``. The first 12 characters after the
+prefix are stored in clear as the look-up handle; the whole key is stored only as its
+SHA-256 digest (the key has 256 bits of entropy, so a slow password hash buys nothing)
+and compared in constant time. Verified keys are cached for ``key_cache_seconds``;
+revoking, suspending or rotating a key drops it from this process's cache at once
+(other replicas within the cache time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.db import Database
+from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
+from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.ids import new_id
+from tollkeep.models import ApiKey, Customer
+
+__all__ = ["ALL_SCOPES", "KeyService", "Principal"]
+
+K = ApiKey.__table__
+C = Customer.__table__
+ALL_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
+HANDLE_CHARS = 12
+LAST_USED_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling the public API."""
+
+    customer_id: str
+    key_id: str | None
+    scopes: frozenset[str]
+    anonymous: bool = False
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope", details={"scope": scope})
+
+
+@dataclass(frozen=True)
+class _Cached:
+    key_id: str
+    digest: str
+    customer_id: str
+    scopes: frozenset[str]
+    status: str
+    customer_status: str
+    expires_at: datetime | None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    fetched: float
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _networks(cidrs: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c, strict=False))
+        except ValueError as exc:
+            raise InvalidInput(f"{c!r} is not an IP address or CIDR block", code="invalid_ip_allowlist") from exc
+    return tuple(out)
+
+
+def key_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "customer_id": row.customer_id,
+        "prefix": row.prefix,
+        "name": row.name,
+        "note": row.note,
+        "scopes": list(row.scopes or []),
+        "ip_allowlist": list(row.ip_allowlist or []),
+        "status": row.status,
+        "expires_at": _iso(row.expires_at),
+        "last_used_at": _iso(row.last_used_at),
+        "created_at": _iso(row.created_at),
+        "revoked_at": _iso(row.revoked_at),
+        "rotated_from": row.rotated_from,
+    }
+
+
+class KeyService:
+    def __init__(
+        self,
+        db: Database,
+        executor: WriteExecutor,
+        *,
+        prefix: str = "tk_live_",
+        cache_seconds: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.executor = executor
+        self.prefix = prefix
+        self.cache_seconds = cache_seconds
+        self.clock = clock or SystemClock()
+        self._cache: dict[str, _Cached] = {}
+        self._used: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # ---- provisioning ---------------------------------------------------------------------------
+    def create(
+        self,
+        customer_id: str,
+        *,
+        name: str | None = None,
+        note: str | None = None,
+        scopes: list[str] | None = None,
+        ip_allowlist: list[str] | None = None,
+        expires_at: datetime | None = None,
+        force_new: bool = False,
+        rotated_from: str | None = None,
+    ) -> dict[str, Any]:
+        """A new key (its plaintext in ``key``, the only time it is shown). Unless ``force_new``,
+        a customer who already has an active key gets that one back (``reused``, no plaintext)."""
+        scopes = list(ALL_SCOPES) if scopes is None else scopes
+        bad = [sc for sc in scopes if sc not in ALL_SCOPES]
+        if bad:
+            raise InvalidInput(f"unknown scopes {bad}; known: {', '.join(ALL_SCOPES)}", code="invalid_scope")
+        allow = list(ip_allowlist or [])
+        _networks(allow)
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            cust = s.execute(select(C.c.id, C.c.status).where(C.c.id == customer_id)).first()
+            if cust is None:
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            if not force_new:
+                existing = s.execute(
+                    select(K)
+                    .where(K.c.customer_id == customer_id, K.c.status == "active")
+                    .where((K.c.expires_at.is_(None)) | (K.c.expires_at > now))
+                    .order_by(K.c.created_at.desc())
+                ).first()
+                if existing is not None:
+                    return {**key_view(existing), "key": None, "reused": True}
+            secret = secrets.token_urlsafe(32)  # 32 bytes of randomness
+            raw = f"{self.prefix}{secret}"
+            kid = new_id("key")
+            row = {
+                "id": kid,
+                "customer_id": customer_id,
+                "prefix": raw[: len(self.prefix) + HANDLE_CHARS],
+                "hash": _digest(raw),
+                "name": name,
+                "note": note,
+                "scopes": scopes,
+                "ip_allowlist": allow,
+                "status": "active",
+                "expires_at": expires_at,
+                "last_used_at": None,
+                "rotated_from": rotated_from,
+                "created_at": now,
+                "revoked_at": None,
+            }
+            s.execute(insert(K).values(**row))
+            return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
+
+        return self.executor.call(fn)
+
+    def _set_status(self, key_id: str, status: str) -> dict[str, Any]:
+        def fn(s: Session) -> dict[str, Any]:
+            row = s.execute(select(K).where(K.c.id == key_id)).first()
+            if row is None:
+                raise NotFound(f"key {key_id!r} not found", code="key_not_found")
+            if row.status == "revoked" and status != "revoked":
+                raise Conflict("a revoked key stays revoked", code="key_revoked")
+            now = self.clock.now()
+            values: dict[str, Any] = {"status": status}
+            if status == "revoked" and row.revoked_at is None:
+                values["revoked_at"] = now
+            s.execute(update(K).where(K.c.id == key_id).values(**values))
+            return {"prefix": row.prefix}
+
+        out = self.executor.call(fn)
+        self.forget(out["prefix"])
+        return self.get(key_id)
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        return self._set_status(key_id, "revoked")
+
+    def suspend(self, key_id: str) -> dict[str, Any]:
+        return self._set_status(key_id, "suspended")
+
+    def resume(self, key_id: str) -> dict[str, Any]:
+        return self._set_status(key_id, "active")
+
+    def rotate(self, key_id: str, *, grace_seconds: int = 0) -> dict[str, Any]:
+        """A new key with the same settings; the old one is revoked now or expires after a grace."""
+        old = self.get(key_id)
+        if old["status"] == "revoked":
+            raise Conflict("cannot rotate a revoked key", code="key_revoked")
+        if not 0 <= grace_seconds <= 30 * 86400:
+            raise InvalidInput("grace_seconds must be between 0 and 30 days", code="invalid_grace")
+        new = self.create(
+            old["customer_id"], name=old["name"], note=old["note"], scopes=old["scopes"],
+            ip_allowlist=old["ip_allowlist"],
+            expires_at=datetime.fromisoformat(old["expires_at"]) if old["expires_at"] else None,
+            force_new=True, rotated_from=key_id,
+        )
+        if grace_seconds:
+            self.update(key_id, expires_at=self.clock.now() + timedelta(seconds=grace_seconds))
+        else:
+            self.revoke(key_id)
+        return new
+
+    def update(self, key_id: str, **fields: Any) -> dict[str, Any]:
+        values = {k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}}
+        if "scopes" in values:
+            bad = [sc for sc in values["scopes"] if sc not in ALL_SCOPES]
+            if bad:
+                raise InvalidInput(f"unknown scopes {bad}", code="invalid_scope")
+        if "ip_allowlist" in values:
+            _networks(values["ip_allowlist"])
+
+        def fn(s: Session) -> str:
+            row = s.execute(select(K.c.prefix).where(K.c.id == key_id)).first()
+            if row is None:
+                raise NotFound(f"key {key_id!r} not found", code="key_not_found")
+            s.execute(update(K).where(K.c.id == key_id).values(**values))
+            return str(row.prefix)
+
+        self.forget(self.executor.call(fn))
+        return self.get(key_id)
+
+    # ---- reads --------------------------------------------------------------------------------
+    def get(self, key_id: str) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            row = s.execute(select(K).where(K.c.id == key_id)).first()
+        if row is None:
+            raise NotFound(f"key {key_id!r} not found", code="key_not_found")
+        return key_view(row)
+
+    def list(self, *, customer_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(K).order_by(K.c.created_at)
+        if customer_id:
+            stmt = stmt.where(K.c.customer_id == customer_id)
+        if status:
+            stmt = stmt.where(K.c.status == status)
+        with self.db.scope(write=False) as s:
+            return [key_view(r) for r in s.execute(stmt)]
+
+    # ---- authentication ---------------------------------------------------------------------------
+    def forget(self, prefix: str) -> None:
+        with self._lock:
+            self._cache.pop(prefix, None)
+
+    def _load(self, handle: str) -> _Cached | None:
+        with self.db.scope(write=False) as s:
+            row = s.execute(
+                select(K.c.id, K.c.hash, K.c.customer_id, K.c.scopes, K.c.status, K.c.expires_at,
+                       K.c.ip_allowlist, C.c.status.label("customer_status"))
+                .join(C, C.c.id == K.c.customer_id)
+                .where(K.c.prefix == handle)
+            ).first()
+        if row is None:
+            return None
+        return _Cached(row.id, row.hash, row.customer_id, frozenset(row.scopes or ()), row.status,
+                       row.customer_status, row.expires_at, _networks(list(row.ip_allowlist or [])), time.monotonic())
+
+    def cached(self, raw: str) -> _Cached | None | bool:
+        """The cached record for a key, or False when it must be read from the database."""
+        handle = raw[: len(self.prefix) + HANDLE_CHARS]
+        with self._lock:
+            hit = self._cache.get(handle)
+        if hit is None or time.monotonic() - hit.fetched > self.cache_seconds:
+            return False
+        return hit
+
+    def lookup(self, raw: str) -> _Cached | None:
+        handle = raw[: len(self.prefix) + HANDLE_CHARS]
+        rec = self._load(handle)
+        if rec is not None and self.cache_seconds > 0:
+            with self._lock:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[handle] = rec
+        return rec
+
+    def check(self, raw: str, rec: _Cached | None, client_ip: str | None) -> Principal:
+        """Turn a looked-up record into a Principal, or raise 401/403. Constant-time comparison."""
+        if rec is None or not hmac.compare_digest(rec.digest, _digest(raw)):
+            raise AuthError("invalid API key", code="invalid_api_key")
+        if rec.status == "revoked":
+            raise AuthError("this API key was revoked", code="key_revoked")
+        if rec.status != "active":
+            raise AuthError("this API key is suspended", code="key_suspended")
+        if rec.expires_at is not None and rec.expires_at <= self.clock.now():
+            raise AuthError("this API key has expired", code="key_expired")
+        if rec.customer_status != "active":
+            raise Forbidden(f"the customer is {rec.customer_status}", code="customer_inactive")
+        if rec.networks:
+            try:
+                ip = ipaddress.ip_address(client_ip or "")
+            except ValueError:
+                ip = None
+            if ip is None or not any(ip in n for n in rec.networks):
+                raise Forbidden("this address is not in the key's IP allowlist", code="ip_not_allowed")
+        self._touch(rec.key_id)
+        return Principal(rec.customer_id, rec.key_id, rec.scopes)
+
+    def well_formed(self, raw: str) -> bool:
+        return raw.startswith(self.prefix) and len(raw) >= len(self.prefix) + HANDLE_CHARS and len(raw) <= 256
+
+    def authenticate(self, raw: str, client_ip: str | None = None) -> Principal:
+        if not self.well_formed(raw):
+            raise AuthError("invalid API key", code="invalid_api_key")
+        hit = self.cached(raw)
+        rec = self.lookup(raw) if hit is False else hit
+        return self.check(raw, rec if rec is not False else None, client_ip)  # type: ignore[arg-type]
+
+    def _touch(self, key_id: str) -> None:
+        """Record last use, at most once a minute per key and process, off the request path."""
+        now_m = time.monotonic()
+        with self._lock:
+            last = self._used.get(key_id)
+            if last is not None and now_m - last < LAST_USED_EVERY:
+                return
+            self._used[key_id] = now_m
+        when = self.clock.now()
+
+        def fn(s: Session) -> None:
+            s.execute(update(K).where(K.c.id == key_id).values(last_used_at=when))
+
+        try:
+            self.executor.submit(fn)
+        except RuntimeError:
+            pass

@@ -1,0 +1,1 @@
+"""Shared plumbing: database session scope, errors, money, clock, ids, pagination."""

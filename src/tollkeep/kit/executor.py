@@ -1,0 +1,183 @@
+"""Runs units of work that write, with the right concurrency for each database.
+
+SQLite allows one writer at a time. Instead of letting requests fight over the
+write lock, one writer thread per process drains a queue and commits many
+commands in one transaction (group commit): each command runs inside its own
+SAVEPOINT, so a command that fails (say, insufficient credits) rolls back alone,
+and every caller is answered only after the shared COMMIT, so an acknowledged
+command is durable. Other processes (a second server, the CLI) still take the
+lock in turn through ``BEGIN IMMEDIATE`` and the busy timeout.
+
+PostgreSQL takes row locks, so commands run concurrently, each in its own
+transaction on a pooled connection, retried on serialization failures,
+deadlocks and unique-key races.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from tollkeep.kit.db import Database
+from tollkeep.kit.errors import TollkeepError
+
+__all__ = ["WriteExecutor"]
+
+T = TypeVar("T")
+log = logging.getLogger("tollkeep.executor")
+
+_STOP = object()
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    if isinstance(exc, OperationalError | DBAPIError):
+        code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        return code in ("40001", "40P01") or "database is locked" in str(exc)
+    return False
+
+
+class WriteExecutor:
+    def __init__(self, db: Database, *, batch_max: int = 256, workers: int = 16) -> None:
+        self.db = db
+        self.batch_max = batch_max
+        self._closed = False
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.batches = 0
+        self.commands = 0
+        if db.is_sqlite:
+            self._thread = threading.Thread(target=self._writer_loop, name="tollkeep-writer", daemon=True)
+            self._thread.start()
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tollkeep-db")
+
+    # ---- public -------------------------------------------------------------------------------
+    def submit(self, fn: Callable[[Session], T]) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("executor closed")
+        fut: Future[T] = Future()
+        if self._pool is not None:
+            return self._pool.submit(self._run_alone, fn)
+        self._queue.put((fn, fut))
+        return fut
+
+    def call(self, fn: Callable[[Session], T]) -> T:
+        return self.submit(fn).result()
+
+    async def acall(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=30)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # ---- PostgreSQL: one transaction per command ------------------------------------------------
+    def _run_alone(self, fn: Callable[[Session], T]) -> T:
+        delay = 0.005
+        for attempt in range(8):
+            try:
+                with self.db.scope(write=True) as session:
+                    return fn(session)
+            except TollkeepError:
+                raise
+            except Exception as exc:
+                if attempt < 7 and _retryable(exc):
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    # ---- SQLite: one writer, group commit ---------------------------------------------------------
+    def _writer_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        live = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+        if not live:
+            return
+        for attempt in range(5):
+            outcomes: list[tuple[bool, Any]] = []
+            session = self.db.session(write=True)
+            try:
+                for fn, _ in live:
+                    sp = session.begin_nested()
+                    try:
+                        result = fn(session)
+                        sp.commit()
+                        outcomes.append((True, result))
+                    except Exception as exc:
+                        sp.rollback()
+                        if not isinstance(exc, TollkeepError) and _retryable(exc) and len(live) > 1:
+                            # a race lost inside the batch: retry this command alone afterwards
+                            outcomes.append((False, _Retry(exc)))
+                        else:
+                            outcomes.append((False, exc))
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                session.close()
+                if _retryable(exc) and attempt < 4:
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                log.exception("ledger batch failed")
+                for _, fut in live:
+                    fut.set_exception(exc)
+                return
+            session.close()
+            self.batches += 1
+            self.commands += len(live)
+            for (fn, fut), (ok, value) in zip(live, outcomes, strict=True):
+                if ok:
+                    fut.set_result(value)
+                elif isinstance(value, _Retry):
+                    self._retry_alone(fn, fut)
+                else:
+                    fut.set_exception(value)
+            return
+
+    def _retry_alone(self, fn: Callable[[Session], Any], fut: Future[Any]) -> None:
+        try:
+            fut.set_result(self._run_alone(fn))
+        except Exception as exc:
+            fut.set_exception(exc)
+
+
+class _Retry:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

@@ -1,0 +1,326 @@
+"""The ledger's rules, pure: no database, no web framework, no clock of its own.
+
+A :class:`WalletState` holds a wallet's grants (credit lots) and overdraft.
+Every change goes through one of its methods, which mutate the state *and*
+append the journal :class:`Entry` that explains the change, so the journal
+always sums to the balances. The service loads a WalletState from the
+database, calls these methods, and writes back what they changed; the
+property tests drive the very same methods with random sequences.
+
+Spend order: lower ``priority`` first, then earliest expiry (never-expiring
+last), then oldest, then id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from tollkeep.kit.errors import IdempotencyConflict, InsufficientCredits, InvalidInput
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "SOURCES",
+    "Draw",
+    "Entry",
+    "check_replay",
+    "merge_draws",
+    "subtract_draws",
+    "GrantState",
+    "WalletState",
+    "request_hash",
+    "spend_order",
+]
+
+SOURCES = ("plan_allowance", "purchase", "promo", "refund", "adjustment")
+DEFAULT_PRIORITY = {"plan_allowance": 10, "promo": 20, "adjustment": 30, "refund": 40, "purchase": 50}
+
+
+@dataclass
+class GrantState:
+    id: str
+    amount: int
+    remaining: int
+    source: str
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
+    created_at: datetime
+    meter: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.effective_at <= now and (self.expires_at is None or self.expires_at > now)
+
+    def usable_for(self, now: datetime, meter: str | None, exclude: frozenset[str]) -> bool:
+        return (
+            self.remaining > 0
+            and self.live(now)
+            and (self.meter is None or self.meter == meter)
+            and self.source not in exclude
+        )
+
+
+def spend_order(grant: GrantState) -> tuple[Any, ...]:
+    return (
+        grant.priority,
+        grant.expires_at is None,
+        grant.expires_at.timestamp() if grant.expires_at else 0.0,
+        grant.created_at.timestamp(),
+        grant.id,
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal line: ``delta`` applied to a grant's remaining, or (grant_id None) to the
+    wallet's overdraft position (negative draws on the overdraft, positive repays it)."""
+
+    grant_id: str | None
+    delta: int
+    kind: str
+    operation_id: str
+    hold_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Draw:
+    parts: tuple[tuple[str, int], ...]
+    overdraft: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(a for _, a in self.parts) + self.overdraft
+
+    def sources(self, grants: Mapping[str, GrantState]) -> set[str]:
+        return {grants[g].source for g, _ in self.parts if g in grants}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parts": [list(p) for p in self.parts], "overdraft": self.overdraft}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Draw:
+        return cls(tuple((str(g), int(a)) for g, a in data.get("parts", [])), int(data.get("overdraft", 0)))
+
+
+@dataclass
+class WalletState:
+    wallet_id: str
+    overdraft_limit: int = 0
+    overdraft_used: int = 0
+    grants: dict[str, GrantState] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    new_grants: list[str] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
+    overdraft_dirty: bool = False
+
+    # ---- reading -------------------------------------------------------------------------
+    def spendable(self, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()) -> int:
+        return sum(g.remaining for g in self.grants.values() if g.usable_for(now, meter, exclude))
+
+    def balance(self, now: datetime) -> int:
+        """Credits of live grants (any meter scope) less what the overdraft owes."""
+        return sum(g.remaining for g in self.grants.values() if g.live(now)) - self.overdraft_used
+
+    def headroom(self) -> int:
+        return max(0, self.overdraft_limit - self.overdraft_used)
+
+    # ---- primitive moves (each writes its journal entry) -----------------------------------
+    def _move(self, grant_id: str | None, delta: int, kind: str, op: str, hold: str | None) -> None:
+        if delta == 0:
+            return
+        if grant_id is None:
+            self.overdraft_used -= delta
+            self.overdraft_dirty = True
+            if self.overdraft_used < 0:
+                raise AssertionError("overdraft position below zero")
+        else:
+            g = self.grants[grant_id]
+            g.remaining += delta
+            if g.remaining < 0:
+                raise AssertionError("grant remaining below zero")
+            self.dirty.add(grant_id)
+        self.entries.append(Entry(grant_id, delta, kind, op, hold))
+
+    # ---- commands ----------------------------------------------------------------------------
+    def add_grant(self, grant: GrantState, *, now: datetime, operation_id: str) -> int:
+        """Add a credit lot. An unscoped grant effective now first repays any overdraft.
+        Returns the amount used to repay."""
+        if grant.amount <= 0:
+            raise InvalidInput("a grant amount must be a positive integer", code="invalid_amount")
+        if grant.source not in SOURCES:
+            raise InvalidInput(f"unknown grant source {grant.source!r}", code="invalid_source")
+        if grant.id in self.grants:
+            raise AssertionError("grant id reused")
+        grant.remaining = 0
+        self.grants[grant.id] = grant
+        self.new_grants.append(grant.id)
+        self._move(grant.id, grant.amount, "grant", operation_id, None)
+        repay = 0
+        if self.overdraft_used > 0 and grant.meter is None and grant.live(now):
+            repay = min(grant.amount, self.overdraft_used)
+            self._move(grant.id, -repay, "repay", operation_id, None)
+            self._move(None, repay, "repay", operation_id, None)
+        return repay
+
+    def plan_draw(
+        self,
+        amount: int,
+        now: datetime,
+        *,
+        meter: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Draw:
+        if amount < 0:
+            raise InvalidInput("amount must not be negative", code="invalid_amount")
+        parts: list[tuple[str, int]] = []
+        left = amount
+        for g in sorted((g for g in self.grants.values() if g.usable_for(now, meter, exclude)), key=spend_order):
+            if left == 0:
+                break
+            take = min(g.remaining, left)
+            parts.append((g.id, take))
+            left -= take
+        if left > self.headroom():
+            available = amount - left + self.headroom()
+            raise InsufficientCredits(
+                f"needs {amount}, only {available} available",
+                details={"required": amount, "available": available},
+            )
+        return Draw(tuple(parts), left)
+
+    def draw(
+        self,
+        amount: int,
+        now: datetime,
+        *,
+        kind: str,
+        operation_id: str,
+        hold_id: str | None = None,
+        meter: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Draw:
+        """Take ``amount`` in spend order (overdraft last). Raises InsufficientCredits, changing nothing."""
+        plan = self.plan_draw(amount, now, meter=meter, exclude=exclude)
+        for gid, take in plan.parts:
+            self._move(gid, -take, kind, operation_id, hold_id)
+        if plan.overdraft:
+            self._move(None, -plan.overdraft, kind, operation_id, hold_id)
+        return plan
+
+    def give_back(
+        self,
+        drawn: Draw,
+        amount: int,
+        now: datetime,
+        *,
+        kind: str,
+        operation_id: str,
+        hold_id: str | None = None,
+        live_only: bool,
+    ) -> tuple[Draw, int]:
+        """Return ``amount`` of an earlier draw, newest part first (the overdraft, then grants in
+        reverse spend order). With ``live_only`` a part whose grant has expired is not returned
+        to it; that remainder is given back to the caller, who makes a new grant of it.
+
+        Returns (the attribution: how much of each drawn part this return accounts for,
+        the amount that could not go back)."""
+        if amount < 0 or amount > drawn.total:
+            raise InvalidInput("cannot give back more than was drawn", code="invalid_amount")
+        left = amount
+        attributed: list[tuple[str, int]] = []
+        unplaced = 0
+        od = min(drawn.overdraft, left)
+        if od:
+            to_overdraft = min(od, self.overdraft_used)
+            self._move(None, to_overdraft, kind, operation_id, hold_id)
+            unplaced += od - to_overdraft
+            left -= od
+        for gid, took in reversed(drawn.parts):
+            if left == 0:
+                break
+            back = min(took, left)
+            g = self.grants.get(gid)
+            if g is not None and (not live_only or g.live(now)):
+                self._move(gid, back, kind, operation_id, hold_id)
+            else:
+                unplaced += back
+            attributed.append((gid, back))
+            left -= back
+        return Draw(tuple(attributed), od), unplaced
+
+    def close(self, grant_id: str, *, kind: str, operation_id: str) -> int:
+        """Take what is left of a grant out of use (plan change, manual close). Returns it."""
+        left = self.grants[grant_id].remaining
+        self._move(grant_id, -left, kind, operation_id, None)
+        return left
+
+    def expire(self, now: datetime, *, operation_id: str) -> list[tuple[str, int]]:
+        """Zero every grant that has expired with credits left. Returns (grant, amount) pairs."""
+        out = []
+        for g in sorted(self.grants.values(), key=spend_order):
+            if g.remaining > 0 and g.expires_at is not None and g.expires_at <= now:
+                out.append((g.id, g.remaining))
+                self._move(g.id, -g.remaining, "expire", operation_id, None)
+        return out
+
+    # ---- checking ----------------------------------------------------------------------------
+    def check(self) -> None:
+        if self.overdraft_used < 0 or self.overdraft_used > max(self.overdraft_limit, self.overdraft_used):
+            raise AssertionError("overdraft out of range")
+        for g in self.grants.values():
+            if not 0 <= g.remaining <= g.amount:
+                raise AssertionError(f"grant {g.id} remaining {g.remaining} outside 0..{g.amount}")
+
+
+def subtract_draws(drawn: Draw, returned: Iterable[Draw]) -> Draw:
+    """What of ``drawn`` has not yet been accounted for by earlier returns."""
+    left = dict(drawn.parts)
+    od = drawn.overdraft
+    for r in returned:
+        od -= r.overdraft
+        for gid, amt in r.parts:
+            left[gid] = left.get(gid, 0) - amt
+    return Draw(tuple((g, left[g]) for g, _ in drawn.parts if left.get(g, 0) > 0), max(od, 0))
+
+
+def merge_draws(*draws: Draw) -> Draw:
+    """One draw made of several (a hold plus the extra taken at settle), grants in first-use order."""
+    totals: dict[str, int] = {}
+    for d in draws:
+        for gid, amt in d.parts:
+            totals[gid] = totals.get(gid, 0) + amt
+    return Draw(tuple((g, a) for g, a in totals.items() if a > 0), sum(d.overdraft for d in draws))
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, float):
+        return format(Decimal(repr(value)).normalize(), "f")
+    if isinstance(value, Mapping):
+        return {str(k): _canon(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canon(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def request_hash(payload: Mapping[str, Any]) -> str:
+    """A stable fingerprint of a command's payload, to tell a replay from a key reused."""
+    text = json.dumps(_canon(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_replay(stored_hash: str | None, new_hash: str, key: str) -> None:
+    if stored_hash != new_hash:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used with a different request",
+            details={"idempotency_key": key},
+        )
+

@@ -1,0 +1,258 @@
+"""All of the ledger's SQL. Core statements on the ORM tables (the hot path avoids ORM loading)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from tollkeep.ledger.domain import Draw, GrantState, WalletState
+from tollkeep.models import Customer, Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
+
+W = Wallet.__table__
+C = Customer.__table__
+G = Grant.__table__
+J = JournalEntry.__table__
+O = Operation.__table__  # noqa: E741
+H = Hold.__table__
+UC = UsageCounter.__table__
+UV = UniqueValue.__table__
+
+
+def lock_wallet(s: Session, wallet_id: str) -> Row[Any] | None:
+    """The wallet row with its customer's plan and status, locked for the transaction on PostgreSQL
+    (SQLite already serializes writers)."""
+    stmt = (
+        select(
+            W.c.id,
+            W.c.customer_id,
+            W.c.overdraft_limit,
+            W.c.overdraft_used,
+            W.c.allowance_until,
+            W.c.carryover_done,
+            C.c.plan,
+            C.c.status,
+            C.c.anonymous,
+        )
+        .join(C, C.c.id == W.c.customer_id)
+        .where(W.c.id == wallet_id)
+        .with_for_update(of=W)
+    )
+    return s.execute(stmt).first()
+
+
+def wallet_id_for_customer(s: Session, customer_id: str) -> str | None:
+    return s.execute(select(W.c.id).where(W.c.customer_id == customer_id)).scalar()
+
+
+def load_state(s: Session, wallet: Row[Any], *, grant_ids: Iterable[str] = ()) -> WalletState:
+    ids = list(grant_ids)
+    cond = G.c.remaining > 0
+    if ids:
+        cond = or_(cond, G.c.id.in_(ids))
+    rows = s.execute(
+        select(
+            G.c.id,
+            G.c.amount,
+            G.c.remaining,
+            G.c.source,
+            G.c.priority,
+            G.c.effective_at,
+            G.c.expires_at,
+            G.c.created_at,
+            G.c.meter,
+        ).where(G.c.wallet_id == wallet.id, cond)
+    ).all()
+    st = WalletState(wallet.id, wallet.overdraft_limit, wallet.overdraft_used)
+    for r in rows:
+        st.grants[r.id] = GrantState(
+            r.id, r.amount, r.remaining, r.source, r.priority, r.effective_at, r.expires_at, r.created_at, r.meter
+        )
+    return st
+
+
+def persist(
+    s: Session,
+    st: WalletState,
+    now: datetime,
+    *,
+    grant_meta: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Write back what the domain changed: new grants, remaining of touched grants, the journal."""
+    meta = grant_meta or {}
+    new = set(st.new_grants)
+    if new:
+        s.execute(
+            insert(G),
+            [
+                {
+                    "id": g.id,
+                    "wallet_id": st.wallet_id,
+                    "amount": g.amount,
+                    "remaining": g.remaining,
+                    "source": g.source,
+                    "priority": g.priority,
+                    "meter": g.meter,
+                    "effective_at": g.effective_at,
+                    "expires_at": g.expires_at,
+                    "created_at": g.created_at,
+                    "operation_id": meta.get(g.id, {}).get("operation_id", ""),
+                    "note": meta.get(g.id, {}).get("note"),
+                }
+                for gid in st.new_grants
+                for g in [st.grants[gid]]
+            ],
+        )
+    for gid in st.dirty - new:
+        s.execute(update(G).where(G.c.id == gid).values(remaining=st.grants[gid].remaining))
+    if st.entries:
+        s.execute(
+            insert(J),
+            [
+                {
+                    "wallet_id": st.wallet_id,
+                    "grant_id": e.grant_id,
+                    "operation_id": e.operation_id,
+                    "hold_id": e.hold_id,
+                    "kind": e.kind,
+                    "delta": e.delta,
+                    "created_at": now,
+                }
+                for e in st.entries
+            ],
+        )
+    if st.overdraft_dirty:
+        s.execute(update(W).where(W.c.id == st.wallet_id).values(overdraft_used=st.overdraft_used, updated_at=now))
+    st.entries.clear()
+    st.new_grants.clear()
+    st.dirty.clear()
+    st.overdraft_dirty = False
+
+
+def find_operation(s: Session, wallet_id: str, kind: str, key: str) -> Row[Any] | None:
+    return s.execute(
+        select(O).where(O.c.wallet_id == wallet_id, O.c.kind == kind, O.c.idempotency_key == key)
+    ).first()
+
+
+def get_operation(s: Session, op_id: str) -> Row[Any] | None:
+    return s.execute(select(O).where(O.c.id == op_id)).first()
+
+
+def insert_operation(s: Session, **values: Any) -> None:
+    values.setdefault("refunded", 0)
+    s.execute(insert(O).values(**values))
+
+
+def drawn_by(s: Session, *, operation_id: str | None = None, hold_id: str | None = None) -> Draw:
+    """What an operation (or a hold, across hold/release/settle) took, per grant, from the journal."""
+    cond = J.c.operation_id == operation_id if hold_id is None else J.c.hold_id == hold_id
+    rows = s.execute(select(J.c.grant_id, J.c.delta).where(cond).order_by(J.c.id)).all()
+    totals: dict[str, int] = {}
+    od = 0
+    for gid, delta in rows:
+        if gid is None:
+            od -= delta
+        else:
+            totals[gid] = totals.get(gid, 0) - delta
+    return Draw(tuple((g, a) for g, a in totals.items() if a > 0), max(od, 0))
+
+
+def refund_attributions(s: Session, op_id: str) -> list[Draw]:
+    rows = s.execute(select(O.c.result).where(O.c.kind == "refund", O.c.ref_id == op_id)).scalars().all()
+    return [Draw.from_json(r["attribution"]) for r in rows if r and "attribution" in r]
+
+
+def add_refunded(s: Session, op_id: str, amount: int) -> None:
+    s.execute(update(O).where(O.c.id == op_id).values(refunded=O.c.refunded + amount))
+
+
+def get_counters(s: Session, wallet_id: str, meter: str, periods: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    rows = s.execute(
+        select(UC.c.period, UC.c.value, UC.c.allowance_used).where(
+            UC.c.wallet_id == wallet_id, UC.c.meter == meter, UC.c.period.in_(list(periods))
+        )
+    ).all()
+    return {r.period: (r.value, r.allowance_used) for r in rows}
+
+
+def put_counter(
+    s: Session, wallet_id: str, meter: str, period: str, value: Decimal, allowance_used: Decimal, *, exists: bool
+) -> None:
+    if exists:
+        s.execute(
+            update(UC)
+            .where(UC.c.wallet_id == wallet_id, UC.c.meter == meter, UC.c.period == period)
+            .values(value=value, allowance_used=allowance_used)
+        )
+    else:
+        s.execute(
+            insert(UC).values(
+                wallet_id=wallet_id, meter=meter, period=period, value=value, allowance_used=allowance_used
+            )
+        )
+
+
+def unique_seen(s: Session, wallet_id: str, meter: str, period: str, value: str) -> bool:
+    return (
+        s.execute(
+            select(UV.c.value).where(
+                UV.c.wallet_id == wallet_id, UV.c.meter == meter, UV.c.period == period, UV.c.value == value
+            )
+        ).first()
+        is not None
+    )
+
+
+def add_unique(s: Session, wallet_id: str, meter: str, period: str, value: str) -> None:
+    s.execute(insert(UV).values(wallet_id=wallet_id, meter=meter, period=period, value=value))
+
+
+def get_hold(s: Session, hold_id: str) -> Row[Any] | None:
+    return s.execute(select(H).where(H.c.id == hold_id)).first()
+
+
+def find_hold(s: Session, operation_id: str) -> Row[Any] | None:
+    return s.execute(select(H).where(H.c.operation_id == operation_id)).first()
+
+
+def insert_hold(s: Session, **values: Any) -> None:
+    s.execute(insert(H).values(**values))
+
+
+def update_hold(s: Session, hold_id: str, **values: Any) -> None:
+    s.execute(update(H).where(H.c.id == hold_id).values(**values))
+
+
+def set_wallet(s: Session, wallet_id: str, **values: Any) -> None:
+    s.execute(update(W).where(W.c.id == wallet_id).values(**values))
+
+
+def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Row[Any]]:
+    return list(
+        s.execute(
+            select(H.c.id, H.c.wallet_id).where(H.c.status == "open", H.c.expires_at <= now).limit(limit)
+        ).all()
+    )
+
+
+def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[str]:
+    return list(
+        s.execute(
+            select(G.c.wallet_id)
+            .where(G.c.remaining > 0, G.c.expires_at.is_not(None), G.c.expires_at <= now)
+            .distinct()
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def open_holds_total(s: Session, wallet_id: str) -> int:
+    return int(
+        s.execute(select(func.coalesce(func.sum(H.c.amount), 0)).where(H.c.wallet_id == wallet_id, H.c.status == "open"))
+        .scalar_one()
+    )

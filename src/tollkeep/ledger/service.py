@@ -1,0 +1,833 @@
+"""Ledger use cases. Each public method builds a unit of work ``fn(session)`` and runs it
+through the :class:`WriteExecutor` (group commit on SQLite, row locks on PostgreSQL).
+
+Inside a unit of work: lock the wallet, check idempotency, load the wallet's state, apply the
+pure rules of :mod:`tollkeep.ledger.domain`, write back state and journal together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollkeep.catalog import Catalog
+from tollkeep.kit.clock import Clock, SystemClock, period_bounds
+from tollkeep.kit.errors import CapExceeded, Conflict, Forbidden, InvalidInput, NotFound
+from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.ids import new_id
+from tollkeep.ledger import repository as repo
+from tollkeep.ledger.domain import (
+    DEFAULT_PRIORITY,
+    SOURCES,
+    Draw,
+    GrantState,
+    WalletState,
+    check_replay,
+    merge_draws,
+    request_hash,
+    subtract_draws,
+)
+from tollkeep.pricing.rating import Rating, needs_aggregate, rate
+
+__all__ = ["LedgerService", "UsageRequest"]
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    customer_id: str
+    meter: str
+    quantity: Decimal | None
+    idempotency_key: str
+    properties: Mapping[str, Any] | None = None
+    api_key_id: str | None = None
+
+
+def _dec(value: Any, name: str = "quantity") -> Decimal:
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidInput(f"{name} must be a number", code="invalid_quantity") from exc
+    if not d.is_finite() or d < 0:
+        raise InvalidInput(f"{name} must be a finite number >= 0", code="invalid_quantity")
+    return d
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+class LedgerService:
+    def __init__(
+        self,
+        executor: WriteExecutor,
+        catalog: Callable[[], Catalog],
+        *,
+        clock: Clock | None = None,
+        hold_default_ttl: int = 300,
+        hold_max_ttl: int = 86_400,
+    ) -> None:
+        self.executor = executor
+        self.catalog = catalog
+        self.clock = clock or SystemClock()
+        self.hold_default_ttl = hold_default_ttl
+        self.hold_max_ttl = hold_max_ttl
+
+    @property
+    def unit(self) -> str:
+        return self.catalog().credits.name
+
+    # ================================================================ helpers inside a unit of work
+    def _wallet(self, s: Session, customer_id: str) -> Any:
+        wid = repo.wallet_id_for_customer(s, customer_id)
+        if wid is None:
+            raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+        w = repo.lock_wallet(s, wid)
+        assert w is not None
+        return w
+
+    @staticmethod
+    def _check_active(w: Any) -> None:
+        if w.status != "active":
+            raise Forbidden(f"customer is {w.status}", code="customer_inactive")
+
+    def _new_grant(
+        self,
+        st: WalletState,
+        meta: dict[str, dict[str, Any]],
+        *,
+        amount: int,
+        source: str,
+        now: datetime,
+        operation_id: str,
+        priority: int | None = None,
+        effective_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        meter: str | None = None,
+        note: str | None = None,
+    ) -> GrantState:
+        g = GrantState(
+            id=new_id("grt"),
+            amount=amount,
+            remaining=0,
+            source=source,
+            priority=DEFAULT_PRIORITY.get(source, 50) if priority is None else priority,
+            effective_at=effective_at or now,
+            expires_at=expires_at,
+            created_at=now,
+            meter=meter,
+        )
+        st.add_grant(g, now=now, operation_id=operation_id)
+        meta[g.id] = {"operation_id": operation_id, "note": note}
+        return g
+
+    def _ensure_allowance(
+        self, s: Session, w: Any, st: WalletState, meta: dict[str, dict[str, Any]], cat: Catalog, now: datetime
+    ) -> None:
+        """Grant the current period's plan allowance if it is not granted yet (idempotent by period)."""
+        if not w.plan:
+            return
+        plan = cat.plan(w.plan)
+        if plan is None or plan.allowance is None or plan.allowance.amount <= 0:
+            return
+        if w.allowance_until is not None and w.allowance_until > now:
+            return
+        start, end, key = period_bounds(plan.allowance.period, now)
+        op_id = new_id("op")
+        repo.insert_operation(
+            s,
+            id=op_id,
+            wallet_id=w.id,
+            customer_id=w.customer_id,
+            kind="allowance",
+            idempotency_key=f"{plan.key}:{key}",
+            amount=plan.allowance.amount,
+            catalog_version=cat.version,
+            created_at=now,
+        )
+        self._new_grant(
+            st,
+            meta,
+            amount=plan.allowance.amount,
+            source="plan_allowance",
+            now=now,
+            operation_id=op_id,
+            priority=plan.allowance.priority,
+            effective_at=start or now,
+            expires_at=end,
+            note=f"plan {plan.key} allowance {key}",
+        )
+        repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
+
+    def _state(self, s: Session, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
+        return repo.load_state(s, w, grant_ids=grant_ids)
+
+    # ================================================================ grants
+    def grant(
+        self,
+        customer_id: str,
+        amount: int,
+        *,
+        source: str = "purchase",
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        effective_at: datetime | None = None,
+        priority: int | None = None,
+        meter: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        return self.executor.call(
+            self.grant_fn(
+                customer_id,
+                amount,
+                source=source,
+                idempotency_key=idempotency_key,
+                expires_at=expires_at,
+                effective_at=effective_at,
+                priority=priority,
+                meter=meter,
+                note=note,
+            )
+        )
+
+    def grant_fn(
+        self,
+        customer_id: str,
+        amount: int,
+        *,
+        source: str = "purchase",
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        effective_at: datetime | None = None,
+        priority: int | None = None,
+        meter: str | None = None,
+        note: str | None = None,
+    ) -> Callable[[Session], dict[str, Any]]:
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidInput("amount must be a positive integer", code="invalid_amount")
+        if source not in SOURCES:
+            raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", code="invalid_source")
+        for label, ts in (("expires_at", expires_at), ("effective_at", effective_at)):
+            if ts is not None and ts.tzinfo is None:
+                raise InvalidInput(f"{label} needs a timezone", code="invalid_timestamp")
+        key = idempotency_key or new_id("auto")
+        payload = {
+            "amount": amount,
+            "source": source,
+            "expires_at": expires_at,
+            "effective_at": effective_at,
+            "priority": priority,
+            "meter": meter,
+        }
+        h = request_hash(payload)
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            w = self._wallet(s, customer_id)
+            prior = repo.find_operation(s, w.id, "grant", key)
+            if prior is not None:
+                check_replay(prior.request_hash, h, key)
+                return {**prior.result, "duplicate": True}
+            if expires_at is not None and expires_at <= (effective_at or now):
+                raise InvalidInput("expires_at must be after the grant takes effect", code="invalid_timestamp")
+            st = self._state(s, w)
+            meta: dict[str, dict[str, Any]] = {}
+            op_id = new_id("op")
+            g = self._new_grant(
+                st,
+                meta,
+                amount=amount,
+                source=source,
+                now=now,
+                operation_id=op_id,
+                priority=priority,
+                effective_at=effective_at,
+                expires_at=expires_at,
+                meter=meter,
+                note=note,
+            )
+            result = {
+                "id": g.id,
+                "operation_id": op_id,
+                "customer_id": customer_id,
+                "amount": amount,
+                "source": source,
+                "priority": g.priority,
+                "meter": meter,
+                "effective_at": _iso(g.effective_at),
+                "expires_at": _iso(expires_at),
+                "unit": self.unit,
+            }
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind="grant",
+                idempotency_key=key,
+                request_hash=h,
+                amount=amount,
+                meter=meter,
+                properties={"note": note} if note else None,
+                result=result,
+                created_at=now,
+            )
+            repo.persist(s, st, now, grant_meta=meta)
+            return {**result, "balance": st.balance(now), "duplicate": False}
+
+        return fn
+
+    # ================================================================ usage (debit)
+    def _meter_context(
+        self, s: Session, w: Any, cat: Catalog, meter: str, quantity: Decimal, props: Mapping[str, Any], now: datetime
+    ) -> tuple[Rating, dict[str, Any]]:
+        """Rate an event and work out its effect on counters and caps (nothing is written)."""
+        m = cat.meter(meter)
+        plan = cat.plan(w.plan) if w.plan else None
+        caps = plan.caps_for(meter) if plan else ()
+        needs_agg = needs_aggregate(m)
+        ctx: dict[str, Any] = {"counters": {}, "unique": None, "exclude": frozenset(), "caps": caps, "meter": m}
+        if not needs_agg and not caps:
+            return rate(cat, meter, quantity, properties=props), ctx
+        _, rating_end, rating_key = period_bounds("month", now)
+        periods = {rating_key} | {period_bounds(c.period, now)[2] for c in caps}
+        counters = repo.get_counters(s, w.id, meter, sorted(periods))
+        ctx["counters"] = counters
+        ctx["rating_period"] = rating_key
+        before = counters.get(rating_key, (Decimal(0), Decimal(0)))[0]
+        step = quantity
+        if m.aggregation == "unique_count":
+            prop = m.property or "value"
+            if prop not in props or props[prop] is None:
+                raise InvalidInput(f"meter {meter!r} counts distinct {prop!r}: put it in properties", code="missing_property")
+            value = str(props[prop])[:255]
+            seen = repo.unique_seen(s, w.id, meter, rating_key, value)
+            step = Decimal(0) if seen else Decimal(1)
+            ctx["unique"] = None if seen else value
+        ctx["step"] = step
+        rating = rate(cat, meter, step if m.aggregation == "unique_count" else quantity, properties=props, period_before=before)
+        for c in caps:
+            _, end, key = period_bounds(c.period, now)
+            used, allowance_used = counters.get(key, (Decimal(0), Decimal(0)))
+            if c.mode == "hard" and used + step > c.limit:
+                raise CapExceeded(
+                    f"meter {meter!r} is capped at {c.limit} per {c.period} on plan {w.plan!r}",
+                    details={"meter": meter, "limit": str(c.limit), "used": str(used), "resets_at": _iso(end)},
+                )
+            if c.mode != "hard" and allowance_used + step > c.limit:
+                ctx["exclude"] = frozenset({"plan_allowance"})
+        return rating, ctx
+
+    def _write_counters(
+        self, s: Session, w: Any, meter: str, ctx: dict[str, Any], quantity: Decimal, used_allowance: bool, now: datetime
+    ) -> None:
+        m = ctx["meter"]
+        counters: dict[str, tuple[Decimal, Decimal]] = ctx["counters"]
+        if "rating_period" not in ctx:
+            return
+        step = ctx.get("step", quantity)
+        periods = {ctx["rating_period"]} | {period_bounds(c.period, now)[2] for c in ctx["caps"]}
+        for p in sorted(periods):
+            old, allowance_used = counters.get(p, (Decimal(0), Decimal(0)))
+            new = max(old, quantity) if m.aggregation == "max" else old + step
+            au = allowance_used + (step if used_allowance else 0)
+            repo.put_counter(s, w.id, meter, p, new, au, exists=p in counters)
+        if ctx["unique"] is not None:
+            repo.add_unique(s, w.id, meter, ctx["rating_period"], ctx["unique"])
+
+    def record_usage(self, req: UsageRequest) -> dict[str, Any]:
+        return self.executor.call(self.usage_fn(req))
+
+    async def arecord_usage(self, req: UsageRequest) -> dict[str, Any]:
+        return await self.executor.acall(self.usage_fn(req))
+
+    def usage_fn(self, req: UsageRequest) -> Callable[[Session], dict[str, Any]]:
+        if not req.idempotency_key or len(req.idempotency_key) > 255:
+            raise InvalidInput("idempotency_key is required (1-255 characters)", code="invalid_idempotency_key")
+        props = dict(req.properties or {})
+        qty = Decimal(1) if req.quantity is None else _dec(req.quantity)
+        h = request_hash({"meter": req.meter, "quantity": qty, "properties": props})
+        cat = self.catalog()
+        cat.meter(req.meter)  # unknown meter: a 422 before touching the database
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            w = self._wallet(s, req.customer_id)
+            prior = repo.find_operation(s, w.id, "usage", req.idempotency_key)
+            if prior is not None:
+                check_replay(prior.request_hash, h, req.idempotency_key)
+                st = self._state(s, w)
+                return {**prior.result, "balance": st.balance(now), "duplicate": True}
+            self._check_active(w)
+            st = self._state(s, w)
+            meta: dict[str, dict[str, Any]] = {}
+            self._ensure_allowance(s, w, st, meta, cat, now)
+            rating, ctx = self._meter_context(s, w, cat, req.meter, qty, props, now)
+            op_id = new_id("evt")
+            draw = st.draw(rating.amount, now, kind="debit", operation_id=op_id, meter=req.meter, exclude=ctx["exclude"])
+            used_allowance = "plan_allowance" in draw.sources(st.grants)
+            self._write_counters(s, w, req.meter, ctx, qty, used_allowance, now)
+            result = {
+                "event_id": op_id,
+                "charged": rating.amount,
+                "unit": cat.credits.name,
+                "meter": req.meter,
+                "quantity": format(qty.normalize(), "f"),
+                "catalog_version": cat.version,
+                "created_at": _iso(now),
+            }
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=req.customer_id,
+                kind="usage",
+                idempotency_key=req.idempotency_key,
+                request_hash=h,
+                amount=rating.amount,
+                meter=req.meter,
+                quantity=qty,
+                properties=props or None,
+                catalog_version=cat.version,
+                api_key_id=req.api_key_id,
+                result=result,
+                created_at=now,
+            )
+            repo.persist(s, st, now, grant_meta=meta)
+            return {**result, "balance": st.balance(now), "duplicate": False}
+
+        return fn
+
+    # ================================================================ holds
+    def create_hold(
+        self,
+        customer_id: str,
+        *,
+        idempotency_key: str,
+        amount: int | None = None,
+        meter: str | None = None,
+        quantity: Any = None,
+        properties: Mapping[str, Any] | None = None,
+        ttl_seconds: int | None = None,
+        api_key_id: str | None = None,
+    ) -> dict[str, Any]:
+        return self.executor.call(
+            self.hold_fn(
+                customer_id,
+                idempotency_key=idempotency_key,
+                amount=amount,
+                meter=meter,
+                quantity=quantity,
+                properties=properties,
+                ttl_seconds=ttl_seconds,
+                api_key_id=api_key_id,
+            )
+        )
+
+    def hold_fn(
+        self,
+        customer_id: str,
+        *,
+        idempotency_key: str,
+        amount: int | None = None,
+        meter: str | None = None,
+        quantity: Any = None,
+        properties: Mapping[str, Any] | None = None,
+        ttl_seconds: int | None = None,
+        api_key_id: str | None = None,
+    ) -> Callable[[Session], dict[str, Any]]:
+        if not idempotency_key or len(idempotency_key) > 255:
+            raise InvalidInput("idempotency_key is required (1-255 characters)", code="invalid_idempotency_key")
+        if amount is None and meter is None:
+            raise InvalidInput("give an amount, or a meter and an estimated quantity", code="invalid_hold")
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
+            raise InvalidInput("amount must be an integer >= 0", code="invalid_amount")
+        ttl = self.hold_default_ttl if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= self.hold_max_ttl:
+            raise InvalidInput(f"ttl_seconds must be between 1 and {self.hold_max_ttl}", code="invalid_ttl")
+        props = dict(properties or {})
+        qty = None if meter is None else (Decimal(1) if quantity is None else _dec(quantity))
+        cat = self.catalog()
+        if meter is not None:
+            cat.meter(meter)
+        h = request_hash({"amount": amount, "meter": meter, "quantity": qty, "properties": props, "ttl": ttl})
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            w = self._wallet(s, customer_id)
+            prior = repo.find_operation(s, w.id, "hold", idempotency_key)
+            if prior is not None:
+                check_replay(prior.request_hash, h, idempotency_key)
+                hold = repo.find_hold(s, prior.id)
+                return {**self._hold_view(hold), "duplicate": True}
+            self._check_active(w)
+            st = self._state(s, w)
+            meta: dict[str, dict[str, Any]] = {}
+            self._ensure_allowance(s, w, st, meta, cat, now)
+            exclude: frozenset[str] = frozenset()
+            held = amount
+            if meter is not None and qty is not None:
+                rating, ctx = self._meter_context(s, w, cat, meter, qty, props, now)
+                exclude = ctx["exclude"]
+                if held is None:
+                    held = rating.amount
+            assert held is not None
+            op_id = new_id("hop")
+            hold_id = new_id("hld")
+            st.draw(held, now, kind="hold", operation_id=op_id, hold_id=hold_id, meter=meter, exclude=exclude)
+            expires = now + timedelta(seconds=ttl)
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind="hold",
+                idempotency_key=idempotency_key,
+                request_hash=h,
+                amount=held,
+                meter=meter,
+                quantity=qty,
+                properties=props or None,
+                catalog_version=cat.version,
+                ref_id=hold_id,
+                api_key_id=api_key_id,
+                created_at=now,
+            )
+            row = {
+                "id": hold_id,
+                "wallet_id": w.id,
+                "customer_id": customer_id,
+                "operation_id": op_id,
+                "amount": held,
+                "status": "open",
+                "meter": meter,
+                "quantity": qty,
+                "properties": props or None,
+                "catalog_version": cat.version,
+                "expires_at": expires,
+                "created_at": now,
+            }
+            repo.insert_hold(s, **row)
+            repo.persist(s, st, now, grant_meta=meta)
+            return {**self._hold_view(row), "balance": st.balance(now), "duplicate": False}
+
+        return fn
+
+    def _hold_view(self, hold: Any) -> dict[str, Any]:
+        get = hold.get if isinstance(hold, dict) else lambda k: getattr(hold, k, None)
+        return {
+            "id": get("id"),
+            "customer_id": get("customer_id"),
+            "amount": get("amount"),
+            "status": get("status"),
+            "meter": get("meter"),
+            "quantity": None if get("quantity") is None else format(Decimal(get("quantity")).normalize(), "f"),
+            "expires_at": _iso(get("expires_at")),
+            "settled_amount": get("settled_amount"),
+            "unit": self.unit,
+        }
+
+    def resolve_hold(
+        self,
+        customer_id: str | None,
+        hold_id: str,
+        *,
+        action: str,
+        amount: int | None = None,
+        quantity: Any = None,
+    ) -> dict[str, Any]:
+        return self.executor.call(self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity))
+
+    def resolve_fn(
+        self,
+        customer_id: str | None,
+        hold_id: str,
+        *,
+        action: str,
+        amount: int | None = None,
+        quantity: Any = None,
+    ) -> Callable[[Session], dict[str, Any]]:
+        if action not in ("settle", "release"):
+            raise InvalidInput("action must be settle or release")
+        if action == "settle":
+            if amount is None and quantity is None:
+                raise InvalidInput("settle takes an amount or a quantity", code="invalid_settle")
+            if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
+                raise InvalidInput("amount must be an integer >= 0", code="invalid_amount")
+        qty = None if quantity is None else _dec(quantity)
+        h = request_hash({"action": action, "amount": amount, "quantity": qty})
+        cat = self.catalog()
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            hold = repo.get_hold(s, hold_id)
+            if hold is None or (customer_id is not None and hold.customer_id != customer_id):
+                raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+            w = repo.lock_wallet(s, hold.wallet_id)
+            hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+            assert hold is not None and w is not None
+            if hold.status != "open":
+                if hold.resolution_hash == h and hold.result is not None:
+                    return {**hold.result, "duplicate": True}
+                raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
+            held = repo.drawn_by(s, hold_id=hold_id)
+            st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
+            op_id = new_id("sop" if action == "settle" else "rop")
+            meta: dict[str, dict[str, Any]] = {}
+            final = 0
+            status = "released"
+            settle_meter = hold.meter
+            if action == "settle":
+                status = "settled"
+                if amount is not None:
+                    final = amount
+                    ctx: dict[str, Any] | None = None
+                else:
+                    if hold.meter is None:
+                        raise InvalidInput("this hold has no meter: settle it with an amount", code="invalid_settle")
+                    assert qty is not None
+                    rating, ctx = self._meter_context(s, w, cat, hold.meter, qty, hold.properties or {}, now)
+                    final = rating.amount
+                if final <= hold.amount:
+                    st.give_back(held, hold.amount - final, now, kind="release", operation_id=op_id, hold_id=hold_id, live_only=False)
+                    extra = Draw(())
+                else:
+                    extra = st.draw(final - hold.amount, now, kind="debit", operation_id=op_id, hold_id=hold_id, meter=settle_meter)
+                if ctx is not None and hold.meter is not None and qty is not None:
+                    used_allowance = "plan_allowance" in merge_draws(held, extra).sources(st.grants)
+                    self._write_counters(s, w, hold.meter, ctx, qty, used_allowance, now)
+            else:
+                st.give_back(held, hold.amount, now, kind="release", operation_id=op_id, hold_id=hold_id, live_only=False)
+            result = {
+                "id": hold_id,
+                "status": status,
+                "amount": hold.amount,
+                "settled_amount": final if action == "settle" else None,
+                "charged": final,
+                "operation_id": op_id,
+                "unit": self.unit,
+            }
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=hold.customer_id,
+                kind="usage" if action == "settle" else "release",
+                idempotency_key=f"hold:{hold_id}",
+                request_hash=h,
+                amount=final,
+                meter=hold.meter,
+                quantity=qty if qty is not None else hold.quantity,
+                properties=hold.properties,
+                catalog_version=cat.version if qty is not None else hold.catalog_version,
+                ref_id=hold_id,
+                result=result,
+                created_at=now,
+            )
+            repo.update_hold(
+                s,
+                hold_id,
+                status=status,
+                settled_amount=final if action == "settle" else None,
+                resolution_hash=h,
+                resolution_operation_id=op_id,
+                result=result,
+                resolved_at=now,
+            )
+            repo.persist(s, st, now, grant_meta=meta)
+            return {**result, "balance": st.balance(now), "duplicate": False}
+
+        return fn
+
+    # ================================================================ refunds
+    def refund(
+        self, operation_id: str, *, idempotency_key: str, amount: int | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
+            raise InvalidInput("amount must be a positive integer", code="invalid_amount")
+        if not idempotency_key:
+            raise InvalidInput("idempotency_key is required", code="invalid_idempotency_key")
+        h = request_hash({"operation_id": operation_id, "amount": amount})
+
+        def fn(s: Session) -> dict[str, Any]:
+            now = self.clock.now()
+            op = repo.get_operation(s, operation_id)
+            if op is None or op.kind != "usage":
+                raise NotFound(f"charge {operation_id!r} not found", code="charge_not_found")
+            w = repo.lock_wallet(s, op.wallet_id)
+            assert w is not None
+            prior = repo.find_operation(s, w.id, "refund", idempotency_key)
+            if prior is not None:
+                check_replay(prior.request_hash, h, idempotency_key)
+                return {k: v for k, v in prior.result.items() if k != "attribution"} | {"duplicate": True}
+            op = repo.get_operation(s, operation_id)
+            assert op is not None
+            refundable = op.amount - op.refunded
+            want = refundable if amount is None else amount
+            if want <= 0 or want > refundable:
+                raise Conflict(
+                    f"can refund at most {refundable} of this charge",
+                    code="refund_exceeds_charge",
+                    details={"refundable": refundable},
+                )
+            hold_id = op.ref_id if op.ref_id and op.ref_id.startswith("hld_") else None
+            drawn = repo.drawn_by(s, hold_id=hold_id) if hold_id else repo.drawn_by(s, operation_id=op.id)
+            left = subtract_draws(drawn, repo.refund_attributions(s, op.id))
+            st = self._state(s, w, grant_ids=tuple(g for g, _ in left.parts))
+            ref_id = new_id("ref")
+            attribution, unplaced = st.give_back(left, want, now, kind="refund", operation_id=ref_id, live_only=True)
+            meta: dict[str, dict[str, Any]] = {}
+            new_grant = None
+            if unplaced:
+                new_grant = self._new_grant(
+                    st, meta, amount=unplaced, source="refund", now=now, operation_id=ref_id, note=reason
+                ).id
+            result = {
+                "id": ref_id,
+                "charge_id": op.id,
+                "amount": want,
+                "to_original_grants": want - unplaced,
+                "new_grant_id": new_grant,
+                "reason": reason,
+                "unit": self.unit,
+            }
+            repo.insert_operation(
+                s,
+                id=ref_id,
+                wallet_id=w.id,
+                customer_id=op.customer_id,
+                kind="refund",
+                idempotency_key=idempotency_key,
+                request_hash=h,
+                amount=want,
+                ref_id=op.id,
+                properties={"reason": reason} if reason else None,
+                result={**result, "attribution": attribution.to_json()},
+                created_at=now,
+            )
+            repo.add_refunded(s, op.id, want)
+            repo.persist(s, st, now, grant_meta=meta)
+            return {**result, "balance": st.balance(now), "duplicate": False}
+
+        return self.executor.call(fn)
+
+    # ================================================================ plans
+    def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
+        """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
+        free plan to a paid one carries the unused free allowance into a durable grant, once."""
+        cat = self.catalog()
+        new_plan = cat.plan(plan_key) if plan_key else None
+        if plan_key and new_plan is None:
+            raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
+
+        def fn(s: Session) -> dict[str, Any]:
+            from sqlalchemy import update
+
+            from tollkeep.models import Customer
+
+            now = self.clock.now()
+            w = self._wallet(s, customer_id)
+            if w.plan == plan_key:
+                return {"customer_id": customer_id, "plan": plan_key, "carried_over": 0, "changed": False}
+            old_plan = cat.plan(w.plan) if w.plan else None
+            st = self._state(s, w)
+            op_id = new_id("op")
+            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.remaining > 0 and g.live(now)]
+            carried = 0
+            carry = (
+                old_plan is not None and old_plan.is_free and new_plan is not None and not new_plan.is_free
+                and not w.carryover_done
+            )
+            for g in closing:
+                carried += st.close(g.id, kind="plan_change", operation_id=op_id)
+            meta: dict[str, dict[str, Any]] = {}
+            if carry and carried:
+                self._new_grant(st, meta, amount=carried, source="promo", now=now, operation_id=op_id,
+                                note=f"unused {old_plan.key if old_plan else ''} allowance carried over")
+            else:
+                carried = 0
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind="plan_change",
+                idempotency_key=op_id,
+                amount=carried,
+                properties={"from": w.plan, "to": plan_key},
+                catalog_version=cat.version,
+                created_at=now,
+            )
+            s.execute(
+                update(Customer.__table__)
+                .where(Customer.__table__.c.id == customer_id)
+                .values(plan=plan_key, plan_changed_at=now, updated_at=now)
+            )
+            repo.set_wallet(s, w.id, allowance_until=None, carryover_done=bool(w.carryover_done or carry), updated_at=now)
+            repo.persist(s, st, now, grant_meta=meta)
+            w2 = repo.lock_wallet(s, w.id)
+            self._ensure_allowance(s, w2, st, meta, cat, now)
+            repo.persist(s, st, now, grant_meta=meta)
+            return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
+
+        return self.executor.call(fn)
+
+    def set_overdraft(self, customer_id: str, limit: int) -> dict[str, Any]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInput("overdraft limit must be an integer >= 0", code="invalid_amount")
+
+        def fn(s: Session) -> dict[str, Any]:
+            w = self._wallet(s, customer_id)
+            repo.set_wallet(s, w.id, overdraft_limit=limit, updated_at=self.clock.now())
+            return {"customer_id": customer_id, "overdraft_limit": limit, "overdraft_used": w.overdraft_used}
+
+        return self.executor.call(fn)
+
+    # ================================================================ sweeper
+    def sweep(self, *, limit: int = 500) -> dict[str, int]:
+        """Release expired holds, then expire grants past their end. Safe to run anywhere, any time."""
+
+        def fn(s: Session) -> dict[str, int]:
+            now = self.clock.now()
+            released = expired = 0
+            for hold in repo.expired_open_holds(s, now, limit):
+                w = repo.lock_wallet(s, hold.wallet_id)
+                h = repo.get_hold(s, hold.id)
+                if w is None or h is None or h.status != "open":
+                    continue
+                held = repo.drawn_by(s, hold_id=h.id)
+                st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
+                op_id = new_id("rop")
+                st.give_back(held, h.amount, now, kind="release", operation_id=op_id, hold_id=h.id, live_only=False)
+                result = {"id": h.id, "status": "expired", "amount": h.amount, "settled_amount": None, "charged": 0,
+                          "operation_id": op_id, "unit": self.unit}
+                repo.insert_operation(s, id=op_id, wallet_id=w.id, customer_id=h.customer_id, kind="release",
+                                      idempotency_key=f"hold:{h.id}", amount=0, ref_id=h.id, result=result,
+                                      created_at=now)
+                repo.update_hold(s, h.id, status="expired", resolution_operation_id=op_id, result=result,
+                                 resolution_hash="expired", resolved_at=now)
+                repo.persist(s, st, now)
+                released += 1
+            for wallet_id in repo.wallets_with_expired_grants(s, now, limit):
+                w = repo.lock_wallet(s, wallet_id)
+                assert w is not None
+                st = self._state(s, w)
+                op_id = new_id("exp")
+                gone = st.expire(now, operation_id=op_id)
+                if not gone:
+                    continue
+                total = sum(a for _, a in gone)
+                repo.insert_operation(s, id=op_id, wallet_id=w.id, customer_id=w.customer_id, kind="expire",
+                                      idempotency_key=op_id, amount=total,
+                                      properties={"grants": [g for g, _ in gone]}, created_at=now)
+                repo.persist(s, st, now)
+                expired += len(gone)
+            return {"holds_released": released, "grants_expired": expired}
+
+        return self.executor.call(fn)
