@@ -1,0 +1,59 @@
+"""Request dependencies: the runtime, admin authentication, API-key / install-id principals."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from tollkeep.keys.service import ALL_SCOPES, Principal
+from tollkeep.kit.errors import AuthError
+from tollkeep.runtime import Tollkeep
+
+__all__ = ["admin", "principal", "runtime"]
+
+
+def runtime(request: Request) -> Tollkeep:
+    tk: Tollkeep = request.app.state.tollkeep
+    return tk
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise AuthError("use 'Authorization: Bearer <token>'", code="invalid_authorization")
+    return value.strip()
+
+
+async def admin(request: Request) -> Tollkeep:
+    tk = runtime(request)
+    expected = tk.settings.admin_token
+    if expected is None or not expected.get_secret_value():
+        raise AuthError("the admin API is off: set TOLLKEEP_ADMIN_TOKEN", code="admin_disabled")
+    token = _bearer(request)
+    if token is None or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise AuthError("invalid admin token", code="invalid_admin_token")
+    return tk
+
+
+async def principal(request: Request) -> Principal:
+    """The caller of a public route: an API key, or an anonymous ``X-Install-Id``."""
+    tk = runtime(request)
+    raw = _bearer(request)
+    ip = request.client.host if request.client else None
+    if raw is None:
+        install = request.headers.get("x-install-id")
+        if install is None:
+            raise AuthError("send 'Authorization: Bearer <api key>'", code="missing_api_key")
+        cid = await run_in_threadpool(tk.customers.install_customer, install)
+        return Principal(cid, None, frozenset(ALL_SCOPES), anonymous=True)
+    keys = tk.keys
+    if not keys.well_formed(raw):
+        raise AuthError("invalid API key", code="invalid_api_key")
+    hit = keys.cached(raw)
+    rec = await run_in_threadpool(keys.lookup, raw) if hit is False else hit
+    return keys.check(raw, rec if rec is not False else None, ip)  # type: ignore[arg-type]

@@ -1,0 +1,82 @@
+"""``create_app(settings)``: the FastAPI application around one :class:`Tollkeep` runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from tollkeep import __version__
+from tollkeep.api import admin, public
+from tollkeep.api.errors import BodyLimitMiddleware, install_error_handlers
+from tollkeep.config import Settings
+from tollkeep.kit.errors import TollkeepError
+from tollkeep.runtime import Tollkeep
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tollkeep")
+
+DESCRIPTION = """
+tollkeep sells access to AI tools and APIs by the call, the token or the plan.
+
+* **Public API** (`/v1`, `Authorization: Bearer <api key>`): balance, usage (metered charges),
+  holds (reserve → settle/release), pricing discovery.
+* **Admin API** (`/admin`, `Authorization: Bearer <admin token>`): customers, keys, credits,
+  refunds, catalog reload, ledger verification.
+
+Amounts are integers in the catalog's credit unit (responses name it in `unit`).
+Errors are `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else Settings())
+    owned = runtime is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tk = runtime or Tollkeep(settings)
+        app.state.tollkeep = tk
+        if settings.run_workers:
+            tk.start_workers()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, _reload, tk)
+        except (NotImplementedError, RuntimeError, ValueError):  # not in the main thread / not POSIX
+            pass
+        try:
+            yield
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGHUP)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+            if owned:
+                tk.close()
+
+    app = FastAPI(title="tollkeep", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    if runtime is not None:
+        app.state.tollkeep = runtime
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app.include_router(public.router)
+    app.include_router(admin.router)
+    return app
+
+
+def _reload(tk: Tollkeep) -> None:
+    try:
+        tk.reload_catalog()
+    except TollkeepError as exc:
+        log.error("catalog reload refused, keeping %s: %s", tk.catalog.version, exc.message)

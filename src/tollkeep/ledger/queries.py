@@ -1,0 +1,125 @@
+"""Read side of the ledger: balances, grants, usage events, journal pages. No locks taken."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tollkeep.kit.errors import NotFound
+from tollkeep.kit.pagination import clamp_limit, page
+from tollkeep.ledger import repository as repo
+from tollkeep.models import Grant, JournalEntry, Operation
+
+__all__ = ["balance", "journal", "usage_events"]
+
+G = Grant.__table__
+J = JournalEntry.__table__
+O = Operation.__table__  # noqa: E741
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def _wallet(s: Session, customer_id: str) -> Any:
+    wid = repo.wallet_id_for_customer(s, customer_id)
+    if wid is None:
+        raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+    w = s.execute(select(repo.W).where(repo.W.c.id == wid)).first()
+    assert w is not None
+    return w
+
+
+def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str, Any]:
+    w = _wallet(s, customer_id)
+    rows = s.execute(
+        select(G).where(G.c.wallet_id == w.id, G.c.remaining > 0).order_by(G.c.priority, G.c.created_at)
+    ).all()
+    grants = []
+    live_total = 0
+    for g in rows:
+        live = g.effective_at <= now and (g.expires_at is None or g.expires_at > now)
+        if live:
+            live_total += g.remaining
+        grants.append(
+            {
+                "id": g.id,
+                "source": g.source,
+                "amount": g.amount,
+                "remaining": g.remaining,
+                "priority": g.priority,
+                "meter": g.meter,
+                "effective_at": _iso(g.effective_at),
+                "expires_at": _iso(g.expires_at),
+                "live": live,
+            }
+        )
+    held = repo.open_holds_total(s, w.id)
+    bal = live_total - w.overdraft_used
+    return {
+        "customer_id": customer_id,
+        "balance": bal,
+        "available": bal + max(0, w.overdraft_limit - w.overdraft_used),
+        "held": held,
+        "overdraft_limit": w.overdraft_limit,
+        "overdraft_used": w.overdraft_used,
+        "unit": unit,
+        "grants": grants,
+    }
+
+
+def usage_events(
+    s: Session, customer_id: str, *, limit: int | None = None, after: str | None = None, meter: str | None = None
+) -> dict[str, Any]:
+    n = clamp_limit(limit)
+    stmt = (
+        select(O)
+        .where(O.c.customer_id == customer_id, O.c.kind == "usage")
+        .order_by(O.c.id.desc())
+        .limit(n + 1)
+    )
+    if after:
+        stmt = stmt.where(O.c.id < after)
+    if meter:
+        stmt = stmt.where(O.c.meter == meter)
+    items = [
+        {
+            "event_id": o.id,
+            "meter": o.meter,
+            "quantity": None if o.quantity is None else format(Decimal(o.quantity).normalize(), "f"),
+            "charged": o.amount,
+            "refunded": o.refunded,
+            "idempotency_key": o.idempotency_key,
+            "properties": o.properties or {},
+            "catalog_version": o.catalog_version,
+            "hold_id": o.ref_id,
+            "created_at": _iso(o.created_at),
+        }
+        for o in s.execute(stmt)
+    ]
+    return page(items, n, "event_id")
+
+
+def journal(s: Session, customer_id: str, *, limit: int | None = None, after: int | None = None) -> dict[str, Any]:
+    w = _wallet(s, customer_id)
+    n = clamp_limit(limit, 100)
+    stmt = select(J).where(J.c.wallet_id == w.id).order_by(J.c.id).limit(n + 1)
+    if after is not None:
+        stmt = stmt.where(J.c.id > after)
+    items = [
+        {
+            "id": e.id,
+            "kind": e.kind,
+            "delta": e.delta,
+            "grant_id": e.grant_id,
+            "operation_id": e.operation_id,
+            "hold_id": e.hold_id,
+            "created_at": _iso(e.created_at),
+        }
+        for e in s.execute(stmt)
+    ]
+    return page(items, n)

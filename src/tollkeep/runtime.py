@@ -1,0 +1,129 @@
+"""The object graph: one :class:`Tollkeep` holds the database, catalog and services.
+
+Built from one Settings object; no module globals. The HTTP app, the CLI and
+embedding Python code all use it (``Tollkeep(Settings(...))``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
+from tollkeep.config import Settings
+from tollkeep.customers.service import CustomerService
+from tollkeep.keys.service import KeyService
+from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.db import Database
+from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.migrate import upgrade
+from tollkeep.ledger import queries
+from tollkeep.ledger.service import LedgerService
+from tollkeep.ledger.verify import VerifyReport, verify_ledger
+from tollkeep.models import CatalogVersion
+
+__all__ = ["Tollkeep"]
+
+log = logging.getLogger("tollkeep")
+
+
+class Tollkeep:
+    def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None) -> None:
+        self.settings = settings or Settings()
+        self.clock = clock or SystemClock()
+        s = self.settings
+        self.db = Database(s.database_url, sqlite_synchronous=s.sqlite_synchronous, pool_size=s.db_pool_size)
+        if s.migrate_on_start if migrate is None else migrate:
+            upgrade(self.db)
+        initial: Catalog = load_catalog(s.catalog_path) if s.catalog_path else default_catalog()
+        self.catalogs = CatalogStore(initial, path=s.catalog_path)
+        self.executor = WriteExecutor(self.db, batch_max=s.writer_batch_max, workers=s.db_pool_size)
+        cat = self.catalogs
+        self.ledger = LedgerService(
+            self.executor,
+            lambda: cat.current,
+            clock=self.clock,
+            hold_default_ttl=s.hold_default_ttl_seconds,
+            hold_max_ttl=s.hold_max_ttl_seconds,
+        )
+        self.customers = CustomerService(self.db, self.executor, self.ledger, lambda: cat.current, clock=self.clock)
+        self.keys = KeyService(
+            self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
+        )
+        self._record_catalog(initial)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # ---- catalog --------------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalogs.current
+
+    def _record_catalog(self, cat: Catalog) -> None:
+        def fn(s: Any) -> None:
+            if s.execute(select(CatalogVersion.version).where(CatalogVersion.version == cat.version)).first() is None:
+                s.execute(
+                    insert(CatalogVersion).values(
+                        version=cat.version, source=cat.source, text=cat.text, loaded_at=self.clock.now()
+                    )
+                )
+
+        self.executor.call(fn)
+
+    def reload_catalog(self) -> Catalog:
+        """Load the catalog file again as a new version; an invalid file raises and changes nothing."""
+        previous = self.catalogs.current.version
+        cat = self.catalogs.reload()
+        self._record_catalog(cat)
+        if cat.version != previous:
+            log.info("catalog reloaded: %s -> %s", previous, cat.version)
+        return cat
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def balance(self, customer_id: str) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            return queries.balance(s, customer_id, self.clock.now(), self.catalog.credits.name)
+
+    def usage(self, customer_id: str, **kw: Any) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            return queries.usage_events(s, customer_id, **kw)
+
+    def journal(self, customer_id: str, **kw: Any) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            return queries.journal(s, customer_id, **kw)
+
+    def verify(self, progress: Any = None) -> VerifyReport:
+        with self.db.scope(write=False) as s:
+            return verify_ledger(s, progress=progress)
+
+    # ---- workers --------------------------------------------------------------------------------
+    def start_workers(self) -> None:
+        if self._sweeper is not None:
+            return
+        self._stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="tollkeep-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.sweeper_interval_seconds):
+            try:
+                self.ledger.sweep()
+            except Exception:
+                log.exception("sweeper failed; will retry")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+            self._sweeper = None
+        self.executor.close()
+        self.db.dispose()
+
+    def __enter__(self) -> Tollkeep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

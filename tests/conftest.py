@@ -1,0 +1,103 @@
+"""Shared fixtures. Every test that gets a runtime runs on SQLite and, when the server answers,
+on PostgreSQL (TOLLKEEP_TEST_PG_URL, default postgresql://postgres@127.0.0.1:5432/test), each
+in a fresh database (a temporary file / a temporary schema). After each test the ledger is
+verified from the journal: a test that leaves balances and journal disagreeing fails."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tollkeep.app import create_app
+from tollkeep.config import Settings
+from tollkeep.kit.clock import FrozenClock
+from tollkeep.runtime import Tollkeep
+
+PG_URL = os.environ.get("TOLLKEEP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN = "test-admin-token"
+_pg_state: dict[str, str | None] = {}
+
+
+def pg_unavailable() -> str | None:
+    """None when PostgreSQL answers, else why not (cached)."""
+    if "why" not in _pg_state:
+        if os.environ.get("TOLLKEEP_TEST_PG", "1") == "0":
+            _pg_state["why"] = "TOLLKEEP_TEST_PG=0"
+        else:
+            try:
+                import psycopg
+
+                with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3) as c:
+                    c.execute("select 1")
+                _pg_state["why"] = None
+            except Exception as exc:
+                _pg_state["why"] = f"PostgreSQL at {PG_URL} does not answer ({type(exc).__name__})"
+    return _pg_state["why"]
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    why = pg_unavailable()
+    if why:
+        pytest.skip(f"skipping PostgreSQL run: {why}")
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    raw = PG_URL.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(raw, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(raw, autocommit=True) as c:
+        c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tollkeep.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime.now(UTC).replace(microsecond=0))
+
+
+def make_settings(db_url: str, **kw: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": db_url,
+        "admin_token": ADMIN,
+        "run_workers": False,
+        "key_cache_seconds": 0.0,
+    }
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def tk(db_url: str, clock: FrozenClock) -> Iterator[Tollkeep]:
+    runtime = Tollkeep(make_settings(db_url), clock=clock)
+    try:
+        yield runtime
+        report = runtime.verify()
+        assert report.ok, report.problems
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def client(tk: Tollkeep) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime=tk)) as c:
+        c.headers["Authorization"] = f"Bearer {ADMIN}"
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
