@@ -80,3 +80,8 @@ def _reload(tk: Tollkeep) -> None:
         tk.reload_catalog()
     except TollkeepError as exc:
         log.error("catalog reload refused, keeping %s: %s", tk.catalog.version, exc.message)
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory tollkeep.app:app_from_env`` (settings from TOLLKEEP_* variables)."""
+    return create_app(Settings())
