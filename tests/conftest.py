@@ -33,7 +33,9 @@ def pg_unavailable() -> str | None:
             try:
                 import psycopg
 
-                with psycopg.connect(PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3) as c:
+                with psycopg.connect(
+                    PG_URL.replace("postgresql+psycopg", "postgresql"), connect_timeout=3
+                ) as c:
                     c.execute("select 1")
                 _pg_state["why"] = None
             except Exception as exc:

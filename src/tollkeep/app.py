@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -46,17 +46,13 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
         if settings.run_workers:
             tk.start_workers()
         loop = asyncio.get_running_loop()
-        try:
+        with suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread / not POSIX
             loop.add_signal_handler(signal.SIGHUP, _reload, tk)
-        except (NotImplementedError, RuntimeError, ValueError):  # not in the main thread / not POSIX
-            pass
         try:
             yield
         finally:
-            try:
+            with suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
             if owned:
                 tk.close()
 

@@ -31,7 +31,9 @@ log = logging.getLogger("tollkeep")
 
 
 class Tollkeep:
-    def __init__(self, settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None
+    ) -> None:
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
         s = self.settings
@@ -49,7 +51,9 @@ class Tollkeep:
             hold_default_ttl=s.hold_default_ttl_seconds,
             hold_max_ttl=s.hold_max_ttl_seconds,
         )
-        self.customers = CustomerService(self.db, self.executor, self.ledger, lambda: cat.current, clock=self.clock)
+        self.customers = CustomerService(
+            self.db, self.executor, self.ledger, lambda: cat.current, clock=self.clock
+        )
         self.keys = KeyService(
             self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
         )
@@ -64,7 +68,10 @@ class Tollkeep:
 
     def _record_catalog(self, cat: Catalog) -> None:
         def fn(s: Any) -> None:
-            if s.execute(select(CatalogVersion.version).where(CatalogVersion.version == cat.version)).first() is None:
+            if (
+                s.execute(select(CatalogVersion.version).where(CatalogVersion.version == cat.version)).first()
+                is None
+            ):
                 s.execute(
                     insert(CatalogVersion).values(
                         version=cat.version, source=cat.source, text=cat.text, loaded_at=self.clock.now()
@@ -111,6 +118,7 @@ class Tollkeep:
         while not self._stop.wait(self.settings.sweeper_interval_seconds):
             try:
                 self.ledger.sweep()
+                self.ledger.renew_allowances()
             except Exception:
                 log.exception("sweeper failed; will retry")
 

@@ -37,13 +37,22 @@ def test_usage_happy_path_and_idempotency(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["charged"] == 1 and body["balance"] == 2 and body["duplicate"] is False and body["event_id"]
-    again = client.post("/v1/usage", headers=h, json={"meter": "api_call", "quantity": 1, "idempotency_key": "a"})
+    again = client.post(
+        "/v1/usage", headers=h, json={"meter": "api_call", "quantity": 1, "idempotency_key": "a"}
+    )
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert again.json()["event_id"] == body["event_id"] and again.json()["balance"] == 2
-    clash = client.post("/v1/usage", headers=h, json={"meter": "api_call", "quantity": 2, "idempotency_key": "a"})
+    clash = client.post(
+        "/v1/usage", headers=h, json={"meter": "api_call", "quantity": 2, "idempotency_key": "a"}
+    )
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict"
     for i in range(2):
-        assert client.post("/v1/usage", headers=h, json={"meter": "api_call", "idempotency_key": f"b{i}"}).status_code == 200
+        assert (
+            client.post(
+                "/v1/usage", headers=h, json={"meter": "api_call", "idempotency_key": f"b{i}"}
+            ).status_code
+            == 200
+        )
     broke = client.post("/v1/usage", headers=h, json={"meter": "api_call", "idempotency_key": "c"})
     assert broke.status_code == 402 and broke.json()["error"]["code"] == "insufficient_credits"
     assert client.get("/v1/balance", headers=h).json()["balance"] == 0
@@ -65,7 +74,9 @@ def test_holds(client: TestClient) -> None:
     assert client.post(f"/v1/holds/{hid}/settle", headers=h, json={"amount": 4}).json()["duplicate"] is True
     assert client.post(f"/v1/holds/{hid}/settle", headers=h, json={"amount": 5}).status_code == 409
     assert client.post(f"/v1/holds/{hid}/release", headers=h).status_code == 409
-    r = client.post("/v1/holds", headers=h, json={"meter": "api_call", "quantity": 3, "idempotency_key": "h2"})
+    r = client.post(
+        "/v1/holds", headers=h, json={"meter": "api_call", "quantity": 3, "idempotency_key": "h2"}
+    )
     assert r.status_code == 201 and r.json()["amount"] == 3
     rel = client.post(f"/v1/holds/{r.json()['id']}/release", headers=h)
     assert rel.status_code == 200 and rel.json()["balance"] == 6
@@ -79,7 +90,9 @@ def test_auth_failures(client: TestClient) -> None:
     assert client.post(f"/admin/keys/{kid}/revoke").status_code == 200
     r = client.get("/v1/balance", headers=bearer(key))
     assert r.status_code == 401 and r.json()["error"]["code"] == "key_revoked"
-    assert client.post("/admin/customers", headers=bearer("wrong"), json={"external_id": "x"}).status_code == 401
+    assert (
+        client.post("/admin/customers", headers=bearer("wrong"), json={"external_id": "x"}).status_code == 401
+    )
 
 
 def test_bad_input_is_4xx_json(client: TestClient) -> None:
@@ -89,8 +102,12 @@ def test_bad_input_is_4xx_json(client: TestClient) -> None:
         client.post("/v1/usage", headers={**h, "content-type": "application/json"}, content=b"{nope"),
         client.post("/v1/usage", headers=h, json={"meter": "api_call"}),
         client.post("/v1/usage", headers=h, json={"meter": "nope", "idempotency_key": "x"}),
-        client.post("/v1/usage", headers=h, json={"meter": "api_call", "quantity": -1, "idempotency_key": "x"}),
-        client.post("/v1/usage", headers=h, json={"meter": "api_call", "quantity": "NaN", "idempotency_key": "x"}),
+        client.post(
+            "/v1/usage", headers=h, json={"meter": "api_call", "quantity": -1, "idempotency_key": "x"}
+        ),
+        client.post(
+            "/v1/usage", headers=h, json={"meter": "api_call", "quantity": "NaN", "idempotency_key": "x"}
+        ),
         client.post("/v1/usage", headers=h, json=[1, 2]),
         client.post("/v1/usage", headers=h, content=b"x" * 100_000),
         client.post("/admin/customers/nope/grants", json={"amount": 1.5}),

@@ -45,7 +45,9 @@ def list_customers(
     q: Annotated[str | None, Query(max_length=255, description="search external id and email")] = None,
     include_anonymous: bool = False,
 ) -> dict[str, Any]:
-    return tk.customers.list(limit=limit, after=after, status=status, q=q, include_anonymous=include_anonymous)
+    return tk.customers.list(
+        limit=limit, after=after, status=status, q=q, include_anonymous=include_anonymous
+    )
 
 
 @router.get("/customers/{customer_id}", summary="A customer with balance")
@@ -113,7 +115,9 @@ def usage(
 
 @router.post("/charges/{event_id}/refund", status_code=201, summary="Refund a charge, whole or in part")
 def refund(event_id: str, body: RefundIn, tk: Admin) -> JSONResponse:
-    out = tk.ledger.refund(event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason)
+    out = tk.ledger.refund(
+        event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason
+    )
     return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
 
 
@@ -183,7 +187,12 @@ def rotate_key(key_id: str, tk: Admin, body: RotateIn | None = None) -> dict[str
 @router.get("/catalog", summary="The active catalog: version and contents")
 def get_catalog(tk: Admin) -> dict[str, Any]:
     cat = tk.catalog
-    return {"version": cat.version, "source": cat.source, "versions": tk.catalogs.versions, "catalog": cat.to_public_dict()}
+    return {
+        "version": cat.version,
+        "source": cat.source,
+        "versions": tk.catalogs.versions,
+        "catalog": cat.to_public_dict(),
+    }
 
 
 @router.post("/catalog/reload", summary="Load the catalog file again (an invalid file changes nothing)")

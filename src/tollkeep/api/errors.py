@@ -51,11 +51,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body("invalid_json", "the request body is not valid JSON"), status_code=400)
+            return JSONResponse(
+                error_body("invalid_json", "the request body is not valid JSON"), status_code=400
+            )
         details = [{"field": _loc(e), "reason": str(e.get("msg", ""))} for e in errors[:20]]
         first = details[0] if details else {"field": "body", "reason": "invalid"}
         return JSONResponse(
-            error_body("invalid_request", f"{first['field']}: {first['reason']}", details=details), status_code=422
+            error_body("invalid_request", f"{first['field']}: {first['reason']}", details=details),
+            status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -67,7 +70,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "internal error; it has been logged"), status_code=500)
+        return JSONResponse(
+            error_body("internal_error", "internal error; it has been logged"), status_code=500
+        )
 
 
 class _TooLarge(Exception):
@@ -128,7 +133,10 @@ class BodyLimitMiddleware:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -52,14 +52,21 @@ def list_usage(
     caller: Caller,
     tk: Runtime,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    after: Annotated[str | None, Query(max_length=64, description="the `next` cursor of the last page")] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="the `next` cursor of the last page")
+    ] = None,
     meter: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     caller.require("usage:read")
     return tk.usage(caller.customer_id, limit=limit, after=after, meter=meter)
 
 
-@router.post("/holds", status_code=201, summary="Reserve credits before work whose cost is known later", responses=ERRORS)
+@router.post(
+    "/holds",
+    status_code=201,
+    summary="Reserve credits before work whose cost is known later",
+    responses=ERRORS,
+)
 async def create_hold(body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     fn = tk.ledger.hold_fn(
@@ -76,14 +83,20 @@ async def create_hold(body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
 
 
-@router.post("/holds/{hold_id}/settle", summary="Charge a hold for the actual amount or quantity", responses=ERRORS)
+@router.post(
+    "/holds/{hold_id}/settle", summary="Charge a hold for the actual amount or quantity", responses=ERRORS
+)
 async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
-    fn = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="settle", amount=body.amount, quantity=body.quantity)
+    fn = tk.ledger.resolve_fn(
+        caller.customer_id, hold_id, action="settle", amount=body.amount, quantity=body.quantity
+    )
     return JSONResponse(await tk.executor.acall(fn))
 
 
-@router.post("/holds/{hold_id}/release", summary="Give a hold's credits back without charging", responses=ERRORS)
+@router.post(
+    "/holds/{hold_id}/release", summary="Give a hold's credits back without charging", responses=ERRORS
+)
 async def release_hold(hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     fn = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")

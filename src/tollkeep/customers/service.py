@@ -19,12 +19,12 @@ from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.pagination import clamp_limit, page
 from tollkeep.ledger.service import LedgerService
-from tollkeep.models import Customer, Wallet
+from tollkeep.models import Customer, Wallet, table_of
 
 __all__ = ["CustomerService"]
 
-C = Customer.__table__
-W = Wallet.__table__
+C = table_of(Customer)
+W = table_of(Wallet)
 STATUSES = ("active", "suspended", "closed")
 _INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
@@ -97,14 +97,27 @@ class CustomerService:
             cid = new_id("cus")
             s.execute(
                 insert(C).values(
-                    id=cid, external_id=external_id, email=email, name=name, status="active",
-                    anonymous=anonymous, plan=None, metadata=metadata or {}, created_at=now, updated_at=now,
+                    id=cid,
+                    external_id=external_id,
+                    email=email,
+                    name=name,
+                    status="active",
+                    anonymous=anonymous,
+                    plan=None,
+                    metadata=metadata or {},
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             s.execute(
                 insert(W).values(
-                    id=new_id("wal"), customer_id=cid, overdraft_limit=0, overdraft_used=0,
-                    carryover_done=False, created_at=now, updated_at=now,
+                    id=new_id("wal"),
+                    customer_id=cid,
+                    overdraft_limit=0,
+                    overdraft_used=0,
+                    carryover_done=False,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             return {"id": cid}
@@ -114,14 +127,21 @@ class CustomerService:
         if plan is not None:
             self.ledger.change_plan(cid, plan)
         if anonymous and cat.anonymous.allowance > 0:
-            self.ledger.grant(cid, cat.anonymous.allowance, source="promo",
-                              idempotency_key="anonymous-allowance", note="free allowance before sign-up")
+            self.ledger.grant(
+                cid,
+                cat.anonymous.allowance,
+                source="promo",
+                idempotency_key="anonymous-allowance",
+                note="free allowance before sign-up",
+            )
         return self.get(cid)
 
     def install_customer(self, install_id: str) -> str:
         """The anonymous customer behind an ``X-Install-Id`` (made on first sight)."""
         if not _INSTALL_RE.match(install_id or ""):
-            raise InvalidInput("X-Install-Id must be 8-128 characters of [A-Za-z0-9._:-]", code="invalid_install_id")
+            raise InvalidInput(
+                "X-Install-Id must be 8-128 characters of [A-Za-z0-9._:-]", code="invalid_install_id"
+            )
         if not self.catalog().anonymous.enabled:
             from tollkeep.kit.errors import AuthError
 
@@ -146,7 +166,9 @@ class CustomerService:
             raise InvalidInput("email is not a valid address", code="invalid_email")
 
         def fn(s: Session) -> None:
-            res = s.execute(update(C).where(C.c.id == customer_id).values(**values, updated_at=self.clock.now()))
+            res = s.execute(
+                update(C).where(C.c.id == customer_id).values(**values, updated_at=self.clock.now())
+            )
             if res.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
 
@@ -170,8 +192,13 @@ class CustomerService:
         return customer_view(row)
 
     def list(
-        self, *, limit: int | None = None, after: str | None = None, status: str | None = None,
-        q: str | None = None, include_anonymous: bool = False,
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        status: str | None = None,
+        q: str | None = None,
+        include_anonymous: bool = False,
     ) -> dict[str, Any]:
         n = clamp_limit(limit)
         stmt = select(C).order_by(C.c.id).limit(n + 1)

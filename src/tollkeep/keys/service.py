@@ -16,6 +16,7 @@ import ipaddress
 import secrets
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -29,12 +30,12 @@ from tollkeep.kit.db import Database
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
-from tollkeep.models import ApiKey, Customer
+from tollkeep.models import ApiKey, Customer, table_of
 
 __all__ = ["ALL_SCOPES", "KeyService", "Principal"]
 
-K = ApiKey.__table__
-C = Customer.__table__
+K = table_of(ApiKey)
+C = table_of(Customer)
 ALL_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
 HANDLE_CHARS = 12
 LAST_USED_EVERY = 60.0
@@ -51,7 +52,9 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope", details={"scope": scope})
+            raise Forbidden(
+                f"this key lacks the {scope!r} scope", code="insufficient_scope", details={"scope": scope}
+            )
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,9 @@ def _networks(cidrs: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
         try:
             out.append(ipaddress.ip_network(c, strict=False))
         except ValueError as exc:
-            raise InvalidInput(f"{c!r} is not an IP address or CIDR block", code="invalid_ip_allowlist") from exc
+            raise InvalidInput(
+                f"{c!r} is not an IP address or CIDR block", code="invalid_ip_allowlist"
+            ) from exc
     return tuple(out)
 
 
@@ -219,10 +224,14 @@ class KeyService:
         if not 0 <= grace_seconds <= 30 * 86400:
             raise InvalidInput("grace_seconds must be between 0 and 30 days", code="invalid_grace")
         new = self.create(
-            old["customer_id"], name=old["name"], note=old["note"], scopes=old["scopes"],
+            old["customer_id"],
+            name=old["name"],
+            note=old["note"],
+            scopes=old["scopes"],
             ip_allowlist=old["ip_allowlist"],
             expires_at=datetime.fromisoformat(old["expires_at"]) if old["expires_at"] else None,
-            force_new=True, rotated_from=key_id,
+            force_new=True,
+            rotated_from=key_id,
         )
         if grace_seconds:
             self.update(key_id, expires_at=self.clock.now() + timedelta(seconds=grace_seconds))
@@ -231,7 +240,9 @@ class KeyService:
         return new
 
     def update(self, key_id: str, **fields: Any) -> dict[str, Any]:
-        values = {k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}}
+        values = {
+            k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}
+        }
         if "scopes" in values:
             bad = [sc for sc in values["scopes"] if sc not in ALL_SCOPES]
             if bad:
@@ -274,17 +285,34 @@ class KeyService:
     def _load(self, handle: str) -> _Cached | None:
         with self.db.scope(write=False) as s:
             row = s.execute(
-                select(K.c.id, K.c.hash, K.c.customer_id, K.c.scopes, K.c.status, K.c.expires_at,
-                       K.c.ip_allowlist, C.c.status.label("customer_status"))
+                select(
+                    K.c.id,
+                    K.c.hash,
+                    K.c.customer_id,
+                    K.c.scopes,
+                    K.c.status,
+                    K.c.expires_at,
+                    K.c.ip_allowlist,
+                    C.c.status.label("customer_status"),
+                )
                 .join(C, C.c.id == K.c.customer_id)
                 .where(K.c.prefix == handle)
             ).first()
         if row is None:
             return None
-        return _Cached(row.id, row.hash, row.customer_id, frozenset(row.scopes or ()), row.status,
-                       row.customer_status, row.expires_at, _networks(list(row.ip_allowlist or [])), time.monotonic())
+        return _Cached(
+            row.id,
+            row.hash,
+            row.customer_id,
+            frozenset(row.scopes or ()),
+            row.status,
+            row.customer_status,
+            row.expires_at,
+            _networks(list(row.ip_allowlist or [])),
+            time.monotonic(),
+        )
 
-    def cached(self, raw: str) -> _Cached | None | bool:
+    def cached(self, raw: str) -> _Cached | bool | None:
         """The cached record for a key, or False when it must be read from the database."""
         handle = raw[: len(self.prefix) + HANDLE_CHARS]
         with self._lock:
@@ -348,7 +376,5 @@ class KeyService:
         def fn(s: Session) -> None:
             s.execute(update(K).where(K.c.id == key_id).values(last_used_at=when))
 
-        try:
+        with suppress(RuntimeError):  # shutting down
             self.executor.submit(fn)
-        except RuntimeError:
-            pass

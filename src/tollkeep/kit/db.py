@@ -39,7 +39,9 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             if parsed.database in (None, "", ":memory:"):
-                raise ValueError("use a file for SQLite (in-memory databases are not shared between connections)")
+                raise ValueError(
+                    "use a file for SQLite (in-memory databases are not shared between connections)"
+                )
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size

@@ -28,13 +28,13 @@ __all__ = [
     "SOURCES",
     "Draw",
     "Entry",
-    "check_replay",
-    "merge_draws",
-    "subtract_draws",
     "GrantState",
     "WalletState",
+    "check_replay",
+    "merge_draws",
     "request_hash",
     "spend_order",
+    "subtract_draws",
 ]
 
 SOURCES = ("plan_allowance", "purchase", "promo", "refund", "adjustment")
@@ -119,7 +119,9 @@ class WalletState:
     overdraft_dirty: bool = False
 
     # ---- reading -------------------------------------------------------------------------
-    def spendable(self, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()) -> int:
+    def spendable(
+        self, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> int:
         return sum(g.remaining for g in self.grants.values() if g.usable_for(now, meter, exclude))
 
     def balance(self, now: datetime) -> int:
@@ -147,9 +149,12 @@ class WalletState:
         self.entries.append(Entry(grant_id, delta, kind, op, hold))
 
     # ---- commands ----------------------------------------------------------------------------
-    def add_grant(self, grant: GrantState, *, now: datetime, operation_id: str) -> int:
+    def add_grant(
+        self, grant: GrantState, *, now: datetime, operation_id: str, hold_id: str | None = None
+    ) -> int:
         """Add a credit lot. An unscoped grant effective now first repays any overdraft.
-        Returns the amount used to repay."""
+        Returns the amount used to repay. ``hold_id`` ties the grant's entries to a hold (credits
+        a released hold could not put back where they came from)."""
         if grant.amount <= 0:
             raise InvalidInput("a grant amount must be a positive integer", code="invalid_amount")
         if grant.source not in SOURCES:
@@ -159,12 +164,12 @@ class WalletState:
         grant.remaining = 0
         self.grants[grant.id] = grant
         self.new_grants.append(grant.id)
-        self._move(grant.id, grant.amount, "grant", operation_id, None)
+        self._move(grant.id, grant.amount, "grant", operation_id, hold_id)
         repay = 0
         if self.overdraft_used > 0 and grant.meter is None and grant.live(now):
             repay = min(grant.amount, self.overdraft_used)
-            self._move(grant.id, -repay, "repay", operation_id, None)
-            self._move(None, repay, "repay", operation_id, None)
+            self._move(grant.id, -repay, "repay", operation_id, hold_id)
+            self._move(None, repay, "repay", operation_id, hold_id)
         return repay
 
     def plan_draw(
@@ -179,7 +184,9 @@ class WalletState:
             raise InvalidInput("amount must not be negative", code="invalid_amount")
         parts: list[tuple[str, int]] = []
         left = amount
-        for g in sorted((g for g in self.grants.values() if g.usable_for(now, meter, exclude)), key=spend_order):
+        for g in sorted(
+            (g for g in self.grants.values() if g.usable_for(now, meter, exclude)), key=spend_order
+        ):
             if left == 0:
                 break
             take = min(g.remaining, left)
@@ -323,4 +330,3 @@ def check_replay(stored_hash: str | None, new_hash: str, key: str) -> None:
             f"idempotency key {key!r} was already used with a different request",
             details={"idempotency_key": key},
         )
-

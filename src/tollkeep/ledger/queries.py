@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.pagination import clamp_limit, page
 from tollkeep.ledger import repository as repo
-from tollkeep.models import Grant, JournalEntry, Operation
+from tollkeep.models import Grant, JournalEntry, Operation, table_of
 
 __all__ = ["balance", "journal", "usage_events"]
 
-G = Grant.__table__
-J = JournalEntry.__table__
-O = Operation.__table__  # noqa: E741
+G = table_of(Grant)
+J = table_of(JournalEntry)
+O = table_of(Operation)  # noqa: E741
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -73,7 +73,12 @@ def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str,
 
 
 def usage_events(
-    s: Session, customer_id: str, *, limit: int | None = None, after: str | None = None, meter: str | None = None
+    s: Session,
+    customer_id: str,
+    *,
+    limit: int | None = None,
+    after: str | None = None,
+    meter: str | None = None,
 ) -> dict[str, Any]:
     n = clamp_limit(limit)
     stmt = (
@@ -104,7 +109,9 @@ def usage_events(
     return page(items, n, "event_id")
 
 
-def journal(s: Session, customer_id: str, *, limit: int | None = None, after: int | None = None) -> dict[str, Any]:
+def journal(
+    s: Session, customer_id: str, *, limit: int | None = None, after: int | None = None
+) -> dict[str, Any]:
     w = _wallet(s, customer_id)
     n = clamp_limit(limit, 100)
     stmt = select(J).where(J.c.wallet_id == w.id).order_by(J.c.id).limit(n + 1)

@@ -11,19 +11,29 @@ from sqlalchemy import Row, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
-from tollkeep.models import Customer, Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
+from tollkeep.models import (
+    Customer,
+    Grant,
+    Hold,
+    JournalEntry,
+    Operation,
+    UniqueValue,
+    UsageCounter,
+    Wallet,
+    table_of,
+)
 
-W = Wallet.__table__
-C = Customer.__table__
-G = Grant.__table__
-J = JournalEntry.__table__
-O = Operation.__table__  # noqa: E741
-H = Hold.__table__
-UC = UsageCounter.__table__
-UV = UniqueValue.__table__
+W = table_of(Wallet)
+C = table_of(Customer)
+G = table_of(Grant)
+J = table_of(JournalEntry)
+O = table_of(Operation)  # noqa: E741
+H = table_of(Hold)
+UC = table_of(UsageCounter)
+UV = table_of(UniqueValue)
 
 
-def lock_wallet(s: Session, wallet_id: str) -> Row[Any] | None:
+def lock_wallet(s: Session, wallet_id: str) -> Any:
     """The wallet row with its customer's plan and status, locked for the transaction on PostgreSQL
     (SQLite already serializes writers)."""
     stmt = (
@@ -70,7 +80,15 @@ def load_state(s: Session, wallet: Row[Any], *, grant_ids: Iterable[str] = ()) -
     st = WalletState(wallet.id, wallet.overdraft_limit, wallet.overdraft_used)
     for r in rows:
         st.grants[r.id] = GrantState(
-            r.id, r.amount, r.remaining, r.source, r.priority, r.effective_at, r.expires_at, r.created_at, r.meter
+            r.id,
+            r.amount,
+            r.remaining,
+            r.source,
+            r.priority,
+            r.effective_at,
+            r.expires_at,
+            r.created_at,
+            r.meter,
         )
     return st
 
@@ -126,7 +144,9 @@ def persist(
             ],
         )
     if st.overdraft_dirty:
-        s.execute(update(W).where(W.c.id == st.wallet_id).values(overdraft_used=st.overdraft_used, updated_at=now))
+        s.execute(
+            update(W).where(W.c.id == st.wallet_id).values(overdraft_used=st.overdraft_used, updated_at=now)
+        )
     st.entries.clear()
     st.new_grants.clear()
     st.dirty.clear()
@@ -171,7 +191,9 @@ def add_refunded(s: Session, op_id: str, amount: int) -> None:
     s.execute(update(O).where(O.c.id == op_id).values(refunded=O.c.refunded + amount))
 
 
-def get_counters(s: Session, wallet_id: str, meter: str, periods: Sequence[str]) -> dict[str, tuple[Decimal, Decimal]]:
+def get_counters(
+    s: Session, wallet_id: str, meter: str, periods: Sequence[str]
+) -> dict[str, tuple[Decimal, Decimal]]:
     rows = s.execute(
         select(UC.c.period, UC.c.value, UC.c.allowance_used).where(
             UC.c.wallet_id == wallet_id, UC.c.meter == meter, UC.c.period.in_(list(periods))
@@ -181,7 +203,14 @@ def get_counters(s: Session, wallet_id: str, meter: str, periods: Sequence[str])
 
 
 def put_counter(
-    s: Session, wallet_id: str, meter: str, period: str, value: Decimal, allowance_used: Decimal, *, exists: bool
+    s: Session,
+    wallet_id: str,
+    meter: str,
+    period: str,
+    value: Decimal,
+    allowance_used: Decimal,
+    *,
+    exists: bool,
 ) -> None:
     if exists:
         s.execute(
@@ -232,7 +261,7 @@ def set_wallet(s: Session, wallet_id: str, **values: Any) -> None:
     s.execute(update(W).where(W.c.id == wallet_id).values(**values))
 
 
-def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Row[Any]]:
+def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Any]:
     return list(
         s.execute(
             select(H.c.id, H.c.wallet_id).where(H.c.status == "open", H.c.expires_at <= now).limit(limit)
@@ -253,6 +282,21 @@ def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[s
 
 def open_holds_total(s: Session, wallet_id: str) -> int:
     return int(
-        s.execute(select(func.coalesce(func.sum(H.c.amount), 0)).where(H.c.wallet_id == wallet_id, H.c.status == "open"))
-        .scalar_one()
+        s.execute(
+            select(func.coalesce(func.sum(H.c.amount), 0)).where(
+                H.c.wallet_id == wallet_id, H.c.status == "open"
+            )
+        ).scalar_one()
+    )
+
+
+def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[str]:
+    return list(
+        s.execute(
+            select(W.c.id)
+            .join(C, C.c.id == W.c.customer_id)
+            .where(C.c.plan.is_not(None), C.c.status == "active")
+            .where(or_(W.c.allowance_until.is_(None), W.c.allowance_until <= now))
+            .limit(limit)
+        ).scalars()
     )

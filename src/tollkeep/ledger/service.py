@@ -128,15 +128,23 @@ class LedgerService:
         return g
 
     def _ensure_allowance(
-        self, s: Session, w: Any, st: WalletState, meta: dict[str, dict[str, Any]], cat: Catalog, now: datetime
+        self,
+        s: Session,
+        w: Any,
+        st: WalletState,
+        meta: dict[str, dict[str, Any]],
+        cat: Catalog,
+        now: datetime,
     ) -> None:
         """Grant the current period's plan allowance if it is not granted yet (idempotent by period)."""
         if not w.plan:
             return
+        if w.allowance_until is not None and w.allowance_until > now:
+            return
         plan = cat.plan(w.plan)
         if plan is None or plan.allowance is None or plan.allowance.amount <= 0:
-            return
-        if w.allowance_until is not None and w.allowance_until > now:
+            # nothing to grant: look again next month (or at the next plan change)
+            repo.set_wallet(s, w.id, allowance_until=period_bounds("month", now)[1], updated_at=now)
             return
         start, end, key = period_bounds(plan.allowance.period, now)
         op_id = new_id("op")
@@ -235,7 +243,9 @@ class LedgerService:
                 check_replay(prior.request_hash, h, key)
                 return {**prior.result, "duplicate": True}
             if expires_at is not None and expires_at <= (effective_at or now):
-                raise InvalidInput("expires_at must be after the grant takes effect", code="invalid_timestamp")
+                raise InvalidInput(
+                    "expires_at must be after the grant takes effect", code="invalid_timestamp"
+                )
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
             op_id = new_id("op")
@@ -285,17 +295,30 @@ class LedgerService:
 
     # ================================================================ usage (debit)
     def _meter_context(
-        self, s: Session, w: Any, cat: Catalog, meter: str, quantity: Decimal, props: Mapping[str, Any], now: datetime
+        self,
+        s: Session,
+        w: Any,
+        cat: Catalog,
+        meter: str,
+        quantity: Decimal,
+        props: Mapping[str, Any],
+        now: datetime,
     ) -> tuple[Rating, dict[str, Any]]:
         """Rate an event and work out its effect on counters and caps (nothing is written)."""
         m = cat.meter(meter)
         plan = cat.plan(w.plan) if w.plan else None
         caps = plan.caps_for(meter) if plan else ()
         needs_agg = needs_aggregate(m)
-        ctx: dict[str, Any] = {"counters": {}, "unique": None, "exclude": frozenset(), "caps": caps, "meter": m}
+        ctx: dict[str, Any] = {
+            "counters": {},
+            "unique": None,
+            "exclude": frozenset(),
+            "caps": caps,
+            "meter": m,
+        }
         if not needs_agg and not caps:
             return rate(cat, meter, quantity, properties=props), ctx
-        _, rating_end, rating_key = period_bounds("month", now)
+        _, _, rating_key = period_bounds("month", now)
         periods = {rating_key} | {period_bounds(c.period, now)[2] for c in caps}
         counters = repo.get_counters(s, w.id, meter, sorted(periods))
         ctx["counters"] = counters
@@ -305,27 +328,47 @@ class LedgerService:
         if m.aggregation == "unique_count":
             prop = m.property or "value"
             if prop not in props or props[prop] is None:
-                raise InvalidInput(f"meter {meter!r} counts distinct {prop!r}: put it in properties", code="missing_property")
+                raise InvalidInput(
+                    f"meter {meter!r} counts distinct {prop!r}: put it in properties", code="missing_property"
+                )
             value = str(props[prop])[:255]
             seen = repo.unique_seen(s, w.id, meter, rating_key, value)
             step = Decimal(0) if seen else Decimal(1)
             ctx["unique"] = None if seen else value
         ctx["step"] = step
-        rating = rate(cat, meter, step if m.aggregation == "unique_count" else quantity, properties=props, period_before=before)
+        rating = rate(
+            cat,
+            meter,
+            step if m.aggregation == "unique_count" else quantity,
+            properties=props,
+            period_before=before,
+        )
         for c in caps:
             _, end, key = period_bounds(c.period, now)
             used, allowance_used = counters.get(key, (Decimal(0), Decimal(0)))
             if c.mode == "hard" and used + step > c.limit:
                 raise CapExceeded(
                     f"meter {meter!r} is capped at {c.limit} per {c.period} on plan {w.plan!r}",
-                    details={"meter": meter, "limit": str(c.limit), "used": str(used), "resets_at": _iso(end)},
+                    details={
+                        "meter": meter,
+                        "limit": str(c.limit),
+                        "used": str(used),
+                        "resets_at": _iso(end),
+                    },
                 )
             if c.mode != "hard" and allowance_used + step > c.limit:
                 ctx["exclude"] = frozenset({"plan_allowance"})
         return rating, ctx
 
     def _write_counters(
-        self, s: Session, w: Any, meter: str, ctx: dict[str, Any], quantity: Decimal, used_allowance: bool, now: datetime
+        self,
+        s: Session,
+        w: Any,
+        meter: str,
+        ctx: dict[str, Any],
+        quantity: Decimal,
+        used_allowance: bool,
+        now: datetime,
     ) -> None:
         m = ctx["meter"]
         counters: dict[str, tuple[Decimal, Decimal]] = ctx["counters"]
@@ -349,7 +392,9 @@ class LedgerService:
 
     def usage_fn(self, req: UsageRequest) -> Callable[[Session], dict[str, Any]]:
         if not req.idempotency_key or len(req.idempotency_key) > 255:
-            raise InvalidInput("idempotency_key is required (1-255 characters)", code="invalid_idempotency_key")
+            raise InvalidInput(
+                "idempotency_key is required (1-255 characters)", code="invalid_idempotency_key"
+            )
         props = dict(req.properties or {})
         qty = Decimal(1) if req.quantity is None else _dec(req.quantity)
         h = request_hash({"meter": req.meter, "quantity": qty, "properties": props})
@@ -370,7 +415,9 @@ class LedgerService:
             self._ensure_allowance(s, w, st, meta, cat, now)
             rating, ctx = self._meter_context(s, w, cat, req.meter, qty, props, now)
             op_id = new_id("evt")
-            draw = st.draw(rating.amount, now, kind="debit", operation_id=op_id, meter=req.meter, exclude=ctx["exclude"])
+            draw = st.draw(
+                rating.amount, now, kind="debit", operation_id=op_id, meter=req.meter, exclude=ctx["exclude"]
+            )
             used_allowance = "plan_allowance" in draw.sources(st.grants)
             self._write_counters(s, w, req.meter, ctx, qty, used_allowance, now)
             result = {
@@ -443,7 +490,9 @@ class LedgerService:
         api_key_id: str | None = None,
     ) -> Callable[[Session], dict[str, Any]]:
         if not idempotency_key or len(idempotency_key) > 255:
-            raise InvalidInput("idempotency_key is required (1-255 characters)", code="invalid_idempotency_key")
+            raise InvalidInput(
+                "idempotency_key is required (1-255 characters)", code="invalid_idempotency_key"
+            )
         if amount is None and meter is None:
             raise InvalidInput("give an amount, or a meter and an estimated quantity", code="invalid_hold")
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
@@ -520,14 +569,16 @@ class LedgerService:
         return fn
 
     def _hold_view(self, hold: Any) -> dict[str, Any]:
-        get = hold.get if isinstance(hold, dict) else lambda k: getattr(hold, k, None)
+        get: Callable[[str], Any] = hold.get if isinstance(hold, dict) else lambda k: getattr(hold, k, None)
         return {
             "id": get("id"),
             "customer_id": get("customer_id"),
             "amount": get("amount"),
             "status": get("status"),
             "meter": get("meter"),
-            "quantity": None if get("quantity") is None else format(Decimal(get("quantity")).normalize(), "f"),
+            "quantity": None
+            if get("quantity") is None
+            else format(Decimal(get("quantity")).normalize(), "f"),
             "expires_at": _iso(get("expires_at")),
             "settled_amount": get("settled_amount"),
             "unit": self.unit,
@@ -542,7 +593,9 @@ class LedgerService:
         amount: int | None = None,
         quantity: Any = None,
     ) -> dict[str, Any]:
-        return self.executor.call(self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity))
+        return self.executor.call(
+            self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity)
+        )
 
     def resolve_fn(
         self,
@@ -590,20 +643,45 @@ class LedgerService:
                     ctx: dict[str, Any] | None = None
                 else:
                     if hold.meter is None:
-                        raise InvalidInput("this hold has no meter: settle it with an amount", code="invalid_settle")
+                        raise InvalidInput(
+                            "this hold has no meter: settle it with an amount", code="invalid_settle"
+                        )
                     assert qty is not None
                     rating, ctx = self._meter_context(s, w, cat, hold.meter, qty, hold.properties or {}, now)
                     final = rating.amount
                 if final <= hold.amount:
-                    st.give_back(held, hold.amount - final, now, kind="release", operation_id=op_id, hold_id=hold_id, live_only=False)
+                    st.give_back(
+                        held,
+                        hold.amount - final,
+                        now,
+                        kind="release",
+                        operation_id=op_id,
+                        hold_id=hold_id,
+                        live_only=False,
+                    )
                     extra = Draw(())
                 else:
-                    extra = st.draw(final - hold.amount, now, kind="debit", operation_id=op_id, hold_id=hold_id, meter=settle_meter)
+                    extra = st.draw(
+                        final - hold.amount,
+                        now,
+                        kind="debit",
+                        operation_id=op_id,
+                        hold_id=hold_id,
+                        meter=settle_meter,
+                    )
                 if ctx is not None and hold.meter is not None and qty is not None:
                     used_allowance = "plan_allowance" in merge_draws(held, extra).sources(st.grants)
                     self._write_counters(s, w, hold.meter, ctx, qty, used_allowance, now)
             else:
-                st.give_back(held, hold.amount, now, kind="release", operation_id=op_id, hold_id=hold_id, live_only=False)
+                st.give_back(
+                    held,
+                    hold.amount,
+                    now,
+                    kind="release",
+                    operation_id=op_id,
+                    hold_id=hold_id,
+                    live_only=False,
+                )
             result = {
                 "id": hold_id,
                 "status": status,
@@ -681,7 +759,9 @@ class LedgerService:
             left = subtract_draws(drawn, repo.refund_attributions(s, op.id))
             st = self._state(s, w, grant_ids=tuple(g for g, _ in left.parts))
             ref_id = new_id("ref")
-            attribution, unplaced = st.give_back(left, want, now, kind="refund", operation_id=ref_id, live_only=True)
+            attribution, unplaced = st.give_back(
+                left, want, now, kind="refund", operation_id=ref_id, live_only=True
+            )
             meta: dict[str, dict[str, Any]] = {}
             new_grant = None
             if unplaced:
@@ -729,7 +809,7 @@ class LedgerService:
         def fn(s: Session) -> dict[str, Any]:
             from sqlalchemy import update
 
-            from tollkeep.models import Customer
+            from tollkeep.models import Customer, table_of
 
             now = self.clock.now()
             w = self._wallet(s, customer_id)
@@ -738,18 +818,32 @@ class LedgerService:
             old_plan = cat.plan(w.plan) if w.plan else None
             st = self._state(s, w)
             op_id = new_id("op")
-            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.remaining > 0 and g.live(now)]
+            closing = [
+                g
+                for g in st.grants.values()
+                if g.source == "plan_allowance" and g.remaining > 0 and g.live(now)
+            ]
             carried = 0
             carry = (
-                old_plan is not None and old_plan.is_free and new_plan is not None and not new_plan.is_free
+                old_plan is not None
+                and old_plan.is_free
+                and new_plan is not None
+                and not new_plan.is_free
                 and not w.carryover_done
             )
             for g in closing:
                 carried += st.close(g.id, kind="plan_change", operation_id=op_id)
             meta: dict[str, dict[str, Any]] = {}
             if carry and carried:
-                self._new_grant(st, meta, amount=carried, source="promo", now=now, operation_id=op_id,
-                                note=f"unused {old_plan.key if old_plan else ''} allowance carried over")
+                self._new_grant(
+                    st,
+                    meta,
+                    amount=carried,
+                    source="promo",
+                    now=now,
+                    operation_id=op_id,
+                    note=f"unused {old_plan.key if old_plan else ''} allowance carried over",
+                )
             else:
                 carried = 0
             repo.insert_operation(
@@ -765,11 +859,13 @@ class LedgerService:
                 created_at=now,
             )
             s.execute(
-                update(Customer.__table__)
-                .where(Customer.__table__.c.id == customer_id)
+                update(table_of(Customer))
+                .where(table_of(Customer).c.id == customer_id)
                 .values(plan=plan_key, plan_changed_at=now, updated_at=now)
             )
-            repo.set_wallet(s, w.id, allowance_until=None, carryover_done=bool(w.carryover_done or carry), updated_at=now)
+            repo.set_wallet(
+                s, w.id, allowance_until=None, carryover_done=bool(w.carryover_done or carry), updated_at=now
+            )
             repo.persist(s, st, now, grant_meta=meta)
             w2 = repo.lock_wallet(s, w.id)
             self._ensure_allowance(s, w2, st, meta, cat, now)
@@ -804,14 +900,39 @@ class LedgerService:
                 held = repo.drawn_by(s, hold_id=h.id)
                 st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
                 op_id = new_id("rop")
-                st.give_back(held, h.amount, now, kind="release", operation_id=op_id, hold_id=h.id, live_only=False)
-                result = {"id": h.id, "status": "expired", "amount": h.amount, "settled_amount": None, "charged": 0,
-                          "operation_id": op_id, "unit": self.unit}
-                repo.insert_operation(s, id=op_id, wallet_id=w.id, customer_id=h.customer_id, kind="release",
-                                      idempotency_key=f"hold:{h.id}", amount=0, ref_id=h.id, result=result,
-                                      created_at=now)
-                repo.update_hold(s, h.id, status="expired", resolution_operation_id=op_id, result=result,
-                                 resolution_hash="expired", resolved_at=now)
+                st.give_back(
+                    held, h.amount, now, kind="release", operation_id=op_id, hold_id=h.id, live_only=False
+                )
+                result = {
+                    "id": h.id,
+                    "status": "expired",
+                    "amount": h.amount,
+                    "settled_amount": None,
+                    "charged": 0,
+                    "operation_id": op_id,
+                    "unit": self.unit,
+                }
+                repo.insert_operation(
+                    s,
+                    id=op_id,
+                    wallet_id=w.id,
+                    customer_id=h.customer_id,
+                    kind="release",
+                    idempotency_key=f"hold:{h.id}",
+                    amount=0,
+                    ref_id=h.id,
+                    result=result,
+                    created_at=now,
+                )
+                repo.update_hold(
+                    s,
+                    h.id,
+                    status="expired",
+                    resolution_operation_id=op_id,
+                    result=result,
+                    resolution_hash="expired",
+                    resolved_at=now,
+                )
                 repo.persist(s, st, now)
                 released += 1
             for wallet_id in repo.wallets_with_expired_grants(s, now, limit):
@@ -823,11 +944,42 @@ class LedgerService:
                 if not gone:
                     continue
                 total = sum(a for _, a in gone)
-                repo.insert_operation(s, id=op_id, wallet_id=w.id, customer_id=w.customer_id, kind="expire",
-                                      idempotency_key=op_id, amount=total,
-                                      properties={"grants": [g for g, _ in gone]}, created_at=now)
+                repo.insert_operation(
+                    s,
+                    id=op_id,
+                    wallet_id=w.id,
+                    customer_id=w.customer_id,
+                    kind="expire",
+                    idempotency_key=op_id,
+                    amount=total,
+                    properties={"grants": [g for g, _ in gone]},
+                    created_at=now,
+                )
                 repo.persist(s, st, now)
                 expired += len(gone)
             return {"holds_released": released, "grants_expired": expired}
+
+        return self.executor.call(fn)
+
+    # ================================================================ allowance renewal
+    def renew_allowances(self, *, limit: int = 500) -> int:
+        """Grant the new period's plan allowance to wallets whose allowance ran out (usage also
+        does this lazily, so a missed run costs nothing but freshness of displayed balances)."""
+        cat = self.catalog()
+
+        def fn(s: Session) -> int:
+            now = self.clock.now()
+            renewed = 0
+            for wallet_id in repo.wallets_due_for_allowance(s, now, limit):
+                w = repo.lock_wallet(s, wallet_id)
+                if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
+                    continue
+                st = self._state(s, w)
+                meta: dict[str, dict[str, Any]] = {}
+                self._ensure_allowance(s, w, st, meta, cat, now)
+                if st.new_grants:
+                    renewed += 1
+                repo.persist(s, st, now, grant_meta=meta)
+            return renewed
 
         return self.executor.call(fn)

@@ -40,15 +40,21 @@ class VerifyReport:
 
 
 def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
-    J, G, W, H, O = (m.__table__ for m in (JournalEntry, Grant, Wallet, Hold, Operation))  # noqa: N806, E741
+    J, G, W, H, O = (m.__table__ for m in (JournalEntry, Grant, Wallet, Hold, Operation))  # noqa: E741
     rep = VerifyReport()
     say = progress or (lambda _msg: None)
     rep.entries = s.execute(select(func.count()).select_from(J)).scalar_one()
 
     say("grants")
-    by_grant = dict(s.execute(select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.grant_id.is_not(None)).group_by(J.c.grant_id)).all())
+    by_grant = dict(
+        s.execute(
+            select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.grant_id.is_not(None)).group_by(J.c.grant_id)
+        ).all()
+    )
     granted = dict(
-        s.execute(select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.kind == "grant").group_by(J.c.grant_id)).all()
+        s.execute(
+            select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.kind == "grant").group_by(J.c.grant_id)
+        ).all()
     )
     for g in s.execute(select(G.c.id, G.c.amount, G.c.remaining)):
         rep.grants += 1
@@ -56,14 +62,20 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
         if total != g.remaining:
             rep.problems.append(f"grant {g.id}: remaining {g.remaining} but journal sums to {total}")
         if int(granted.get(g.id, 0) or 0) != g.amount:
-            rep.problems.append(f"grant {g.id}: amount {g.amount} but grant entries sum to {granted.get(g.id, 0)}")
+            rep.problems.append(
+                f"grant {g.id}: amount {g.amount} but grant entries sum to {granted.get(g.id, 0)}"
+            )
         if not 0 <= g.remaining <= g.amount:
             rep.problems.append(f"grant {g.id}: remaining {g.remaining} outside 0..{g.amount}")
     for gid in by_grant:
         rep.problems.append(f"journal names grant {gid} which does not exist")
 
     say("wallets")
-    od = dict(s.execute(select(J.c.wallet_id, func.sum(J.c.delta)).where(J.c.grant_id.is_(None)).group_by(J.c.wallet_id)).all())
+    od = dict(
+        s.execute(
+            select(J.c.wallet_id, func.sum(J.c.delta)).where(J.c.grant_id.is_(None)).group_by(J.c.wallet_id)
+        ).all()
+    )
     for w in s.execute(select(W.c.id, W.c.overdraft_used, W.c.overdraft_limit)):
         rep.wallets += 1
         owed = -int(od.get(w.id, 0) or 0)
@@ -73,7 +85,11 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
             rep.problems.append(f"wallet {w.id}: negative overdraft position")
 
     say("holds")
-    by_hold = dict(s.execute(select(J.c.hold_id, func.sum(J.c.delta)).where(J.c.hold_id.is_not(None)).group_by(J.c.hold_id)).all())
+    by_hold = dict(
+        s.execute(
+            select(J.c.hold_id, func.sum(J.c.delta)).where(J.c.hold_id.is_not(None)).group_by(J.c.hold_id)
+        ).all()
+    )
     for h in s.execute(select(H.c.id, H.c.status, H.c.amount, H.c.settled_amount)):
         rep.holds += 1
         taken = -int(by_hold.get(h.id, 0) or 0)
@@ -98,7 +114,9 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
     for charge_id, total in refunds.items():
         row = s.execute(select(O.c.refunded).where(O.c.id == charge_id)).first()
         if row is None or row.refunded != total:
-            rep.problems.append(f"charge {charge_id}: refunds sum to {total}, charge says {row.refunded if row else None}")
+            rep.problems.append(
+                f"charge {charge_id}: refunds sum to {total}, charge says {row.refunded if row else None}"
+            )
 
     dupes = s.execute(
         select(O.c.wallet_id, O.c.kind, O.c.idempotency_key)
@@ -107,5 +125,7 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
         .having(func.count() > 1)
     ).all()
     for d in dupes:
-        rep.problems.append(f"idempotency key {d.idempotency_key!r} ({d.kind}) used twice in wallet {d.wallet_id}")
+        rep.problems.append(
+            f"idempotency key {d.idempotency_key!r} ({d.kind}) used twice in wallet {d.wallet_id}"
+        )
     return rep

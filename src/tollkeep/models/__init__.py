@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "UniqueValue",
     "UsageCounter",
     "Wallet",
+    "table_of",
 ]
 
 NAMING = {
@@ -171,7 +173,9 @@ class JournalEntry(Base):
         Index("ix_journal_operation", "operation_id"),
         Index("ix_journal_hold", "hold_id"),
     )
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     wallet_id: Mapped[str] = mapped_column(String(40))
     grant_id: Mapped[str | None] = mapped_column(String(40))
     operation_id: Mapped[str] = mapped_column(String(40))
@@ -246,3 +250,8 @@ class CatalogVersion(Base):
     source: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     loaded_at: Mapped[datetime]
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, typed as a Table (for insert/update on the hot path)."""
+    return cast(Table, model.__table__)
