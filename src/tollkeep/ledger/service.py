@@ -176,6 +176,37 @@ class LedgerService:
     def _state(self, s: Session, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
         return repo.load_state(s, w, grant_ids=grant_ids)
 
+    def _give_back_hold(
+        self,
+        st: WalletState,
+        meta: dict[str, dict[str, Any]],
+        held: Draw,
+        amount: int,
+        now: datetime,
+        *,
+        operation_id: str,
+        hold_id: str,
+    ) -> None:
+        """Return ``amount`` of a hold to the grants it came from. A part the hold took on the
+        overdraft that was repaid since (a grant arrived meanwhile) cannot go back to the
+        overdraft: it becomes a new grant, its entries tied to the hold, so nothing is lost."""
+        _, unplaced = st.give_back(
+            held, amount, now, kind="release", operation_id=operation_id, hold_id=hold_id, live_only=False
+        )
+        if unplaced:
+            g = GrantState(
+                id=new_id("grt"),
+                amount=unplaced,
+                remaining=0,
+                source="refund",
+                priority=DEFAULT_PRIORITY["refund"],
+                effective_at=now,
+                expires_at=None,
+                created_at=now,
+            )
+            st.add_grant(g, now=now, operation_id=operation_id, hold_id=hold_id)
+            meta[g.id] = {"operation_id": operation_id, "note": f"released from hold {hold_id}"}
+
     # ================================================================ grants
     def grant(
         self,
@@ -650,14 +681,8 @@ class LedgerService:
                     rating, ctx = self._meter_context(s, w, cat, hold.meter, qty, hold.properties or {}, now)
                     final = rating.amount
                 if final <= hold.amount:
-                    st.give_back(
-                        held,
-                        hold.amount - final,
-                        now,
-                        kind="release",
-                        operation_id=op_id,
-                        hold_id=hold_id,
-                        live_only=False,
+                    self._give_back_hold(
+                        st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id
                     )
                     extra = Draw(())
                 else:
@@ -673,15 +698,7 @@ class LedgerService:
                     used_allowance = "plan_allowance" in merge_draws(held, extra).sources(st.grants)
                     self._write_counters(s, w, hold.meter, ctx, qty, used_allowance, now)
             else:
-                st.give_back(
-                    held,
-                    hold.amount,
-                    now,
-                    kind="release",
-                    operation_id=op_id,
-                    hold_id=hold_id,
-                    live_only=False,
-                )
+                self._give_back_hold(st, meta, held, hold.amount, now, operation_id=op_id, hold_id=hold_id)
             result = {
                 "id": hold_id,
                 "status": status,
@@ -900,9 +917,8 @@ class LedgerService:
                 held = repo.drawn_by(s, hold_id=h.id)
                 st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
                 op_id = new_id("rop")
-                st.give_back(
-                    held, h.amount, now, kind="release", operation_id=op_id, hold_id=h.id, live_only=False
-                )
+                meta: dict[str, dict[str, Any]] = {}
+                self._give_back_hold(st, meta, held, h.amount, now, operation_id=op_id, hold_id=h.id)
                 result = {
                     "id": h.id,
                     "status": "expired",
@@ -933,7 +949,7 @@ class LedgerService:
                     resolution_hash="expired",
                     resolved_at=now,
                 )
-                repo.persist(s, st, now)
+                repo.persist(s, st, now, grant_meta=meta)
                 released += 1
             for wallet_id in repo.wallets_with_expired_grants(s, now, limit):
                 w = repo.lock_wallet(s, wallet_id)

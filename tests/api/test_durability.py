@@ -1,0 +1,119 @@
+"""Kill -9 the real server in the middle of a storm of debits: every debit it acknowledged
+must be in the database afterwards, and the ledger must verify."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN, make_settings
+from tollkeep.runtime import Tollkeep
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(db_url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TOLLKEEP_DATABASE_URL": db_url,
+        "TOLLKEEP_ADMIN_TOKEN": ADMIN,
+        "TOLLKEEP_PORT": str(port),
+    }
+    env.pop("TOLLKEEP_CATALOG_PATH", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollkeep", "serve", "--log-level", "warning"],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def test_acknowledged_debits_survive_kill_9(db_url: str, tmp_path: Path) -> None:
+    with Tollkeep(make_settings(db_url)) as tk:
+        cid = tk.customers.create("durable")["id"]
+        tk.ledger.grant(cid, 1_000_000, idempotency_key="big")
+        key = tk.keys.create(cid)["key"]
+    port = free_port()
+    proc = start_server(db_url, port, tmp_path)
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer(n: int) -> None:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+        ) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = c.post(
+                        "/v1/usage", json={"meter": "api_call", "idempotency_key": f"t{n}-{i}"}, timeout=5
+                    )
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    with lock:
+                        acked.append(r.json()["event_id"])
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(acked) < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 300, "the server acknowledged too few debits to make the test meaningful"
+    with Tollkeep(make_settings(db_url)) as tk:
+        stored: set[str] = set()
+        after = None
+        while True:
+            page = tk.usage(cid, limit=500, after=after)
+            stored.update(e["event_id"] for e in page["data"])
+            if not page["next"]:
+                break
+            after = page["next"]
+        missing = set(acked) - stored
+        assert not missing, f"{len(missing)} acknowledged debits lost"
+        assert tk.balance(cid)["balance"] == 1_000_000 - len(stored)
+        assert tk.verify().ok
+
+
+def test_server_restarts_cleanly_after_kill(db_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    for _ in range(2):
+        proc = start_server(db_url, port, tmp_path)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    with Tollkeep(make_settings(db_url)) as tk:
+        assert tk.verify().ok
