@@ -147,6 +147,11 @@ class LedgerService:
             repo.set_wallet(s, w.id, allowance_until=period_bounds("month", now)[1], updated_at=now)
             return
         start, end, key = period_bounds(plan.allowance.period, now)
+        if repo.find_operation(s, w.id, "allowance", f"{plan.key}:{key}") is not None:
+            # this period's allowance of this plan was granted already (a lifetime allowance is
+            # granted once; coming back to a plan within a period does not grant it again)
+            repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
+            return
         op_id = new_id("op")
         repo.insert_operation(
             s,
