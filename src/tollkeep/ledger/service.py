@@ -85,11 +85,9 @@ class LedgerService:
 
     # ================================================================ helpers inside a unit of work
     def _wallet(self, s: Session, customer_id: str) -> Any:
-        wid = repo.wallet_id_for_customer(s, customer_id)
-        if wid is None:
+        w = repo.lock_wallet_of_customer(s, customer_id)
+        if w is None:
             raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
-        w = repo.lock_wallet(s, wid)
-        assert w is not None
         return w
 
     @staticmethod
