@@ -1,0 +1,1 @@
+"""tollkeep benchmarks: ``python -m bench.run`` (``make bench``). See bench/README.md."""

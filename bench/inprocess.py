@@ -1,0 +1,78 @@
+"""(a) Ledger debits per second in-process: no HTTP, just ``tk.ledger.record_usage``.
+
+Every call returns only after the transaction that holds it has committed (on SQLite the
+writer thread's group commit, on PostgreSQL one transaction per call), so each counted
+debit is durable in the same sense as an HTTP 200.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from typing import Any
+
+from tollkeep.config import Settings
+from tollkeep.ledger.service import UsageRequest
+from tollkeep.runtime import Tollkeep
+
+
+def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: float) -> dict[str, Any]:
+    prefix = secrets.token_hex(4)
+    claim = itertools.count()  # next() on a count is atomic under the GIL
+    done = [0] * threads
+    errors = [0] * threads
+    first_error: list[str] = []
+    deadline = time.perf_counter() + max_seconds
+
+    def worker(i: int) -> None:
+        while time.perf_counter() < deadline:
+            k = next(claim)
+            if k >= n:
+                return
+            try:
+                tk.ledger.record_usage(UsageRequest(customer_id, "api_call", None, f"ip-{prefix}-{k}"))
+                done[i] += 1
+            except Exception as exc:
+                errors[i] += 1
+                if not first_error:
+                    first_error.append(repr(exc)[:300])
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    batches0, commands0 = tk.executor.batches, tk.executor.commands
+    t0 = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    ops = sum(done)
+    batches = tk.executor.batches - batches0
+    commands = tk.executor.commands - commands0
+    return {
+        "threads": threads,
+        "ops": ops,
+        "errors": sum(errors),
+        "first_error": first_error[0] if first_error else None,
+        "seconds": round(elapsed, 3),
+        "ops_per_s": round(ops / elapsed, 1) if elapsed else 0.0,
+        "capped_by_time": ops + sum(errors) < n,
+        # SQLite only: how many commands shared one COMMIT (group commit)
+        "avg_batch": round(commands / batches, 2) if batches else None,
+    }
+
+
+def bench_inprocess(
+    database_url: str, *, n: int, thread_counts: tuple[int, ...] = (1, 16), max_seconds: float = 30.0
+) -> dict[str, Any]:
+    settings = Settings(database_url=database_url, run_workers=False)
+    tk = Tollkeep(settings)
+    try:
+        c = tk.customers.create(f"bench-inproc-{secrets.token_hex(4)}")
+        tk.ledger.grant(c["id"], 10**12, source="purchase", idempotency_key="bench-grant")
+        tk.ledger.record_usage(UsageRequest(c["id"], "api_call", None, "warmup"))  # import/JIT warm-up
+        runs = [_run(tk, c["id"], t, n, max_seconds) for t in thread_counts]
+        return {"sqlite_synchronous": settings.sqlite_synchronous, "debits": n, "runs": runs}
+    finally:
+        tk.close()
