@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from tollkeep.kit.db import Database
 from tollkeep.kit.errors import TollkeepError
+from tollkeep.kit.rawsql import driver_cursor
 
 __all__ = ["WriteExecutor"]
 
@@ -135,17 +136,19 @@ class WriteExecutor:
             outcomes: list[tuple[bool, Any]] = []
             session = self.db.session(write=True)
             try:
-                conn = session.connection()
+                cur, _ = driver_cursor(session)
                 for fn, _ in live:
-                    # a Core-level SAVEPOINT: units of work issue Core statements only, so the
-                    # ORM session's bookkeeping (several times dearer) is not needed here
-                    sp = conn.begin_nested()
+                    # Each command in its own SAVEPOINT, issued on the driver cursor: units of
+                    # work run Core statements only, so neither the ORM's nor Core's nested
+                    # transaction bookkeeping is needed (both cost more than the command itself).
+                    cur.execute("SAVEPOINT tk_cmd")
                     try:
                         result = fn(session)
-                        sp.commit()
+                        cur.execute("RELEASE SAVEPOINT tk_cmd")
                         outcomes.append((True, result))
                     except Exception as exc:
-                        sp.rollback()
+                        cur.execute("ROLLBACK TO SAVEPOINT tk_cmd")
+                        cur.execute("RELEASE SAVEPOINT tk_cmd")
                         if not isinstance(exc, TollkeepError) and _retryable(exc) and len(live) > 1:
                             # a race lost inside the batch: retry this command alone afterwards
                             outcomes.append((False, _Retry(exc)))
