@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import hmac
+from typing import TypeVar
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tollkeep.keys.service import ALL_SCOPES, Principal
 from tollkeep.kit.errors import AuthError
 from tollkeep.runtime import Tollkeep
 
-__all__ = ["admin", "principal", "runtime"]
+__all__ = ["admin", "parse_body", "principal", "runtime"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """Parse and validate a JSON body in one pass (pydantic-core), with FastAPI's error shapes."""
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 def runtime(request: Request) -> Tollkeep:
