@@ -115,7 +115,7 @@ def test_key_cache_is_dropped_on_revoke(tk: Tollkeep) -> None:
     tk.keys.cache_seconds = 300.0
     k = tk.keys.create(customer(tk))
     assert tk.keys.authenticate(k["key"])
-    assert tk.keys.cached(k["key"]) is not False
+    assert tk.keys.cached(k["key"]) is not None
     tk.keys.revoke(k["id"])
     with pytest.raises(AuthError):
         tk.keys.authenticate(k["key"])
@@ -126,3 +126,17 @@ def test_last_used_is_recorded(tk: Tollkeep) -> None:
     tk.keys.authenticate(k["key"])
     tk.executor.call(lambda s: None)  # the touch was queued before this
     assert tk.keys.get(k["id"])["last_used_at"] is not None
+
+
+def test_busy_key_is_refreshed_ahead_of_expiry(tk: Tollkeep) -> None:
+    tk.keys.cache_seconds = 0.2
+    k = tk.keys.create(customer(tk))
+    rec = tk.keys.lookup(k["key"])
+    assert rec is not None and not tk.keys.refresh_due(rec)
+    import time
+
+    time.sleep(0.11)
+    assert tk.keys.refresh_due(rec) and not tk.keys.refresh_due(rec)  # only one refresher
+    tk.keys.refresh(k["key"], rec.key_id)
+    fresh = tk.keys.cached(k["key"])
+    assert fresh is not None and fresh.fetched > rec.fetched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import TypeVar
 
@@ -68,6 +69,9 @@ async def principal(request: Request) -> Principal:
     keys = tk.keys
     if not keys.well_formed(raw):
         raise AuthError("invalid API key", code="invalid_api_key")
-    hit = keys.cached(raw)
-    rec = await run_in_threadpool(keys.lookup, raw) if hit is False else hit
-    return keys.check(raw, rec if rec is not False else None, ip)  # type: ignore[arg-type]
+    rec = keys.cached(raw)
+    if rec is None:
+        rec = await run_in_threadpool(keys.lookup, raw)
+    elif keys.refresh_due(rec):
+        asyncio.get_running_loop().run_in_executor(None, keys.refresh, raw, rec.key_id)
+    return keys.check(raw, rec, ip)

@@ -125,6 +125,7 @@ class KeyService:
         self.clock = clock or SystemClock()
         self._cache: dict[str, _Cached] = {}
         self._used: dict[str, float] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     # ---- provisioning ---------------------------------------------------------------------------
@@ -312,14 +313,32 @@ class KeyService:
             time.monotonic(),
         )
 
-    def cached(self, raw: str) -> _Cached | bool | None:
-        """The cached record for a key, or False when it must be read from the database."""
+    def cached(self, raw: str) -> _Cached | None:
+        """The cached, still fresh record for a key, or None when it must be read."""
         handle = raw[: len(self.prefix) + HANDLE_CHARS]
         with self._lock:
             hit = self._cache.get(handle)
         if hit is None or time.monotonic() - hit.fetched > self.cache_seconds:
-            return False
+            return None
         return hit
+
+    def refresh_due(self, rec: _Cached) -> bool:
+        """True (once) when a cached record is past half its life: the caller refreshes it in
+        the background so busy keys never expire under load and stall on a database read."""
+        if time.monotonic() - rec.fetched < self.cache_seconds / 2:
+            return False
+        with self._lock:
+            if rec.key_id in self._refreshing:
+                return False
+            self._refreshing.add(rec.key_id)
+        return True
+
+    def refresh(self, raw: str, key_id: str) -> None:
+        try:
+            self.lookup(raw)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key_id)
 
     def lookup(self, raw: str) -> _Cached | None:
         handle = raw[: len(self.prefix) + HANDLE_CHARS]
@@ -359,9 +378,8 @@ class KeyService:
     def authenticate(self, raw: str, client_ip: str | None = None) -> Principal:
         if not self.well_formed(raw):
             raise AuthError("invalid API key", code="invalid_api_key")
-        hit = self.cached(raw)
-        rec = self.lookup(raw) if hit is False else hit
-        return self.check(raw, rec if rec is not False else None, client_ip)  # type: ignore[arg-type]
+        rec = self.cached(raw) or self.lookup(raw)
+        return self.check(raw, rec, client_ip)
 
     def _touch(self, key_id: str) -> None:
         """Record last use, at most once a minute per key and process, off the request path."""
