@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -68,9 +69,9 @@ class WriteExecutor:
     def submit(self, fn: Callable[[Session], T]) -> Future[T]:
         if self._closed:
             raise RuntimeError("executor closed")
-        fut: Future[T] = Future()
         if self._pool is not None:
             return self._pool.submit(self._run_alone, fn)
+        fut: Future[T] = Future()
         self._queue.put((fn, fut))
         return fut
 
@@ -78,7 +79,13 @@ class WriteExecutor:
         return self.submit(fn).result()
 
     async def acall(self, fn: Callable[[Session], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        if self._pool is not None or self._closed:
+            return await asyncio.wrap_future(self.submit(fn))
+        # SQLite: the writer answers straight into this event loop, one wake-up per batch
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, _LoopWaiter(loop, fut)))
+        return await fut
 
     def close(self) -> None:
         if self._closed:
@@ -168,13 +175,19 @@ class WriteExecutor:
             session.close()
             self.batches += 1
             self.commands += len(live)
+            wakeups: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
             for (fn, fut), (ok, value) in zip(live, outcomes, strict=True):
-                if ok:
-                    fut.set_result(value)
-                elif isinstance(value, _Retry):
+                if isinstance(value, _Retry):
                     self._retry_alone(fn, fut)
+                elif isinstance(fut, _LoopWaiter):
+                    wakeups.setdefault(fut.loop, []).append((fut.fut, ok, value))
+                elif ok:
+                    fut.set_result(value)
                 else:
                     fut.set_exception(value)
+            for loop, results in wakeups.items():
+                with suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_resolve_all, results)
             return
 
     def _retry_alone(self, fn: Callable[[Session], Any], fut: Future[Any]) -> None:
@@ -182,6 +195,38 @@ class WriteExecutor:
             fut.set_result(self._run_alone(fn))
         except Exception as exc:
             fut.set_exception(exc)
+
+
+class _LoopWaiter:
+    """Stands for a caller awaiting in an event loop. The command runs even if that caller has
+    gone away: its result is stored under its idempotency key for the retry."""
+
+    __slots__ = ("fut", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.fut = fut
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return True
+
+    def set_result(self, value: Any) -> None:
+        with suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_resolve_all, [(self.fut, True, value)])
+
+    def set_exception(self, exc: BaseException) -> None:
+        with suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_resolve_all, [(self.fut, False, exc)])
+
+
+def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in results:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 class _Retry:
