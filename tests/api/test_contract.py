@@ -126,3 +126,16 @@ def test_pricing_and_openapi(client: TestClient) -> None:
     assert any(m["key"] == "api_call" for m in p["meters"])
     spec = client.get("/openapi.json").json()
     assert "/v1/usage" in spec["paths"] and "/admin/customers" in spec["paths"]
+
+
+def test_chunked_body_over_limit_is_413(client: TestClient) -> None:
+    _, key = new_customer(client, credits=1)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = client.post(
+        "/v1/usage", headers={**bearer(key), "content-type": "application/json"}, content=chunks()
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"

@@ -24,14 +24,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(db_url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
+def start_server(db_url: str, port: int, tmp: Path, *, keep_catalog: bool = False) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TOLLKEEP_DATABASE_URL": db_url,
         "TOLLKEEP_ADMIN_TOKEN": ADMIN,
         "TOLLKEEP_PORT": str(port),
     }
-    env.pop("TOLLKEEP_CATALOG_PATH", None)
+    if not keep_catalog:
+        env.pop("TOLLKEEP_CATALOG_PATH", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollkeep", "serve", "--log-level", "warning"],
         env=env,
@@ -117,3 +118,35 @@ def test_server_restarts_cleanly_after_kill(db_url: str, tmp_path: Path) -> None
         proc.wait(timeout=10)
     with Tollkeep(make_settings(db_url)) as tk:
         assert tk.verify().ok
+
+
+def test_sighup_reloads_the_catalog(tmp_path: Path) -> None:
+    from tollkeep.catalog import DEFAULT_CATALOG_TEXT
+
+    catalog = tmp_path / "tollkeep.toml"
+    catalog.write_text(DEFAULT_CATALOG_TEXT)
+    port = free_port()
+    env_db = f"sqlite:///{tmp_path / 'hup.db'}"
+    os.environ["TOLLKEEP_CATALOG_PATH"] = str(catalog)
+    try:
+        proc = start_server(env_db, port, tmp_path, keep_catalog=True)
+    finally:
+        del os.environ["TOLLKEEP_CATALOG_PATH"]
+    try:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        before = httpx.get(f"http://127.0.0.1:{port}/admin/catalog", headers=admin).json()["version"]
+        catalog.write_text("not = = toml")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/admin/catalog", headers=admin).json()["version"] == before
+        catalog.write_text(DEFAULT_CATALOG_TEXT.replace('version = "2026-01-01"', 'version = "2026-03-01"'))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        version = before
+        while version == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            version = httpx.get(f"http://127.0.0.1:{port}/admin/catalog", headers=admin).json()["version"]
+        assert version.startswith("2026-03-01")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -244,6 +244,12 @@ class KeyService:
         values = {
             k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}
         }
+        if "scopes" in values and values["scopes"] is None:
+            values["scopes"] = list(ALL_SCOPES)  # null: back to every scope
+        if "ip_allowlist" in values and values["ip_allowlist"] is None:
+            values["ip_allowlist"] = []  # null: no address restriction
+        if values.get("expires_at") is not None and values["expires_at"].tzinfo is None:
+            raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
         if "scopes" in values:
             bad = [sc for sc in values["scopes"] if sc not in ALL_SCOPES]
             if bad:
