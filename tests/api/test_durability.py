@@ -150,3 +150,47 @@ def test_sighup_reloads_the_catalog(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_concurrent_http_charges_with_repeated_keys(db_url: str, tmp_path: Path) -> None:
+    """Hundreds of concurrent POST /v1/usage against the real server, many sharing idempotency
+    keys, against a small balance: exactly `balance` keys are charged, once each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    balance, calls, distinct = 40, 400, 100
+    with Tollkeep(make_settings(db_url)) as tk:
+        cid = tk.customers.create("crowd")["id"]
+        tk.ledger.grant(cid, balance, idempotency_key="small")
+        key = tk.keys.create(cid)["key"]
+    port = free_port()
+    proc = start_server(db_url, port, tmp_path)
+    try:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, limits=limits
+        ) as c:
+
+            def call(i: int) -> tuple[str, int, dict[str, object]]:
+                k = f"job-{i % distinct}"
+                r = c.post("/v1/usage", json={"meter": "api_call", "idempotency_key": k}, timeout=30)
+                return k, r.status_code, r.json()
+
+            with ThreadPoolExecutor(64) as pool:
+                results = list(pool.map(call, range(calls)))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    statuses = {s for _, s, _ in results}
+    assert statuses <= {200, 402}, statuses
+    events: dict[str, set[object]] = {}
+    for k, status, body in results:
+        if status == 200:
+            events.setdefault(k, set()).add(body["event_id"])
+        else:
+            assert body["error"]["code"] == "insufficient_credits"  # type: ignore[index]
+    assert len(events) == balance, f"{len(events)} keys charged for a balance of {balance}"
+    assert all(len(ids) == 1 for ids in events.values()), "a key was charged twice"
+    with Tollkeep(make_settings(db_url)) as tk:
+        assert tk.balance(cid)["balance"] == 0
+        assert len(tk.usage(cid, limit=500)["data"]) == balance
+        assert tk.verify().ok
