@@ -91,7 +91,7 @@ async def create_hold(body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse
         ttl_seconds=body.ttl_seconds,
         api_key_id=caller.key_id,
     )
-    out = await tk.executor.acall(fn)
+    out = await tk.executor.acall(fn, key=caller.customer_id)
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
 
 
@@ -103,7 +103,7 @@ async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime)
     fn = tk.ledger.resolve_fn(
         caller.customer_id, hold_id, action="settle", amount=body.amount, quantity=body.quantity
     )
-    return JSONResponse(await tk.executor.acall(fn))
+    return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 
 
 @router.post(
@@ -112,7 +112,7 @@ async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime)
 async def release_hold(hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     fn = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")
-    return JSONResponse(await tk.executor.acall(fn))
+    return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 
 
 @router.get("/pricing", summary="Meters, prices and plans of the active catalog (pricing discovery)")

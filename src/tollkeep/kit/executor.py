@@ -1,27 +1,28 @@
-"""Runs units of work that write, with the right concurrency for each database.
+"""Runs units of work that write, batching them (group commit).
 
-SQLite allows one writer at a time. Instead of letting requests fight over the
-write lock, one writer thread per process drains a queue and commits many
-commands in one transaction (group commit): each command runs inside its own
-SAVEPOINT, so a command that fails (say, insufficient credits) rolls back alone,
-and every caller is answered only after the shared COMMIT, so an acknowledged
-command is durable. Other processes (a second server, the CLI) still take the
+SQLite allows one writer at a time. Instead of letting requests fight over the write lock,
+one writer thread per process drains a queue and commits many commands in one transaction:
+each command runs inside its own SAVEPOINT, so a command that fails (say, insufficient
+credits) rolls back alone, and every caller is answered only after the shared COMMIT, so an
+acknowledged command is durable. Other processes (a second server, the CLI) still take the
 lock in turn through ``BEGIN IMMEDIATE`` and the busy timeout.
 
-PostgreSQL takes row locks, so commands run concurrently, each in its own
-transaction on a pooled connection, retried on serialization failures,
-deadlocks and unique-key races.
+PostgreSQL takes row locks, so it gets several such writer lanes, chosen by the command's key
+(the customer): commands for one wallet are batched into one transaction (one commit, one
+fsync) instead of queueing one by one on the wallet's row lock, while different customers
+proceed in parallel. Serialization failures, deadlocks and unique-key races are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -50,54 +51,68 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class WriteExecutor:
+    """Runs write units of work ``fn(session)`` in batches (group commit).
+
+    Commands are queued on *lanes*, each drained by one thread that runs a batch of commands in
+    one transaction, each command in its own SAVEPOINT. SQLite has one lane (one writer). On
+    PostgreSQL there are several, and a command's ``key`` (the customer) picks its lane, so one
+    customer's commands are batched together instead of queueing on their wallet's row lock;
+    within a batch commands run in key order, so two batches always lock wallets in the same
+    order and cannot deadlock each other.
+    """
+
     def __init__(self, db: Database, *, batch_max: int = 256, workers: int = 16) -> None:
         self.db = db
         self.batch_max = batch_max
         self._closed = False
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        n = 1 if db.is_sqlite else max(1, workers // 2)
+        self._lanes: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(n)]
+        self._threads = [
+            threading.Thread(target=self._writer_loop, args=(q,), name=f"tollkeep-writer-{i}", daemon=True)
+            for i, q in enumerate(self._lanes)
+        ]
+        self._next = itertools.count()
         self.batches = 0
         self.commands = 0
-        if db.is_sqlite:
-            self._thread = threading.Thread(target=self._writer_loop, name="tollkeep-writer", daemon=True)
-            self._thread.start()
-        else:
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tollkeep-db")
+        for t in self._threads:
+            t.start()
+
+    def _lane(self, key: str | None) -> queue.SimpleQueue[Any]:
+        if len(self._lanes) == 1:
+            return self._lanes[0]
+        index = hash(key) if key is not None else next(self._next)
+        return self._lanes[index % len(self._lanes)]
 
     # ---- public -------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[Session], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Session], T], *, key: str | None = None) -> Future[T]:
         if self._closed:
             raise RuntimeError("executor closed")
-        if self._pool is not None:
-            return self._pool.submit(self._run_alone, fn)
         fut: Future[T] = Future()
-        self._queue.put((fn, fut))
+        self._lane(key).put((fn, fut, key or ""))
         return fut
 
-    def call(self, fn: Callable[[Session], T]) -> T:
-        return self.submit(fn).result()
+    def call(self, fn: Callable[[Session], T], *, key: str | None = None) -> T:
+        return self.submit(fn, key=key).result()
 
-    async def acall(self, fn: Callable[[Session], T]) -> T:
-        if self._pool is not None or self._closed:
-            return await asyncio.wrap_future(self.submit(fn))
-        # SQLite: the writer answers straight into this event loop, one wake-up per batch
+    async def acall(self, fn: Callable[[Session], T], *, key: str | None = None) -> T:
+        if self._closed:
+            raise RuntimeError("executor closed")
+        # the writer answers straight into this event loop, one wake-up per batch
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, _LoopWaiter(loop, fut)))
+        self._lane(key).put((fn, _LoopWaiter(loop, fut), key or ""))
         return await fut
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for q in self._lanes:
+            q.put(_STOP)
+        for t in self._threads:
+            t.join(timeout=30)
 
-    # ---- PostgreSQL: one transaction per command ------------------------------------------------
+    # ---- one command alone (retries after a lost race) ------------------------------------------
     def _run_alone(self, fn: Callable[[Session], T]) -> T:
         delay = 0.005
         for attempt in range(8):
@@ -114,17 +129,17 @@ class WriteExecutor:
                 raise
         raise AssertionError("unreachable")
 
-    # ---- SQLite: one writer, group commit ---------------------------------------------------------
-    def _writer_loop(self) -> None:
+    # ---- a lane: group commit ----------------------------------------------------------------------
+    def _writer_loop(self, lane: queue.SimpleQueue[Any]) -> None:
         while True:
-            item = self._queue.get()
+            item = lane.get()
             if item is _STOP:
                 return
             batch = [item]
             stop = False
             while len(batch) < self.batch_max:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = lane.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -135,8 +150,9 @@ class WriteExecutor:
             if stop:
                 return
 
-    def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
-        live = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+    def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Any, str]]) -> None:
+        batch.sort(key=lambda item: item[2])  # a stable lock order across batches
+        live = [(fn, fut) for fn, fut, _ in batch if fut.set_running_or_notify_cancel()]
         if not live:
             return
         for attempt in range(5):

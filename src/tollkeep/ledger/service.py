@@ -235,7 +235,8 @@ class LedgerService:
                 priority=priority,
                 meter=meter,
                 note=note,
-            )
+            ),
+            key=customer_id,
         )
 
     def grant_fn(
@@ -419,10 +420,10 @@ class LedgerService:
             repo.add_unique(s, w.id, meter, ctx["rating_period"], ctx["unique"])
 
     def record_usage(self, req: UsageRequest) -> dict[str, Any]:
-        return self.executor.call(self.usage_fn(req))
+        return self.executor.call(self.usage_fn(req), key=req.customer_id)
 
     async def arecord_usage(self, req: UsageRequest) -> dict[str, Any]:
-        return await self.executor.acall(self.usage_fn(req))
+        return await self.executor.acall(self.usage_fn(req), key=req.customer_id)
 
     def usage_fn(self, req: UsageRequest) -> Callable[[Session], dict[str, Any]]:
         if not req.idempotency_key or len(req.idempotency_key) > 255:
@@ -508,7 +509,8 @@ class LedgerService:
                 properties=properties,
                 ttl_seconds=ttl_seconds,
                 api_key_id=api_key_id,
-            )
+            ),
+            key=customer_id,
         )
 
     def hold_fn(
@@ -628,7 +630,8 @@ class LedgerService:
         quantity: Any = None,
     ) -> dict[str, Any]:
         return self.executor.call(
-            self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity)
+            self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity),
+            key=customer_id,
         )
 
     def resolve_fn(
@@ -892,7 +895,7 @@ class LedgerService:
             repo.persist(s, st, now, grant_meta=meta)
             return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
 
-        return self.executor.call(fn)
+        return self.executor.call(fn, key=customer_id)
 
     def set_overdraft(self, customer_id: str, limit: int) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -903,7 +906,7 @@ class LedgerService:
             repo.set_wallet(s, w.id, overdraft_limit=limit, updated_at=self.clock.now())
             return {"customer_id": customer_id, "overdraft_limit": limit, "overdraft_used": w.overdraft_used}
 
-        return self.executor.call(fn)
+        return self.executor.call(fn, key=customer_id)
 
     # ================================================================ sweeper
     def sweep(self, *, limit: int = 500) -> dict[str, int]:
