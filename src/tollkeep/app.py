@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from tollkeep import __version__
 from tollkeep.api import admin, public
-from tollkeep.api.errors import BodyLimitMiddleware, install_error_handlers
+from tollkeep.api.errors import BodyLimitMiddleware, HotRoutes, install_error_handlers
 from tollkeep.config import Settings
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.runtime import Tollkeep
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     if runtime is not None:
         app.state.tollkeep = runtime
     install_error_handlers(app)
+    app.add_middleware(HotRoutes, routes={("POST", "/v1/usage"): public.post_usage})
+    # our own body limit, not FastAPI's max_body_size (that one answers 413 in plain text)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")

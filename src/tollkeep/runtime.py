@@ -18,9 +18,11 @@ from tollkeep.customers.service import CustomerService
 from tollkeep.keys.service import KeyService
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database
+from tollkeep.kit.errors import NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import upgrade
 from tollkeep.ledger import queries
+from tollkeep.ledger import repository as repo
 from tollkeep.ledger.service import LedgerService
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
 from tollkeep.models import CatalogVersion
@@ -93,6 +95,13 @@ class Tollkeep:
     def balance(self, customer_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
             return queries.balance(s, customer_id, self.clock.now(), self.catalog.credits.name)
+
+    def hold(self, customer_id: str, hold_id: str) -> dict[str, Any]:
+        with self.db.scope(write=False) as s:
+            row = repo.get_hold_of_customer(s, customer_id, hold_id)
+        if row is None:
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+        return self.ledger.hold_view(row)
 
     def usage(self, customer_id: str, **kw: Any) -> dict[str, Any]:
         with self.db.scope(write=False) as s:

@@ -139,3 +139,14 @@ def test_chunked_body_over_limit_is_413(client: TestClient) -> None:
         "/v1/usage", headers={**bearer(key), "content-type": "application/json"}, content=chunks()
     )
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_get_hold(client: TestClient) -> None:
+    _, key = new_customer(client, credits=5)
+    _, other_key = new_customer(client, ext="someone-else", credits=5)
+    h = client.post("/v1/holds", headers=bearer(key), json={"amount": 2, "idempotency_key": "gh"}).json()
+    got = client.get(f"/v1/holds/{h['id']}", headers=bearer(key))
+    assert got.status_code == 200 and got.json()["status"] == "open" and got.json()["amount"] == 2
+    assert client.get(f"/v1/holds/{h['id']}", headers=bearer(other_key)).status_code == 404
+    client.post(f"/v1/holds/{h['id']}/release", headers=bearer(key))
+    assert client.get(f"/v1/holds/{h['id']}", headers=bearer(key)).json()["status"] == "released"

@@ -42,8 +42,9 @@ def get_balance(caller: Caller, tk: Runtime) -> dict[str, Any]:
     },
 )
 async def post_usage(request: Request) -> JSONResponse:
-    # The hottest route: no FastAPI dependencies (their resolution cost more than the charge
-    # itself); the body is parsed and validated by pydantic-core in one step.
+    # The hottest route: served by api.errors.HotRoutes ahead of the router (this FastAPI route
+    # documents it and serves it when mounted without that middleware). No dependencies; the
+    # body is parsed and validated by pydantic-core in one step.
     tk: Tollkeep = request.app.state.tollkeep
     caller = await principal(request)
     caller.require("usage:write")
@@ -93,6 +94,12 @@ async def create_hold(body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse
     )
     out = await tk.executor.acall(fn, key=caller.customer_id)
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
+
+
+@router.get("/holds/{hold_id}", summary="A hold of the caller's: amount, status, expiry", responses=ERRORS)
+def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> dict[str, Any]:
+    caller.require("balance:read")
+    return tk.hold(caller.customer_id, hold_id)
 
 
 @router.post(

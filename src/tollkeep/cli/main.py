@@ -182,6 +182,8 @@ def migrate() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (TOLLKEEP_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (TOLLKEEP_PORT)")] = None,
+    database: DatabaseOpt = None,
+    catalog: CatalogOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
 ) -> None:
@@ -191,7 +193,7 @@ def serve(
     from tollkeep.app import create_app
     from tollkeep.runtime import Tollkeep
 
-    s = settings(host=host, port=port)
+    s = settings(host=host, port=port, database_url=database, catalog_path=catalog)
     if s.admin_token is None:
         err.print(
             "[yellow]TOLLKEEP_ADMIN_TOKEN is not set: the admin API is off (run `tollkeep init`)[/yellow]"

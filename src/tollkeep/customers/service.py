@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from tollkeep.catalog import Catalog
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database
-from tollkeep.kit.errors import Conflict, InvalidInput, NotFound
+from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.pagination import clamp_limit, page
@@ -143,8 +143,6 @@ class CustomerService:
                 "X-Install-Id must be 8-128 characters of [A-Za-z0-9._:-]", code="invalid_install_id"
             )
         if not self.catalog().anonymous.enabled:
-            from tollkeep.kit.errors import AuthError
-
             raise AuthError("anonymous use is disabled: send an API key", code="anonymous_disabled")
         ext = f"install:{install_id}"
         with self.db.scope(write=False) as s:

@@ -340,3 +340,11 @@ def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[str
             .limit(limit)
         ).scalars()
     )
+
+
+def set_customer_plan(s: Session, customer_id: str, plan: str | None, now: datetime) -> None:
+    s.execute(update(C).where(C.c.id == customer_id).values(plan=plan, plan_changed_at=now, updated_at=now))
+
+
+def get_hold_of_customer(s: Session, customer_id: str, hold_id: str) -> Any:
+    return s.execute(select(H).where(H.c.id == hold_id, H.c.customer_id == customer_id)).first()

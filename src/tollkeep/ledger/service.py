@@ -211,33 +211,9 @@ class LedgerService:
             meta[g.id] = {"operation_id": operation_id, "note": f"released from hold {hold_id}"}
 
     # ================================================================ grants
-    def grant(
-        self,
-        customer_id: str,
-        amount: int,
-        *,
-        source: str = "purchase",
-        idempotency_key: str | None = None,
-        expires_at: datetime | None = None,
-        effective_at: datetime | None = None,
-        priority: int | None = None,
-        meter: str | None = None,
-        note: str | None = None,
-    ) -> dict[str, Any]:
-        return self.executor.call(
-            self.grant_fn(
-                customer_id,
-                amount,
-                source=source,
-                idempotency_key=idempotency_key,
-                expires_at=expires_at,
-                effective_at=effective_at,
-                priority=priority,
-                meter=meter,
-                note=note,
-            ),
-            key=customer_id,
-        )
+    def grant(self, customer_id: str, amount: int, **kw: Any) -> dict[str, Any]:
+        """Grant credits (see :meth:`grant_fn` for the options) and wait for the commit."""
+        return self.executor.call(self.grant_fn(customer_id, amount, **kw), key=customer_id)
 
     def grant_fn(
         self,
@@ -487,31 +463,9 @@ class LedgerService:
         return fn
 
     # ================================================================ holds
-    def create_hold(
-        self,
-        customer_id: str,
-        *,
-        idempotency_key: str,
-        amount: int | None = None,
-        meter: str | None = None,
-        quantity: Any = None,
-        properties: Mapping[str, Any] | None = None,
-        ttl_seconds: int | None = None,
-        api_key_id: str | None = None,
-    ) -> dict[str, Any]:
-        return self.executor.call(
-            self.hold_fn(
-                customer_id,
-                idempotency_key=idempotency_key,
-                amount=amount,
-                meter=meter,
-                quantity=quantity,
-                properties=properties,
-                ttl_seconds=ttl_seconds,
-                api_key_id=api_key_id,
-            ),
-            key=customer_id,
-        )
+    def create_hold(self, customer_id: str, **kw: Any) -> dict[str, Any]:
+        """Reserve credits (see :meth:`hold_fn` for the options) and wait for the commit."""
+        return self.executor.call(self.hold_fn(customer_id, **kw), key=customer_id)
 
     def hold_fn(
         self,
@@ -550,7 +504,7 @@ class LedgerService:
             if prior is not None:
                 check_replay(prior.request_hash, h, idempotency_key)
                 hold = repo.find_hold(s, prior.id)
-                return {**self._hold_view(hold), "duplicate": True}
+                return {**self.hold_view(hold), "duplicate": True}
             self._check_active(w)
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
@@ -600,11 +554,11 @@ class LedgerService:
             }
             repo.insert_hold(s, **row)
             repo.persist(s, st, now, grant_meta=meta)
-            return {**self._hold_view(row), "balance": st.balance(now), "duplicate": False}
+            return {**self.hold_view(row), "balance": st.balance(now), "duplicate": False}
 
         return fn
 
-    def _hold_view(self, hold: Any) -> dict[str, Any]:
+    def hold_view(self, hold: Any) -> dict[str, Any]:
         get: Callable[[str], Any] = hold.get if isinstance(hold, dict) else lambda k: getattr(hold, k, None)
         return {
             "id": get("id"),
@@ -830,10 +784,6 @@ class LedgerService:
             raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
 
         def fn(s: Session) -> dict[str, Any]:
-            from sqlalchemy import update
-
-            from tollkeep.models import Customer, table_of
-
             now = self.clock.now()
             w = self._wallet(s, customer_id)
             if w.plan == plan_key:
@@ -881,11 +831,7 @@ class LedgerService:
                 catalog_version=cat.version,
                 created_at=now,
             )
-            s.execute(
-                update(table_of(Customer))
-                .where(table_of(Customer).c.id == customer_id)
-                .values(plan=plan_key, plan_changed_at=now, updated_at=now)
-            )
+            repo.set_customer_plan(s, customer_id, plan_key, now)
             repo.set_wallet(
                 s, w.id, allowance_until=None, carryover_done=bool(w.carryover_done or carry), updated_at=now
             )
