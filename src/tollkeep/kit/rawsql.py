@@ -91,6 +91,7 @@ class _Compiled:
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 self.binders[name] = proc
+        self.plan: list[tuple[str, Any]] = [(n, self.binders.get(n)) for n in self.names]
         self.columns: list[tuple[str, Any]] = []
         if isinstance(stmt, Select):
             for col in stmt.selected_columns:
@@ -98,12 +99,12 @@ class _Compiled:
                 self.columns.append((str(col.key), proc))
 
     def args(self, params: Mapping[str, Any]) -> Any:
-        b = self.binders
         if self.defaults:
             params = {**self.defaults, **params}
+        get = params.get
         if self.positional:
-            return [b[n](params.get(n)) if n in b else params.get(n) for n in self.names]
-        return {n: (b[n](params.get(n)) if n in b else params.get(n)) for n in self.names}
+            return [get(n) if p is None else p(get(n)) for n, p in self.plan]
+        return {n: (get(n) if p is None else p(get(n))) for n, p in self.plan}
 
     def row(self, values: Sequence[Any]) -> RawRow:
         return RawRow(

@@ -304,13 +304,18 @@ def merge_draws(*draws: Draw) -> Draw:
     return Draw(tuple((g, a) for g, a in totals.items() if a > 0), sum(d.overdraft for d in draws))
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _canon(value: Any) -> Any:
+    if type(value) in _PLAIN:  # the common case first: no ABC checks
+        return value
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     if isinstance(value, float):
         return format(Decimal(repr(value)).normalize(), "f")
-    if isinstance(value, Mapping):
-        return {str(k): _canon(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, dict | Mapping):
+        return {str(k): _canon(v) for k, v in value.items()}  # json.dumps sorts the keys
     if isinstance(value, list | tuple):
         return [_canon(v) for v in value]
     if isinstance(value, datetime):
