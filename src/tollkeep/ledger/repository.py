@@ -302,21 +302,29 @@ def set_wallet(s: Session, wallet_id: str, **values: Any) -> None:
 
 
 def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Any]:
+    """(id, customer_id) of open holds past their expiry."""
     return list(
         s.execute(
-            select(H.c.id, H.c.wallet_id).where(H.c.status == "open", H.c.expires_at <= now).limit(limit)
+            select(H.c.id, H.c.customer_id)
+            .where(H.c.status == "open", H.c.expires_at <= now)
+            .order_by(H.c.expires_at)
+            .limit(limit)
         ).all()
     )
 
 
-def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[str]:
+def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[Any]:
+    """(id, customer_id) of wallets holding expired grants with credits left."""
+    expiring = (
+        select(G.c.wallet_id)
+        .where(G.c.remaining > 0, G.c.expires_at.is_not(None), G.c.expires_at <= now)
+        .distinct()
+        .subquery()
+    )
     return list(
         s.execute(
-            select(G.c.wallet_id)
-            .where(G.c.remaining > 0, G.c.expires_at.is_not(None), G.c.expires_at <= now)
-            .distinct()
-            .limit(limit)
-        ).scalars()
+            select(W.c.id, W.c.customer_id).join(expiring, expiring.c.wallet_id == W.c.id).limit(limit)
+        ).all()
     )
 
 
@@ -330,15 +338,16 @@ def open_holds_total(s: Session, wallet_id: str) -> int:
     )
 
 
-def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[str]:
+def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[Any]:
+    """(id, customer_id) of wallets whose plan allowance is not granted for the current period."""
     return list(
         s.execute(
-            select(W.c.id)
+            select(W.c.id, W.c.customer_id)
             .join(C, C.c.id == W.c.customer_id)
             .where(C.c.plan.is_not(None), C.c.status == "active")
             .where(or_(W.c.allowance_until.is_(None), W.c.allowance_until <= now))
             .limit(limit)
-        ).scalars()
+        ).all()
     )
 
 

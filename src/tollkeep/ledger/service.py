@@ -856,98 +856,126 @@ class LedgerService:
 
     # ================================================================ sweeper
     def sweep(self, *, limit: int = 500) -> dict[str, int]:
-        """Release expired holds, then expire grants past their end. Safe to run anywhere, any time."""
+        """Release expired holds, then expire grants past their end. Safe to run anywhere, any time.
 
-        def fn(s: Session) -> dict[str, int]:
+        Each wallet is swept in its own unit of work, keyed by its customer like any other
+        command, so the sweeper never holds two wallets' locks at once (no deadlocks with
+        charges) and its work is batched with the customer's other commands."""
+        now = self.clock.now()
+        holds, wallets = self.executor.call(
+            lambda s: (
+                repo.expired_open_holds(s, now, limit),
+                repo.wallets_with_expired_grants(s, now, limit),
+            )
+        )
+        released = [self.executor.submit(self._expire_hold_fn(h.id), key=h.customer_id) for h in holds]
+        expired = [self.executor.submit(self._expire_grants_fn(w.id), key=w.customer_id) for w in wallets]
+        return {
+            "holds_released": sum(f.result() for f in released),
+            "grants_expired": sum(f.result() for f in expired),
+        }
+
+    def _expire_hold_fn(self, hold_id: str) -> Callable[[Session], int]:
+        def fn(s: Session) -> int:
             now = self.clock.now()
-            released = expired = 0
-            for hold in repo.expired_open_holds(s, now, limit):
-                w = repo.lock_wallet(s, hold.wallet_id)
-                h = repo.get_hold(s, hold.id)
-                if w is None or h is None or h.status != "open":
-                    continue
-                held = repo.drawn_by(s, hold_id=h.id)
-                st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
-                op_id = new_id("rop")
-                meta: dict[str, dict[str, Any]] = {}
-                self._give_back_hold(st, meta, held, h.amount, now, operation_id=op_id, hold_id=h.id)
-                result = {
-                    "id": h.id,
-                    "status": "expired",
-                    "amount": h.amount,
-                    "settled_amount": None,
-                    "charged": 0,
-                    "operation_id": op_id,
-                    "unit": self.unit,
-                }
-                repo.insert_operation(
-                    s,
-                    id=op_id,
-                    wallet_id=w.id,
-                    customer_id=h.customer_id,
-                    kind="release",
-                    idempotency_key=f"hold:{h.id}",
-                    amount=0,
-                    ref_id=h.id,
-                    result=result,
-                    created_at=now,
-                )
-                repo.update_hold(
-                    s,
-                    h.id,
-                    status="expired",
-                    resolution_operation_id=op_id,
-                    result=result,
-                    resolution_hash="expired",
-                    resolved_at=now,
-                )
-                repo.persist(s, st, now, grant_meta=meta)
-                released += 1
-            for wallet_id in repo.wallets_with_expired_grants(s, now, limit):
-                w = repo.lock_wallet(s, wallet_id)
-                assert w is not None
-                st = self._state(s, w)
-                op_id = new_id("exp")
-                gone = st.expire(now, operation_id=op_id)
-                if not gone:
-                    continue
-                total = sum(a for _, a in gone)
-                repo.insert_operation(
-                    s,
-                    id=op_id,
-                    wallet_id=w.id,
-                    customer_id=w.customer_id,
-                    kind="expire",
-                    idempotency_key=op_id,
-                    amount=total,
-                    properties={"grants": [g for g, _ in gone]},
-                    created_at=now,
-                )
-                repo.persist(s, st, now)
-                expired += len(gone)
-            return {"holds_released": released, "grants_expired": expired}
+            h = repo.get_hold(s, hold_id)
+            if h is None or h.status != "open" or h.expires_at > now:
+                return 0
+            w = repo.lock_wallet(s, h.wallet_id)
+            h = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+            if w is None or h is None or h.status != "open":
+                return 0
+            held = repo.drawn_by(s, hold_id=h.id)
+            st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
+            op_id = new_id("rop")
+            meta: dict[str, dict[str, Any]] = {}
+            self._give_back_hold(st, meta, held, h.amount, now, operation_id=op_id, hold_id=h.id)
+            result = {
+                "id": h.id,
+                "status": "expired",
+                "amount": h.amount,
+                "settled_amount": None,
+                "charged": 0,
+                "operation_id": op_id,
+                "unit": self.unit,
+            }
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=h.customer_id,
+                kind="release",
+                idempotency_key=f"hold:{h.id}",
+                amount=0,
+                ref_id=h.id,
+                result=result,
+                created_at=now,
+            )
+            repo.update_hold(
+                s,
+                h.id,
+                status="expired",
+                resolution_operation_id=op_id,
+                result=result,
+                resolution_hash="expired",
+                resolved_at=now,
+            )
+            repo.persist(s, st, now, grant_meta=meta)
+            return 1
 
-        return self.executor.call(fn)
+        return fn
+
+    def _expire_grants_fn(self, wallet_id: str) -> Callable[[Session], int]:
+        def fn(s: Session) -> int:
+            now = self.clock.now()
+            w = repo.lock_wallet(s, wallet_id)
+            if w is None:
+                return 0
+            st = self._state(s, w)
+            op_id = new_id("exp")
+            gone = st.expire(now, operation_id=op_id)
+            if not gone:
+                return 0
+            total = sum(a for _, a in gone)
+            repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=w.customer_id,
+                kind="expire",
+                idempotency_key=op_id,
+                amount=total,
+                properties={"grants": [g for g, _ in gone]},
+                created_at=now,
+            )
+            repo.persist(s, st, now)
+            return len(gone)
+
+        return fn
 
     # ================================================================ allowance renewal
     def renew_allowances(self, *, limit: int = 500) -> int:
         """Grant the new period's plan allowance to wallets whose allowance ran out (usage also
-        does this lazily, so a missed run costs nothing but freshness of displayed balances)."""
+        does this lazily, so a missed run costs nothing but freshness of displayed balances).
+        One unit of work per wallet, keyed by its customer."""
+        now = self.clock.now()
+        due = self.executor.call(lambda s: repo.wallets_due_for_allowance(s, now, limit))
+        futures = [self.executor.submit(self._renew_fn(w.id), key=w.customer_id) for w in due]
+        return sum(f.result() for f in futures)
+
+    def _renew_fn(self, wallet_id: str) -> Callable[[Session], int]:
         cat = self.catalog()
 
         def fn(s: Session) -> int:
             now = self.clock.now()
-            renewed = 0
-            for wallet_id in repo.wallets_due_for_allowance(s, now, limit):
-                w = repo.lock_wallet(s, wallet_id)
-                if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
-                    continue
-                st = self._state(s, w)
-                meta: dict[str, dict[str, Any]] = {}
-                self._ensure_allowance(s, w, st, meta, cat, now)
-                if st.new_grants:
-                    renewed += 1
-                repo.persist(s, st, now, grant_meta=meta)
+            w = repo.lock_wallet(s, wallet_id)
+            if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
+                return 0
+            st = self._state(s, w)
+            meta: dict[str, dict[str, Any]] = {}
+            self._ensure_allowance(s, w, st, meta, cat, now)
+            renewed = 1 if st.new_grants else 0
+            repo.persist(s, st, now, grant_meta=meta)
             return renewed
 
-        return self.executor.call(fn)
+        return fn
