@@ -1,0 +1,34 @@
+"""Storage: migrations, and what the database itself guarantees."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from tollkeep.kit.migrate import current_revision, head_revision, upgrade
+from tollkeep.runtime import Tollkeep
+
+
+def test_migrated_to_head_and_idempotent(tk: Tollkeep) -> None:
+    assert current_revision(tk.db) == head_revision()
+    assert upgrade(tk.db) == head_revision()  # a second run changes nothing
+
+
+@pytest.mark.parametrize(
+    "statement", ["UPDATE journal_entries SET delta = delta + 1", "DELETE FROM journal_entries"]
+)
+def test_journal_is_append_only(tk: Tollkeep, statement: str) -> None:
+    cid = tk.customers.create("append-only")["id"]
+    tk.ledger.grant(cid, 5, idempotency_key="g")
+    with pytest.raises(DBAPIError, match="append-only"), tk.db.scope() as s:
+        s.execute(text(statement))
+    assert tk.balance(cid)["balance"] == 5
+
+
+def test_sqlite_runs_in_wal_mode(tk: Tollkeep) -> None:
+    if not tk.db.is_sqlite:
+        pytest.skip("SQLite only")
+    with tk.db.scope(write=False) as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
