@@ -146,7 +146,13 @@ class WriteExecutor:
                     stop = True
                     break
                 batch.append(nxt)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # never let the lane's thread die with callers waiting
+                log.exception("ledger lane failed a batch")
+                for _, fut, _key in batch:
+                    with suppress(Exception):
+                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
             if stop:
                 return
 
@@ -157,8 +163,10 @@ class WriteExecutor:
             return
         for attempt in range(5):
             outcomes: list[tuple[bool, Any]] = []
-            session = self.db.session(write=True)
+            session = self.db.session()
             try:
+                if self.db.is_sqlite:
+                    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
                 cur, _ = driver_cursor(session)
                 for fn, _ in live:
                     # Each command in its own SAVEPOINT, issued on the driver cursor: units of
@@ -179,8 +187,9 @@ class WriteExecutor:
                             outcomes.append((False, exc))
                 session.commit()
             except Exception as exc:
-                session.rollback()
-                session.close()
+                with suppress(Exception):  # the connection may be gone; the pool replaces it
+                    session.rollback()
+                    session.close()
                 if _retryable(exc) and attempt < 4:
                     time.sleep(0.01 * (attempt + 1))
                     continue
