@@ -59,6 +59,7 @@ class Tollkeep:
         self.keys = KeyService(
             self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
         )
+        self.customers.on_status_change = self.keys.forget_customer
         self._record_catalog(initial)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None

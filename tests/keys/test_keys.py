@@ -144,3 +144,43 @@ def test_busy_key_is_refreshed_ahead_of_expiry(tk: Tollkeep) -> None:
     tk.keys.refresh(k["key"], rec.key_id)
     fresh = tk.keys.cached(k["key"])
     assert fresh is not None and fresh.fetched > rec.fetched
+
+
+def test_rotate_grace_never_extends_a_key(tk: Tollkeep, clock: FrozenClock) -> None:
+    k = tk.keys.create(customer(tk), expires_at=clock.now() + timedelta(minutes=1))
+    tk.keys.rotate(k["id"], grace_seconds=30 * 86400)
+    assert tk.keys.get(k["id"])["expires_at"] == (clock.now() + timedelta(minutes=1)).isoformat().replace(
+        "+00:00", "Z"
+    )
+
+
+def test_rotating_a_suspended_key_is_refused(tk: Tollkeep) -> None:
+    from tollkeep.kit.errors import Conflict
+
+    k = tk.keys.create(customer(tk))
+    tk.keys.suspend(k["id"])
+    with pytest.raises(Conflict):
+        tk.keys.rotate(k["id"])
+
+
+def test_suspending_a_customer_drops_their_cached_keys(tk: Tollkeep) -> None:
+    tk.keys.cache_seconds = 300.0
+    cid = customer(tk)
+    k = tk.keys.create(cid)
+    assert tk.keys.authenticate(k["key"])
+    tk.customers.update(cid, status="suspended")
+    with pytest.raises(Forbidden):
+        tk.keys.authenticate(k["key"])
+
+
+def test_stale_refresh_cannot_resurrect_a_revoked_key(tk: Tollkeep) -> None:
+    tk.keys.cache_seconds = 300.0
+    k = tk.keys.create(customer(tk))
+    handle = k["key"][: len("tk_live_") + 12]
+    generation = tk.keys._generation
+    stale = tk.keys._load(handle)  # a background refresh reads the row...
+    tk.keys.revoke(k["id"])  # ...the key is revoked meanwhile...
+    tk.keys._store(handle, stale, generation)  # ...and the refresh finishes late
+    assert tk.keys.cached(k["key"]) is None
+    with pytest.raises(AuthError):
+        tk.keys.authenticate(k["key"])

@@ -98,7 +98,9 @@ def ledger(
     customer_id: str,
     tk: Admin,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    after: Annotated[int | None, Query(ge=0, description="the `next` cursor of the last page")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="the `next` cursor of the last page")
+    ] = None,
 ) -> dict[str, Any]:
     return tk.journal(customer_id, limit=limit, after=after)
 

@@ -87,8 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive``: FastAPI passes HTTPExceptions through its body parsing (other
+    errors there become a 400), so the client gets our 413 envelope on every route."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body is larger than {limit} bytes")
 
 
 class BodyLimitMiddleware:
@@ -126,7 +130,7 @@ class BodyLimitMiddleware:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return msg
 
         async def tracking_send(msg: Message) -> None:

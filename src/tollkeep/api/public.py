@@ -108,7 +108,12 @@ def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> dict[str, Any]:
 async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     fn = tk.ledger.resolve_fn(
-        caller.customer_id, hold_id, action="settle", amount=body.amount, quantity=body.quantity
+        caller.customer_id,
+        hold_id,
+        action="settle",
+        amount=body.amount,
+        quantity=body.quantity,
+        properties=body.properties,
     )
     return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 

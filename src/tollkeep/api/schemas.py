@@ -6,14 +6,31 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from tollkeep.kit.errors import TollkeepError
+from tollkeep.kit.jsonsafe import check_json
 
 Key = Field(min_length=1, max_length=255, description="Idempotency key: same key + same body = same result")
 Quantity = Field(None, ge=0, allow_inf_nan=False, max_digits=30, description="Defaults to 1")
 
 
 class Strict(BaseModel):
+    """Request bodies: unknown fields are errors; every value must be storable (no NUL in
+    text, no NaN or Infinity in JSON), so bad input is a 422, never a database error."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Strict:
+        try:
+            for name in type(self).model_fields:
+                value = getattr(self, name)
+                if isinstance(value, str | dict | list):
+                    check_json(value, name)
+        except TollkeepError as exc:
+            raise ValueError(exc.message) from None
+        return self
 
 
 class CustomerIn(Strict):
@@ -32,11 +49,11 @@ class CustomerPatch(Strict):
 
 
 class PlanIn(Strict):
-    plan: str | None = Field(max_length=64)
+    plan: str | None = Field(min_length=1, max_length=64, description="a plan key, or null for none")
 
 
 class OverdraftIn(Strict):
-    limit: StrictInt = Field(ge=0)
+    limit: StrictInt = Field(ge=0, le=10**15)
 
 
 class KeyIn(Strict):
@@ -108,6 +125,9 @@ class HoldIn(Strict):
 class SettleIn(Strict):
     amount: StrictInt | None = Field(None, ge=0, le=10**15)
     quantity: Decimal | None = Quantity
+    properties: dict[str, Any] | None = Field(
+        None, description="actual event properties (e.g. token counts), merged over the hold's"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -17,6 +17,7 @@ from tollkeep.kit.db import Database
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
+from tollkeep.kit.jsonsafe import check_json, check_text
 from tollkeep.kit.pagination import clamp_limit, page
 from tollkeep.ledger.service import LedgerService
 from tollkeep.models import Customer, Wallet, table_of
@@ -63,6 +64,8 @@ class CustomerService:
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock or SystemClock()
+        # told when a customer's status changes (the key cache drops their keys)
+        self.on_status_change: Callable[[str], None] | None = None
 
     # ---- writes -------------------------------------------------------------------------------
     def create(
@@ -80,6 +83,10 @@ class CustomerService:
             raise InvalidInput("external_id is required (1-255 characters)", code="invalid_external_id")
         if email is not None and not _EMAIL_RE.match(email):
             raise InvalidInput("email is not a valid address", code="invalid_email")
+        check_json(metadata or {}, "metadata")
+        for label, text in (("external_id", external_id), ("email", email), ("name", name)):
+            if text is not None:
+                check_text(text, label)
         cat = self.catalog()
         plan = plan if plan is not None else (None if anonymous else cat.default_plan)
         if plan is not None and cat.plan(plan) is None:
@@ -158,6 +165,10 @@ class CustomerService:
     def update(self, customer_id: str, **fields: Any) -> dict[str, Any]:
         allowed = {"email", "name", "metadata", "status"}
         values = {k: v for k, v in fields.items() if k in allowed and v is not None}
+        check_json(values.get("metadata") or {}, "metadata")
+        for label in ("email", "name"):
+            if isinstance(values.get(label), str):
+                check_text(values[label], label)
         if "status" in values and values["status"] not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_status")
         if "email" in values and not _EMAIL_RE.match(values["email"]):
@@ -171,6 +182,8 @@ class CustomerService:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
 
         self.executor.call(fn)
+        if "status" in values and self.on_status_change is not None:
+            self.on_status_change(customer_id)
         return self.get(customer_id)
 
     # ---- reads --------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class KeyService:
         self._cache: dict[str, _Cached] = {}
         self._used: dict[str, float] = {}
         self._refreshing: set[str] = set()
+        self._generation = 0
         self._lock = threading.Lock()
 
     # ---- provisioning ---------------------------------------------------------------------------
@@ -220,8 +221,8 @@ class KeyService:
     def rotate(self, key_id: str, *, grace_seconds: int = 0) -> dict[str, Any]:
         """A new key with the same settings; the old one is revoked now or expires after a grace."""
         old = self.get(key_id)
-        if old["status"] == "revoked":
-            raise Conflict("cannot rotate a revoked key", code="key_revoked")
+        if old["status"] != "active":
+            raise Conflict(f"cannot rotate a {old['status']} key", code=f"key_{old['status']}")
         if not 0 <= grace_seconds <= 30 * 86400:
             raise InvalidInput("grace_seconds must be between 0 and 30 days", code="invalid_grace")
         new = self.create(
@@ -235,7 +236,10 @@ class KeyService:
             rotated_from=key_id,
         )
         if grace_seconds:
-            self.update(key_id, expires_at=self.clock.now() + timedelta(seconds=grace_seconds))
+            until = self.clock.now() + timedelta(seconds=grace_seconds)
+            if old["expires_at"]:  # a grace never extends a key's life
+                until = min(until, datetime.fromisoformat(old["expires_at"]))
+            self.update(key_id, expires_at=until)
         else:
             self.revoke(key_id)
         return new
@@ -286,8 +290,17 @@ class KeyService:
 
     # ---- authentication ---------------------------------------------------------------------------
     def forget(self, prefix: str) -> None:
+        """Drop a key from this process's cache. A read that started before (a background
+        refresh) will not put its stale record back: the generation moved on."""
         with self._lock:
             self._cache.pop(prefix, None)
+            self._generation += 1
+
+    def forget_customer(self, customer_id: str) -> None:
+        with self._lock:
+            for handle in [h for h, rec in self._cache.items() if rec.customer_id == customer_id]:
+                del self._cache[handle]
+            self._generation += 1
 
     def _load(self, handle: str) -> _Cached | None:
         with self.db.scope(write=False) as s:
@@ -348,13 +361,22 @@ class KeyService:
 
     def lookup(self, raw: str) -> _Cached | None:
         handle = raw[: len(self.prefix) + HANDLE_CHARS]
+        with self._lock:
+            generation = self._generation
         rec = self._load(handle)
-        if rec is not None and self.cache_seconds > 0:
-            with self._lock:
-                if len(self._cache) > 100_000:
-                    self._cache.clear()
-                self._cache[handle] = rec
+        self._store(handle, rec, generation)
         return rec
+
+    def _store(self, handle: str, rec: _Cached | None, generation: int) -> None:
+        """Cache a record read at ``generation``, unless a key was revoked or changed since."""
+        if rec is None or self.cache_seconds <= 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[handle] = rec
 
     def check(self, raw: str, rec: _Cached | None, client_ip: str | None) -> Principal:
         """Turn a looked-up record into a Principal, or raise 401/403. Constant-time comparison."""

@@ -180,8 +180,9 @@ class WriteExecutor:
                     except Exception as exc:
                         cur.execute("ROLLBACK TO SAVEPOINT tk_cmd")
                         cur.execute("RELEASE SAVEPOINT tk_cmd")
-                        if not isinstance(exc, TollkeepError) and _retryable(exc) and len(live) > 1:
-                            # a race lost inside the batch: retry this command alone afterwards
+                        if not isinstance(exc, TollkeepError) and _retryable(exc):
+                            # a race lost (unique key, deadlock, serialization): run this command
+                            # again alone, in a fresh transaction, once this batch is committed
                             outcomes.append((False, _Retry(exc)))
                         else:
                             outcomes.append((False, exc))

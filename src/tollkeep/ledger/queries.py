@@ -83,7 +83,7 @@ def usage_events(
     n = clamp_limit(limit)
     stmt = (
         select(O)
-        .where(O.c.customer_id == customer_id, O.c.kind == "usage")
+        .where(O.c.customer_id == customer_id, O.c.kind.in_(("usage", "settle")))
         .order_by(O.c.id.desc())
         .limit(n + 1)
     )

@@ -357,3 +357,17 @@ def set_customer_plan(s: Session, customer_id: str, plan: str | None, now: datet
 
 def get_hold_of_customer(s: Session, customer_id: str, hold_id: str) -> Any:
     return s.execute(select(H).where(H.c.id == hold_id, H.c.customer_id == customer_id)).first()
+
+
+def owner_of(s: Session, what: str, ref: str) -> str | None:
+    """The customer id of a hold (``what="hold"``) or an operation (``"charge"``)."""
+    table = H if what == "hold" else O
+    return s.execute(select(table.c.customer_id).where(table.c.id == ref)).scalar()
+
+
+def open_hold_quantity(s: Session, wallet_id: str, meter: str) -> Decimal:
+    """What open holds of a wallet have reserved on a meter (their estimated quantities)."""
+    rows = s.execute(
+        select(H.c.quantity).where(H.c.wallet_id == wallet_id, H.c.meter == meter, H.c.status == "open")
+    ).scalars()
+    return sum((q for q in rows if q is not None), Decimal(0))

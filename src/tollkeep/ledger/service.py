@@ -20,6 +20,7 @@ from tollkeep.kit.clock import Clock, SystemClock, period_bounds
 from tollkeep.kit.errors import CapExceeded, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
+from tollkeep.kit.jsonsafe import check_json
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.domain import (
     DEFAULT_PRIORITY,
@@ -37,6 +38,7 @@ from tollkeep.pricing.rating import Rating, needs_aggregate, rate
 __all__ = ["LedgerService", "UsageRequest"]
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+CHARGE_KINDS = ("usage", "settle")  # operations that charge: a usage event, a settled hold
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ class LedgerService:
             raise InvalidInput("amount must be a positive integer", code="invalid_amount")
         if source not in SOURCES:
             raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", code="invalid_source")
+        if meter is not None:
+            self.catalog().meter(meter)  # credits scoped to a meter that does not exist: 422
         for label, ts in (("expires_at", expires_at), ("effective_at", effective_at)):
             if ts is not None and ts.tzinfo is None:
                 raise InvalidInput(f"{label} needs a timezone", code="invalid_timestamp")
@@ -314,8 +318,14 @@ class LedgerService:
         quantity: Decimal,
         props: Mapping[str, Any],
         now: datetime,
+        *,
+        enforce_hard_caps: bool = True,
     ) -> tuple[Rating, dict[str, Any]]:
-        """Rate an event and work out its effect on counters and caps (nothing is written)."""
+        """Rate an event and work out its effect on counters and caps (nothing is written).
+
+        A hard cap counts what was used in the period plus what open holds have reserved on
+        the meter, so parallel holds cannot all pass the check. Settling a hold does not
+        enforce hard caps (the work is done; its capacity was reserved when the hold was made)."""
         m = cat.meter(meter)
         plan = cat.plan(w.plan) if w.plan else None
         caps = plan.caps_for(meter) if plan else ()
@@ -354,16 +364,20 @@ class LedgerService:
             properties=props,
             period_before=before,
         )
+        reserved = Decimal(0)
+        if enforce_hard_caps and any(c.mode == "hard" for c in caps):
+            reserved = repo.open_hold_quantity(s, w.id, meter)
         for c in caps:
             _, end, key = period_bounds(c.period, now)
             used, allowance_used = counters.get(key, (Decimal(0), Decimal(0)))
-            if c.mode == "hard" and used + step > c.limit:
+            if enforce_hard_caps and c.mode == "hard" and used + reserved + step > c.limit:
                 raise CapExceeded(
                     f"meter {meter!r} is capped at {c.limit} per {c.period} on plan {w.plan!r}",
                     details={
                         "meter": meter,
                         "limit": str(c.limit),
                         "used": str(used),
+                        "reserved": str(reserved),
                         "resets_at": _iso(end),
                     },
                 )
@@ -406,7 +420,7 @@ class LedgerService:
             raise InvalidInput(
                 "idempotency_key is required (1-255 characters)", code="invalid_idempotency_key"
             )
-        props = dict(req.properties or {})
+        props = check_json(dict(req.properties or {}), "properties")
         qty = Decimal(1) if req.quantity is None else _dec(req.quantity)
         h = request_hash({"meter": req.meter, "quantity": qty, "properties": props})
         cat = self.catalog()
@@ -490,7 +504,7 @@ class LedgerService:
         ttl = self.hold_default_ttl if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= self.hold_max_ttl:
             raise InvalidInput(f"ttl_seconds must be between 1 and {self.hold_max_ttl}", code="invalid_ttl")
-        props = dict(properties or {})
+        props = check_json(dict(properties or {}), "properties")
         qty = None if meter is None else (Decimal(1) if quantity is None else _dec(quantity))
         cat = self.catalog()
         if meter is not None:
@@ -582,11 +596,18 @@ class LedgerService:
         action: str,
         amount: int | None = None,
         quantity: Any = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return self.executor.call(
-            self.resolve_fn(customer_id, hold_id, action=action, amount=amount, quantity=quantity),
-            key=customer_id,
+        fn = self.resolve_fn(
+            customer_id, hold_id, action=action, amount=amount, quantity=quantity, properties=properties
         )
+        return self.executor.call(fn, key=customer_id or self._owner("hold", hold_id))
+
+    def _owner(self, what: str, ref: str) -> str | None:
+        """The customer behind a hold or a charge: the key that routes a command on them, so it
+        takes their lane and its place in the lock order like every other command of theirs."""
+        owner = self.executor.call(lambda s: repo.owner_of(s, what, ref))
+        return None if owner is None else str(owner)
 
     def resolve_fn(
         self,
@@ -596,7 +617,10 @@ class LedgerService:
         action: str,
         amount: int | None = None,
         quantity: Any = None,
+        properties: Mapping[str, Any] | None = None,
     ) -> Callable[[Session], dict[str, Any]]:
+        """Settle (for an amount, or for the actual quantity rated now, or both: the amount is
+        charged and the quantity counted) or release a hold. A hold resolves once."""
         if action not in ("settle", "release"):
             raise InvalidInput("action must be settle or release")
         if action == "settle":
@@ -605,7 +629,8 @@ class LedgerService:
             if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
                 raise InvalidInput("amount must be an integer >= 0", code="invalid_amount")
         qty = None if quantity is None else _dec(quantity)
-        h = request_hash({"action": action, "amount": amount, "quantity": qty})
+        extra_props = check_json(dict(properties or {}), "properties")
+        h = request_hash({"action": action, "amount": amount, "quantity": qty, "properties": extra_props})
         cat = self.catalog()
 
         def fn(s: Session) -> dict[str, Any]:
@@ -620,26 +645,33 @@ class LedgerService:
                 if hold.resolution_hash == h and hold.result is not None:
                     return {**hold.result, "duplicate": True}
                 raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
+            if action == "settle" and hold.expires_at <= now:
+                raise Conflict(
+                    f"hold {hold_id} expired at {_iso(hold.expires_at)}; its credits go back to the wallet",
+                    code="hold_expired",
+                )
             held = repo.drawn_by(s, hold_id=hold_id)
             st = self._state(s, w, grant_ids=tuple(g for g, _ in held.parts))
             op_id = new_id("sop" if action == "settle" else "rop")
             meta: dict[str, dict[str, Any]] = {}
             final = 0
             status = "released"
-            settle_meter = hold.meter
+            counted = qty if qty is not None else hold.quantity
+            props = {**(hold.properties or {}), **extra_props}
             if action == "settle":
                 status = "settled"
-                if amount is not None:
+                ctx: dict[str, Any] | None = None
+                if hold.meter is not None and counted is not None:
+                    rating, ctx = self._meter_context(
+                        s, w, cat, hold.meter, counted, props, now, enforce_hard_caps=False
+                    )
+                    final = rating.amount if amount is None else amount
+                elif amount is not None:
                     final = amount
-                    ctx: dict[str, Any] | None = None
                 else:
-                    if hold.meter is None:
-                        raise InvalidInput(
-                            "this hold has no meter: settle it with an amount", code="invalid_settle"
-                        )
-                    assert qty is not None
-                    rating, ctx = self._meter_context(s, w, cat, hold.meter, qty, hold.properties or {}, now)
-                    final = rating.amount
+                    raise InvalidInput(
+                        "this hold has no meter: settle it with an amount", code="invalid_settle"
+                    )
                 if final <= hold.amount:
                     self._give_back_hold(
                         st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id
@@ -652,11 +684,12 @@ class LedgerService:
                         kind="debit",
                         operation_id=op_id,
                         hold_id=hold_id,
-                        meter=settle_meter,
+                        meter=hold.meter,
+                        exclude=ctx["exclude"] if ctx else frozenset(),
                     )
-                if ctx is not None and hold.meter is not None and qty is not None:
+                if ctx is not None and hold.meter is not None and counted is not None:
                     used_allowance = "plan_allowance" in merge_draws(held, extra).sources(st.grants)
-                    self._write_counters(s, w, hold.meter, ctx, qty, used_allowance, now)
+                    self._write_counters(s, w, hold.meter, ctx, counted, used_allowance, now)
             else:
                 self._give_back_hold(st, meta, held, hold.amount, now, operation_id=op_id, hold_id=hold_id)
             result = {
@@ -673,14 +706,16 @@ class LedgerService:
                 id=op_id,
                 wallet_id=w.id,
                 customer_id=hold.customer_id,
-                kind="usage" if action == "settle" else "release",
+                # "settle" and "release" have key namespaces of their own: no caller-chosen
+                # usage key can collide with a hold's resolution
+                kind=action,
                 idempotency_key=f"hold:{hold_id}",
                 request_hash=h,
                 amount=final,
                 meter=hold.meter,
-                quantity=qty if qty is not None else hold.quantity,
-                properties=hold.properties,
-                catalog_version=cat.version if qty is not None else hold.catalog_version,
+                quantity=counted,
+                properties=props or None,
+                catalog_version=cat.version if action == "settle" else hold.catalog_version,
                 ref_id=hold_id,
                 result=result,
                 created_at=now,
@@ -713,7 +748,7 @@ class LedgerService:
         def fn(s: Session) -> dict[str, Any]:
             now = self.clock.now()
             op = repo.get_operation(s, operation_id)
-            if op is None or op.kind != "usage":
+            if op is None or op.kind not in CHARGE_KINDS:
                 raise NotFound(f"charge {operation_id!r} not found", code="charge_not_found")
             w = repo.lock_wallet(s, op.wallet_id)
             assert w is not None
@@ -772,15 +807,15 @@ class LedgerService:
             repo.persist(s, st, now, grant_meta=meta)
             return {**result, "balance": st.balance(now), "duplicate": False}
 
-        return self.executor.call(fn)
+        return self.executor.call(fn, key=self._owner("charge", operation_id))
 
     # ================================================================ plans
     def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
         """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
         free plan to a paid one carries the unused free allowance into a durable grant, once."""
         cat = self.catalog()
-        new_plan = cat.plan(plan_key) if plan_key else None
-        if plan_key and new_plan is None:
+        new_plan = cat.plan(plan_key) if plan_key is not None else None
+        if plan_key is not None and new_plan is None:
             raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
 
         def fn(s: Session) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
             rep.problems.append(f"{o.kind} {o.id}: amount {o.amount} but journal adds {net}")
         if o.kind == "refund" and o.ref_id:
             refunds[o.ref_id] += o.amount
-        if o.kind == "usage" and not 0 <= o.refunded <= o.amount:
+        if o.kind in ("usage", "settle") and not 0 <= o.refunded <= o.amount:
             rep.problems.append(f"charge {o.id}: refunded {o.refunded} outside 0..{o.amount}")
     for charge_id, total in refunds.items():
         row = s.execute(select(O.c.refunded).where(O.c.id == charge_id)).first()
