@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
@@ -12,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tollkeep.catalog import Catalog
-from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
@@ -31,10 +30,6 @@ _INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
-
-
 def customer_view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -45,7 +40,7 @@ def customer_view(row: Any) -> dict[str, Any]:
         "anonymous": bool(row.anonymous),
         "plan": row.plan,
         "metadata": row.metadata or {},
-        "created_at": _iso(row.created_at),
+        "created_at": iso(row.created_at),
     }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
@@ -70,10 +70,6 @@ class _Cached:
     fetched: float
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
-
-
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -100,10 +96,10 @@ def key_view(row: Any) -> dict[str, Any]:
         "scopes": list(row.scopes or []),
         "ip_allowlist": list(row.ip_allowlist or []),
         "status": row.status,
-        "expires_at": _iso(row.expires_at),
-        "last_used_at": _iso(row.last_used_at),
-        "created_at": _iso(row.created_at),
-        "revoked_at": _iso(row.revoked_at),
+        "expires_at": iso(row.expires_at),
+        "last_used_at": iso(row.last_used_at),
+        "created_at": iso(row.created_at),
+        "revoked_at": iso(row.revoked_at),
         "rotated_from": row.rotated_from,
     }
 

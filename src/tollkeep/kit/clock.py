@@ -5,7 +5,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["Clock", "FrozenClock", "SystemClock", "month_bounds", "period_bounds", "utcnow"]
+__all__ = ["Clock", "FrozenClock", "SystemClock", "iso", "month_bounds", "period_bounds", "utcnow"]
+
+
+def iso(dt: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 with a ``Z`` (how every API response writes times)."""
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 def utcnow() -> datetime:

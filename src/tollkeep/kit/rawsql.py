@@ -61,6 +61,8 @@ class RawStatement:
         c = self._for(dialect)
         if isinstance(params, Mapping):
             cur.execute(c.sql, c.args(params))
+        elif len(params) == 1:  # psycopg's executemany costs extra round trips (a pipeline)
+            cur.execute(c.sql, c.args(params[0]))
         else:
             cur.executemany(c.sql, [c.args(p) for p in params])
         return cur

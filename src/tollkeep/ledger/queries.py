@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tollkeep.kit.clock import iso
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.pagination import clamp_limit, page
 from tollkeep.ledger import repository as repo
@@ -19,10 +20,6 @@ __all__ = ["balance", "journal", "usage_events"]
 G = table_of(Grant)
 J = table_of(JournalEntry)
 O = table_of(Operation)  # noqa: E741
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 def _wallet(s: Session, customer_id: str) -> Any:
@@ -53,8 +50,8 @@ def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str,
                 "remaining": g.remaining,
                 "priority": g.priority,
                 "meter": g.meter,
-                "effective_at": _iso(g.effective_at),
-                "expires_at": _iso(g.expires_at),
+                "effective_at": iso(g.effective_at),
+                "expires_at": iso(g.expires_at),
                 "live": live,
             }
         )
@@ -102,7 +99,7 @@ def usage_events(
             "properties": o.properties or {},
             "catalog_version": o.catalog_version,
             "hold_id": o.ref_id,
-            "created_at": _iso(o.created_at),
+            "created_at": iso(o.created_at),
         }
         for o in s.execute(stmt)
     ]
@@ -125,7 +122,7 @@ def journal(
             "grant_id": e.grant_id,
             "operation_id": e.operation_id,
             "hold_id": e.hold_id,
-            "created_at": _iso(e.created_at),
+            "created_at": iso(e.created_at),
         }
         for e in s.execute(stmt)
     ]

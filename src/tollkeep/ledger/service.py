@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tollkeep.catalog import Catalog
-from tollkeep.kit.clock import Clock, SystemClock, period_bounds
+from tollkeep.kit.clock import Clock, SystemClock, iso, period_bounds
 from tollkeep.kit.errors import CapExceeded, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
@@ -59,10 +59,6 @@ def _dec(value: Any, name: str = "quantity") -> Decimal:
     if not d.is_finite() or d < 0:
         raise InvalidInput(f"{name} must be a finite number >= 0", code="invalid_quantity")
     return d
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 class LedgerService:
@@ -285,8 +281,8 @@ class LedgerService:
                 "source": source,
                 "priority": g.priority,
                 "meter": meter,
-                "effective_at": _iso(g.effective_at),
-                "expires_at": _iso(expires_at),
+                "effective_at": iso(g.effective_at),
+                "expires_at": iso(expires_at),
                 "unit": self.unit,
             }
             repo.insert_operation(
@@ -378,7 +374,7 @@ class LedgerService:
                         "limit": str(c.limit),
                         "used": str(used),
                         "reserved": str(reserved),
-                        "resets_at": _iso(end),
+                        "resets_at": iso(end),
                     },
                 )
             if c.mode != "hard" and allowance_used + step > c.limit:
@@ -452,7 +448,7 @@ class LedgerService:
                 "meter": req.meter,
                 "quantity": format(qty.normalize(), "f"),
                 "catalog_version": cat.version,
-                "created_at": _iso(now),
+                "created_at": iso(now),
             }
             repo.insert_operation(
                 s,
@@ -583,7 +579,7 @@ class LedgerService:
             "quantity": None
             if get("quantity") is None
             else format(Decimal(get("quantity")).normalize(), "f"),
-            "expires_at": _iso(get("expires_at")),
+            "expires_at": iso(get("expires_at")),
             "settled_amount": get("settled_amount"),
             "unit": self.unit,
         }
@@ -647,7 +643,7 @@ class LedgerService:
                 raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
             if action == "settle" and hold.expires_at <= now:
                 raise Conflict(
-                    f"hold {hold_id} expired at {_iso(hold.expires_at)}; its credits go back to the wallet",
+                    f"hold {hold_id} expired at {iso(hold.expires_at)}; its credits go back to the wallet",
                     code="hold_expired",
                 )
             held = repo.drawn_by(s, hold_id=hold_id)
