@@ -88,3 +88,24 @@ def test_chunked_body_over_limit_is_413_on_every_route(client: TestClient) -> No
         r = client.post(path, headers={**bearer(key), "content-type": "application/json"}, content=chunks())
         assert_4xx(r, "body_too_large")
         assert r.status_code == 413
+
+
+def test_nul_in_urls_is_a_400(client: TestClient) -> None:
+    _, key = new_customer(client, credits=1)
+    admin_paths = [
+        ("GET", "/admin/customers/%00"),
+        ("POST", "/admin/keys/%00/revoke"),
+        ("POST", "/admin/charges/%00/refund"),
+        ("GET", "/admin/customers/%00/ledger"),
+        ("GET", "/admin/customers?q=%00"),
+        ("POST", "/admin/customers/%00/grants"),
+    ]
+    public_paths = [
+        ("GET", "/v1/holds/%00"),
+        ("POST", "/v1/holds/%00/release"),
+        ("GET", "/v1/usage?after=%00"),
+    ]
+    for method, path in admin_paths + public_paths:
+        headers = bearer(key) if path.startswith("/v1") else {}
+        body = {"idempotency_key": "x", "amount": 1} if method == "POST" else None
+        assert_4xx(client.request(method, path, headers=headers, json=body), "invalid_text")

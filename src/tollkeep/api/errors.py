@@ -96,7 +96,8 @@ class _TooLarge(StarletteHTTPException):
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with a 413, by Content-Length or while streaming."""
+    """Refuse request bodies over ``max_bytes`` with a 413, by Content-Length or while streaming,
+    and URLs carrying a NUL character with a 400."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -105,6 +106,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # no identifier or filter of ours contains NUL, and PostgreSQL cannot even compare one
+            await self._reject(send, 400, error_body("invalid_text", "the URL contains a NUL character"))
             return
         declared = None
         for name, value in scope.get("headers", ()):
@@ -145,16 +150,16 @@ class BodyLimitMiddleware:
             if not started:
                 await self._reject(send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, status: int = 413, payload: dict[str, Any] | None = None) -> None:
         import json
 
         body = json.dumps(
-            error_body("body_too_large", f"request body is larger than {self.max_bytes} bytes")
+            payload or error_body("body_too_large", f"request body is larger than {self.max_bytes} bytes")
         ).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
