@@ -1,7 +1,7 @@
 """(a) Ledger debits per second in-process: no HTTP, just ``tk.ledger.record_usage``.
 
 Every call returns only after the transaction that holds it has committed (on SQLite the
-writer thread's group commit, on PostgreSQL one transaction per call), so each counted
+writer thread's group commit, on PostgreSQL the customer's writer lane), so each counted
 debit is durable in the same sense as an HTTP 200.
 """
 
