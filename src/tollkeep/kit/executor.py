@@ -168,25 +168,35 @@ class WriteExecutor:
                 if self.db.is_sqlite:
                     session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
                 cur, _ = driver_cursor(session)
+                # a batch of one needs no savepoint: if it fails, the transaction is rolled back
+                alone = len(live) == 1
+                failed_alone = False
                 for fn, _ in live:
                     # Each command in its own SAVEPOINT, issued on the driver cursor: units of
                     # work run Core statements only, so neither the ORM's nor Core's nested
                     # transaction bookkeeping is needed (both cost more than the command itself).
-                    cur.execute("SAVEPOINT tk_cmd")
+                    if not alone:
+                        cur.execute("SAVEPOINT tk_cmd")
                     try:
                         result = fn(session)
-                        cur.execute("RELEASE SAVEPOINT tk_cmd")
+                        if not alone:
+                            cur.execute("RELEASE SAVEPOINT tk_cmd")
                         outcomes.append((True, result))
                     except Exception as exc:
-                        cur.execute("ROLLBACK TO SAVEPOINT tk_cmd")
-                        cur.execute("RELEASE SAVEPOINT tk_cmd")
+                        if alone:
+                            session.rollback()
+                            failed_alone = True
+                        else:
+                            cur.execute("ROLLBACK TO SAVEPOINT tk_cmd")
+                            cur.execute("RELEASE SAVEPOINT tk_cmd")
                         if not isinstance(exc, TollkeepError) and _retryable(exc):
                             # a race lost (unique key, deadlock, serialization): run this command
                             # again alone, in a fresh transaction, once this batch is committed
                             outcomes.append((False, _Retry(exc)))
                         else:
                             outcomes.append((False, exc))
-                session.commit()
+                if not failed_alone:
+                    session.commit()
             except Exception as exc:
                 with suppress(Exception):  # the connection may be gone; the pool replaces it
                     session.rollback()
