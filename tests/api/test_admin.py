@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from tests.api.test_contract import new_customer
 from tests.conftest import ADMIN, bearer, make_settings
@@ -117,3 +118,15 @@ def test_admin_token_required(client: TestClient) -> None:
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_admin_token"
         r = anon.get("/admin/customers", headers={"Authorization": "Basic abc"})
         assert r.status_code == 401
+
+
+def test_customer_with_plan_is_made_in_one_transaction(client: TestClient, tk: Tollkeep) -> None:
+    r = client.post("/admin/customers", json={"external_id": "on-free", "plan": "free"})
+    assert r.status_code == 201 and r.json()["plan"] == "free"
+    cid = r.json()["id"]
+    ops = {o.kind for o in tk.executor.call(lambda s: list(s.execute(text("SELECT kind FROM operations"))))}
+    assert {"plan_change", "allowance"} <= ops
+    assert tk.balance(cid)["balance"] == tk.catalog.plans["free"].allowance.amount  # type: ignore[union-attr]
+    bad = client.post("/admin/customers", json={"external_id": "on-nothing", "plan": "nope"})
+    assert bad.status_code == 422
+    assert client.get("/admin/customers/on-nothing").status_code == 404

@@ -87,6 +87,20 @@ class CustomerService:
         if plan is not None and cat.plan(plan) is None:
             raise InvalidInput(f"unknown plan {plan!r}", code="unknown_plan")
 
+        cid = new_id("cus")
+        set_plan = self.ledger.change_plan_fn(cid, plan) if plan is not None else None
+        give_allowance = (
+            self.ledger.grant_fn(
+                cid,
+                cat.anonymous.allowance,
+                source="promo",
+                idempotency_key="anonymous-allowance",
+                note="free allowance before sign-up",
+            )
+            if anonymous and cat.anonymous.allowance > 0
+            else None
+        )
+
         def fn(s: Session) -> dict[str, Any]:
             now = self.clock.now()
             existing = s.execute(select(C.c.id).where(C.c.external_id == external_id)).scalar()
@@ -96,7 +110,6 @@ class CustomerService:
                     code="customer_exists",
                     details={"customer_id": existing},
                 )
-            cid = new_id("cus")
             s.execute(
                 insert(C).values(
                     id=cid,
@@ -122,20 +135,15 @@ class CustomerService:
                     updated_at=now,
                 )
             )
+            # the plan and the anonymous allowance go in the same transaction: a customer never
+            # exists without them
+            if set_plan is not None:
+                set_plan(s)
+            if give_allowance is not None:
+                give_allowance(s)
             return {"id": cid}
 
-        created = self.executor.call(fn)
-        cid = created["id"]
-        if plan is not None:
-            self.ledger.change_plan(cid, plan)
-        if anonymous and cat.anonymous.allowance > 0:
-            self.ledger.grant(
-                cid,
-                cat.anonymous.allowance,
-                source="promo",
-                idempotency_key="anonymous-allowance",
-                note="free allowance before sign-up",
-            )
+        cid = self.executor.call(fn)["id"]
         return self.get(cid)
 
     def install_customer(self, install_id: str) -> str:

@@ -809,6 +809,9 @@ class LedgerService:
     def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
         """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
         free plan to a paid one carries the unused free allowance into a durable grant, once."""
+        return self.executor.call(self.change_plan_fn(customer_id, plan_key), key=customer_id)
+
+    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Session], dict[str, Any]]:
         cat = self.catalog()
         new_plan = cat.plan(plan_key) if plan_key is not None else None
         if plan_key is not None and new_plan is None:
@@ -872,7 +875,7 @@ class LedgerService:
             repo.persist(s, st, now, grant_meta=meta)
             return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
 
-        return self.executor.call(fn, key=customer_id)
+        return fn
 
     def set_overdraft(self, customer_id: str, limit: int) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
