@@ -44,7 +44,13 @@ def test_full_flow(workdir: Path) -> None:
     assert "tk_live_" in key_out
     keys = json.loads(run("keys", "list", "alice", "--json"))
     assert len(keys) == 1 and "key" not in keys[0]
+    run("keys", "suspend", keys[0]["id"])
+    run("keys", "resume", keys[0]["id"])
     run("keys", "revoke", keys[0]["id"])
+    journal = run("ledger", "show", "alice")
+    assert "debit" in journal and "+5" in journal
+    assert json.loads(run("ledger", "show", "alice", "--json"))["data"][0]["delta"] == 5
+    assert "overdraft_limit" in run("customers", "overdraft", "alice", "10")
     shown = json.loads(run("customers", "show", "alice", "--json"))
     assert shown["balance"]["balance"] == 4
     assert "alice" in run("customers", "list")

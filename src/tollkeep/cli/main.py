@@ -391,6 +391,20 @@ def keys_revoke(key_id: str) -> None:
         show(tk.keys.revoke(key_id), False)
 
 
+@keys_app.command("suspend")
+def keys_suspend(key_id: str) -> None:
+    """Suspend a key (it can be resumed)."""
+    with runtime() as tk:
+        show(tk.keys.suspend(key_id), False)
+
+
+@keys_app.command("resume")
+def keys_resume(key_id: str) -> None:
+    """Resume a suspended key."""
+    with runtime() as tk:
+        show(tk.keys.resume(key_id), False)
+
+
 @keys_app.command("rotate")
 def keys_rotate(
     key_id: str, grace: Annotated[int, typer.Option(help="Seconds the old key keeps working")] = 0
@@ -470,6 +484,44 @@ def ledger_verify(as_json: JsonOpt = False) -> None:
             out.print(f"[red]✗[/red] {p}")
         out.print("[green]ledger OK[/green]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/red]")
     raise typer.Exit(0 if rep.ok else 1)
+
+
+@ledger_app.command("show")
+def ledger_show(
+    customer: Annotated[str, typer.Argument(help="Customer id or external id")],
+    limit: Annotated[int, typer.Option(help="Most entries to show")] = 100,
+    after: Annotated[int | None, typer.Option(help="Start after this entry id (the `next` cursor)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A customer's journal entries, oldest first."""
+    with runtime() as tk:
+        c = tk.customers.find(customer)
+        page = tk.journal(c["id"], limit=limit, after=after)
+    if as_json:
+        show(page, True)
+        return
+    t = Table("entry", "when", "kind", "delta", "grant", "operation", "hold")
+    for e in page["data"]:
+        t.add_row(
+            str(e["id"]),
+            e["created_at"],
+            e["kind"],
+            f"{e['delta']:+d}",
+            e["grant_id"] or "(overdraft)",
+            e["operation_id"],
+            e["hold_id"] or "",
+        )
+    out.print(t)
+    if page["next"]:
+        out.print(f"more: --after {page['next']}")
+
+
+@customers_app.command("overdraft")
+def customers_overdraft(customer: str, limit: int) -> None:
+    """Let a customer's wallet go down to -LIMIT (0: never below zero)."""
+    with runtime() as tk:
+        c = tk.customers.find(customer)
+        show(tk.ledger.set_overdraft(c["id"], limit), False)
 
 
 @ledger_app.command("sweep")
