@@ -103,3 +103,17 @@ def client(tk: Tollkeep) -> Iterator[TestClient]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly when the PostgreSQL runs were skipped: a green run on SQLite alone must not
+    pass for a run on both databases."""
+    why = _pg_state.get("why")
+    if why:
+        terminalreporter.write_sep("!", "PostgreSQL tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {why}", red=True, bold=True)
+        terminalreporter.write_line(
+            "Only SQLite was tested. Start PostgreSQL (or set TOLLKEEP_TEST_PG_URL) to test both.",
+            red=True,
+        )
+        terminalreporter.write_sep("!", red=True, bold=True)
