@@ -31,6 +31,8 @@ def tollkeep_env(database_url: str, admin_token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLKEEP_")}
     env["TOLLKEEP_DATABASE_URL"] = database_url
     env["TOLLKEEP_ADMIN_TOKEN"] = admin_token
+    # the benchmark drives one customer at thousands of writes a second: no per-customer limit
+    env["TOLLKEEP_RATE_LIMIT_USAGE"] = "off"
     return env
 
 

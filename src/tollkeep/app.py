@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from tollkeep import __version__
 from tollkeep.api import admin, public
 from tollkeep.api.errors import BodyLimitMiddleware, HotRoutes, install_error_handlers
+from tollkeep.api.ratelimit import Limiters
 from tollkeep.config import Settings
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.runtime import Tollkeep
@@ -61,7 +62,16 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
             if owned:
                 tk.close()
 
-    app = FastAPI(title="tollkeep", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # redirect_slashes=False: Starlette would answer `POST /v1/usage/` with a 307 to an absolute
+    # URL built from the Host header (an open redirect); a path with a stray slash is a 404
+    app = FastAPI(
+        title="tollkeep",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.limiters = Limiters(settings)
     if runtime is not None:
         app.state.tollkeep = runtime
     install_error_handlers(app)

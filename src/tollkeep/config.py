@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "create_private_sqlite_file", "masked_url", "sqlite_file"]
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,92 @@ class Settings(BaseSettings):
     run_workers: bool = Field(True, description="Run the sweeper inside `serve`")
     migrate_on_start: bool = True
 
+    # ---- abuse limits (safe by default; every one is documented in README and docs/) -----------
+    max_properties_bytes: int = Field(
+        4096, description="Largest `properties` object of one usage/hold/settle request, as JSON (422 above)"
+    )
+    max_properties_keys: int = Field(
+        64, description="Most keys (at every nesting level) in one `properties` object (422 above)"
+    )
+    list_max_bytes: int = Field(
+        1_048_576, description="A listing page stops early (with a `next` cursor) past this many bytes"
+    )
+    rate_limit_usage: str = Field(
+        "100/second",
+        description="Per-customer limit on usage and hold writes, a `limits` string such as "
+        "'100/second' or '6000/minute'; 'off' disables it (429 `rate_limited` above)",
+    )
+    install_ids_per_ip_per_hour: int = Field(
+        20, description="New anonymous install ids one client address may create per hour (0: no limit)"
+    )
+
+    # ---- the HTTP server (`tollkeep serve`) ------------------------------------------------------
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Proxies whose X-Forwarded-For is trusted (comma-separated addresses, or '*'); "
+        "unset: none, the TCP peer is the client address",
+    )
+    max_header_bytes: int = Field(
+        16_384, description="Largest request line plus headers (431 above, and the connection closed)"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, description="Time a client has to send a request's headers (the connection is closed after)"
+    )
+    keep_alive_seconds: int = Field(5, description="How long an idle keep-alive connection stays open")
+    max_connections: int = Field(
+        1000, description="Connections and in-flight requests served at once (503 for requests above)"
+    )
+
+    @field_validator("rate_limit_usage")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip().lower() not in ("", "off", "none", "0", "false", "no"):
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit (e.g. '100/second'; 'off' disables)"
+                ) from None
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def masked_url(url: str) -> str:
+    """A database URL fit to print: the password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: print nothing of it
+        return "<unparsable database URL>"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database, memory or a ``file:`` URI)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    db = make_url(url).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a SQLite database file readable by its owner only (0600) before SQLite opens it,
+    so it never exists with looser permissions; SQLite gives its -wal and -shm files the same
+    mode. An existing file is left as it is."""
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # exists by now, or a directory that isn't there: SQLite will say so
+        return
+    os.close(fd)

@@ -89,13 +89,17 @@ def test_catalog_reload_keeps_old_on_error(tmp_path: Path, db_url: str, clock: F
         assert tk.verify().ok
 
 
-def test_anonymous_install_id(client: TestClient, tk: Tollkeep) -> None:
-    free = tk.catalog.anonymous.allowance
-    assert free > 0
-    h = {"X-Install-Id": "install-abcdef123", "Authorization": ""}
-    h.pop("Authorization")
-    anon = TestClient(client.app)
-    with anon:
+def test_anonymous_install_id(db_url: str, clock: FrozenClock, tmp_path: Path) -> None:
+    from tests.api.test_security import anonymous_catalog
+
+    # anonymous use is off by default: this seller turns it on in the catalog
+    with (
+        Tollkeep(make_settings(db_url, catalog_path=anonymous_catalog(tmp_path, 10)), clock=clock) as tk,
+        TestClient(create_app(runtime=tk)) as anon,
+    ):
+        free = tk.catalog.anonymous.allowance
+        assert free == 10
+        h = {"X-Install-Id": "install-abcdef123"}
         bal = anon.get("/v1/balance", headers=h)
         assert bal.status_code == 200 and bal.json()["balance"] == free
         for i in range(free):
@@ -109,6 +113,7 @@ def test_anonymous_install_id(client: TestClient, tk: Tollkeep) -> None:
         assert r.status_code == 402
         assert anon.get("/v1/balance", headers={"X-Install-Id": "bad id!"}).status_code == 422
         assert anon.get("/v1/balance").status_code == 401
+        assert tk.verify().ok
 
 
 def test_admin_token_required(client: TestClient) -> None:

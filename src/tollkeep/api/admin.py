@@ -21,6 +21,7 @@ from tollkeep.api.schemas import (
     RefundIn,
     RotateIn,
 )
+from tollkeep.kit.errors import InvalidInput
 from tollkeep.runtime import Tollkeep
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 404, 409, 413, 422)}
@@ -46,7 +47,12 @@ def list_customers(
     include_anonymous: bool = False,
 ) -> dict[str, Any]:
     return tk.customers.list(
-        limit=limit, after=after, status=status, q=q, include_anonymous=include_anonymous
+        limit=limit,
+        after=after,
+        status=status,
+        q=q,
+        include_anonymous=include_anonymous,
+        max_bytes=tk.settings.list_max_bytes,
     )
 
 
@@ -74,6 +80,11 @@ def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin) -> dict[str, A
 # ---- credits --------------------------------------------------------------------------------------
 @router.post("/customers/{customer_id}/grants", status_code=201, summary="Grant credits (idempotent)")
 def grant(customer_id: str, body: GrantIn, tk: Admin) -> JSONResponse:
+    if not body.idempotency_key:
+        raise InvalidInput(
+            "idempotency_key is required: a retried grant with the same key credits once",
+            code="invalid_idempotency_key",
+        )
     out = tk.ledger.grant(
         customer_id,
         body.amount,
@@ -110,9 +121,11 @@ def usage(
     customer_id: str,
     tk: Admin,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="the `next` cursor of the last page")
+    ] = None,
 ) -> dict[str, Any]:
-    return tk.usage(customer_id, limit=limit, after=after)
+    return tk.usage(customer_id, limit=limit, after=after, max_bytes=tk.settings.list_max_bytes)
 
 
 @router.post("/charges/{event_id}/refund", status_code=201, summary="Refund a charge, whole or in part")
@@ -182,7 +195,8 @@ def resume_key(key_id: str, tk: Admin) -> dict[str, Any]:
 
 @router.post("/keys/{key_id}/rotate", status_code=201, summary="Issue a replacement key; revoke the old one")
 def rotate_key(key_id: str, tk: Admin, body: RotateIn | None = None) -> dict[str, Any]:
-    return tk.keys.rotate(key_id, grace_seconds=(body or RotateIn()).grace_seconds)
+    b = body or RotateIn()
+    return tk.keys.rotate(key_id, grace_seconds=b.grace_seconds, expires_at=b.expires_at)
 
 
 # ---- catalog --------------------------------------------------------------------------------------

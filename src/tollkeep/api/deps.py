@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 
 from tollkeep.keys.service import ALL_SCOPES, Principal
 from tollkeep.kit.errors import AuthError
+from tollkeep.kit.jsonsafe import check_properties
 from tollkeep.runtime import Tollkeep
 
-__all__ = ["admin", "parse_body", "principal", "runtime"]
+__all__ = ["admin", "count_write", "parse_body", "principal", "properties", "runtime"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -25,8 +27,40 @@ def parse_body(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
+        first = exc
+    if any(e.get("type") == "json_invalid" for e in first.errors(include_url=False)):
+        # pydantic-core's parser is stricter than Python's (a lone surrogate "\ud800" is "invalid
+        # JSON" to it): whatever Python's json module reads goes through the same validation as
+        # on every other route, so one input gets one answer everywhere
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            data = _UNREADABLE
+        if data is not _UNREADABLE:
+            try:
+                return model.model_validate(data)
+            except ValidationError as exc:
+                first = exc
+    errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in first.errors(include_url=False)]
+    raise RequestValidationError(errors) from None
+
+
+_UNREADABLE = object()
+
+
+def count_write(request: Request, caller: Principal) -> None:
+    """One usage or hold write by ``caller``'s customer: 429 ``rate_limited`` past the limit."""
+    request.app.state.limiters.writes.hit(caller.customer_id)
+
+
+def properties(tk: Tollkeep, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Event properties within the configured bounds (422 ``properties_too_large`` beyond)."""
+    if value:
+        s = tk.settings
+        check_properties(
+            value, "properties", max_bytes=s.max_properties_bytes, max_keys=s.max_properties_keys
+        )
+    return value
 
 
 def runtime(request: Request) -> Tollkeep:
@@ -64,7 +98,13 @@ async def principal(request: Request) -> Principal:
         install = request.headers.get("x-install-id")
         if install is None:
             raise AuthError("send 'Authorization: Bearer <api key>'", code="missing_api_key")
-        cid = await run_in_threadpool(tk.customers.install_customer, install)
+        limiters = request.app.state.limiters
+        cid = await run_in_threadpool(
+            tk.customers.install_customer,
+            install,
+            # only a NEW install id counts against its address's hourly limit
+            before_create=lambda: limiters.install_ids.hit(ip or "unknown"),
+        )
         return Principal(cid, None, frozenset(ALL_SCOPES), anonymous=True)
     keys = tk.keys
     if not keys.well_formed(raw):

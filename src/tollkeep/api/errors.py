@@ -49,6 +49,9 @@ def _loc(err: dict[str, Any]) -> str:
 
 def tollkeep_error_response(exc: TollkeepError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    retry = exc.details.get("retry_after")
+    if isinstance(retry, int):
+        headers = {**(headers or {}), "Retry-After": str(retry)}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

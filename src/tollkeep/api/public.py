@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tollkeep.api.deps import parse_body, principal, runtime
+from tollkeep.api.deps import count_write, parse_body, principal, properties, runtime
 from tollkeep.api.schemas import ErrorOut, HoldIn, SettleIn, UsageIn, UsageOut
 from tollkeep.keys.service import Principal
 from tollkeep.ledger.service import UsageRequest
@@ -48,13 +48,14 @@ async def post_usage(request: Request) -> JSONResponse:
     tk: Tollkeep = request.app.state.tollkeep
     caller = await principal(request)
     caller.require("usage:write")
+    count_write(request, caller)
     body = parse_body(UsageIn, await request.body())
     req = UsageRequest(
         customer_id=caller.customer_id,
         meter=body.meter,
         quantity=body.quantity,
         idempotency_key=body.idempotency_key,
-        properties=body.properties,
+        properties=properties(tk, body.properties),
         api_key_id=caller.key_id,
     )
     return JSONResponse(await tk.ledger.arecord_usage(req))
@@ -71,7 +72,9 @@ def list_usage(
     meter: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     caller.require("usage:read")
-    return tk.usage(caller.customer_id, limit=limit, after=after, meter=meter)
+    return tk.usage(
+        caller.customer_id, limit=limit, after=after, meter=meter, max_bytes=tk.settings.list_max_bytes
+    )
 
 
 @router.post(
@@ -80,15 +83,16 @@ def list_usage(
     summary="Reserve credits before work whose cost is known later",
     responses=ERRORS,
 )
-async def create_hold(body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
+async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
+    count_write(request, caller)
     fn = tk.ledger.hold_fn(
         caller.customer_id,
         idempotency_key=body.idempotency_key,
         amount=body.amount,
         meter=body.meter,
         quantity=body.quantity,
-        properties=body.properties,
+        properties=properties(tk, body.properties),
         ttl_seconds=body.ttl_seconds,
         api_key_id=caller.key_id,
     )
@@ -105,15 +109,18 @@ def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> dict[str, Any]:
 @router.post(
     "/holds/{hold_id}/settle", summary="Charge a hold for the actual amount or quantity", responses=ERRORS
 )
-async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime) -> JSONResponse:
+async def settle_hold(
+    request: Request, hold_id: str, body: SettleIn, caller: Caller, tk: Runtime
+) -> JSONResponse:
     caller.require("holds:write")
+    count_write(request, caller)
     fn = tk.ledger.resolve_fn(
         caller.customer_id,
         hold_id,
         action="settle",
         amount=body.amount,
         quantity=body.quantity,
-        properties=body.properties,
+        properties=properties(tk, body.properties),
     )
     return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 
@@ -121,8 +128,9 @@ async def settle_hold(hold_id: str, body: SettleIn, caller: Caller, tk: Runtime)
 @router.post(
     "/holds/{hold_id}/release", summary="Give a hold's credits back without charging", responses=ERRORS
 )
-async def release_hold(hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
+async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
+    count_write(request, caller)
     fn = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")
     return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 

@@ -75,9 +75,22 @@ class KeyPatch(Strict):
 
 class RotateIn(Strict):
     grace_seconds: StrictInt = Field(0, ge=0, le=30 * 86400)
+    expires_at: AwareDatetime | None = Field(
+        None, description="expiry of the new key (none by default: it never inherits the old key's)"
+    )
+
+
+def _idempotency_key_required(schema: dict[str, Any]) -> None:
+    schema.setdefault("required", [])
+    if "idempotency_key" not in schema["required"]:
+        schema["required"].append("idempotency_key")
 
 
 class GrantIn(Strict):
+    # the key is required (a retried grant must not credit twice); it is checked by the route so
+    # that a missing key gets the stable code `invalid_idempotency_key`
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_idempotency_key_required)
+
     amount: StrictInt = Field(gt=0, le=10**15)
     source: Literal["plan_allowance", "purchase", "promo", "refund", "adjustment"] = "purchase"
     expires_at: AwareDatetime | None = None
@@ -85,7 +98,9 @@ class GrantIn(Strict):
     priority: StrictInt | None = Field(None, ge=0, le=1000)
     meter: str | None = Field(None, max_length=64)
     note: str | None = Field(None, max_length=2000)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=255, description="required: a retry with the same key credits once"
+    )
 
 
 class RefundIn(Strict):

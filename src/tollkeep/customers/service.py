@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = ["CustomerService"]
 C = table_of(Customer)
 W = table_of(Wallet)
 STATUSES = ("active", "suspended", "closed")
+INSTALL_PREFIX = "install:"  # reserved: the external ids of anonymous install-id customers
 _INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 
@@ -76,6 +78,11 @@ class CustomerService:
         external_id = (external_id or "").strip()
         if not 1 <= len(external_id) <= 255:
             raise InvalidInput("external_id is required (1-255 characters)", code="invalid_external_id")
+        if not anonymous and external_id.lower().startswith(INSTALL_PREFIX):
+            raise InvalidInput(
+                f"external ids starting with {INSTALL_PREFIX!r} are reserved for anonymous install ids",
+                code="reserved_external_id",
+            )
         if email is not None and not _EMAIL_RE.match(email):
             raise InvalidInput("email is not a valid address", code="invalid_email")
         check_json(metadata or {}, "metadata")
@@ -141,29 +148,51 @@ class CustomerService:
                 set_plan(s)
             if give_allowance is not None:
                 give_allowance(s)
-            return {"id": cid}
+            # the response is read and rendered before the commit: nothing that was written
+            # can fail to come back (and a failure here rolls the whole customer back)
+            row = s.execute(select(C).where(C.c.id == cid)).first()
+            view = customer_view(row)
+            json.dumps(view, ensure_ascii=False).encode("utf-8")
+            return view
 
-        cid = self.executor.call(fn)["id"]
-        return self.get(cid)
+        return self.executor.call(fn)
 
-    def install_customer(self, install_id: str) -> str:
-        """The anonymous customer behind an ``X-Install-Id`` (made on first sight)."""
+    def install_customer(self, install_id: str, *, before_create: Callable[[], None] | None = None) -> str:
+        """The anonymous customer behind an ``X-Install-Id`` (made on first sight; ``before_create``
+        runs first, e.g. to rate-limit new ids). Only anonymous customers are reachable this way:
+        a customer an operator made is never spendable with just a header."""
         if not _INSTALL_RE.match(install_id or ""):
             raise InvalidInput(
                 "X-Install-Id must be 8-128 characters of [A-Za-z0-9._:-]", code="invalid_install_id"
             )
         if not self.catalog().anonymous.enabled:
             raise AuthError("anonymous use is disabled: send an API key", code="anonymous_disabled")
-        ext = f"install:{install_id}"
-        with self.db.scope(write=False) as s:
-            cid = s.execute(select(C.c.id).where(C.c.external_id == ext)).scalar()
+        ext = f"{INSTALL_PREFIX}{install_id}"
+        cid = self._install_lookup(ext)
         if cid is not None:
-            return str(cid)
+            return cid
+        if before_create is not None:
+            before_create()
         try:
             return str(self.create(ext, anonymous=True)["id"])
         except (Conflict, IntegrityError):
-            with self.db.scope(write=False) as s:
-                return str(s.execute(select(C.c.id).where(C.c.external_id == ext)).scalar_one())
+            cid = self._install_lookup(ext)
+            if cid is None:
+                raise self._unusable_install_id() from None
+            return cid
+
+    def _install_lookup(self, ext: str) -> str | None:
+        with self.db.scope(write=False) as s:
+            row = s.execute(select(C.c.id, C.c.anonymous).where(C.c.external_id == ext)).first()
+        if row is None:
+            return None
+        if not row.anonymous:
+            raise self._unusable_install_id()
+        return str(row.id)
+
+    @staticmethod
+    def _unusable_install_id() -> AuthError:
+        return AuthError("this install id cannot be used: send an API key", code="install_id_unavailable")
 
     def update(self, customer_id: str, **fields: Any) -> dict[str, Any]:
         allowed = {"email", "name", "metadata", "status"}
@@ -213,6 +242,7 @@ class CustomerService:
         status: str | None = None,
         q: str | None = None,
         include_anonymous: bool = False,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
         n = clamp_limit(limit)
         stmt = select(C).order_by(C.c.id).limit(n + 1)
@@ -227,4 +257,4 @@ class CustomerService:
             stmt = stmt.where(or_(func.lower(C.c.external_id).like(like), func.lower(C.c.email).like(like)))
         with self.db.scope(write=False) as s:
             rows = [customer_view(r) for r in s.execute(stmt)]
-        return page(rows, n)
+        return page(rows, n, max_bytes=max_bytes)

@@ -30,6 +30,7 @@ from tollkeep.kit.db import Database
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
+from tollkeep.kit.jsonsafe import check_text
 from tollkeep.models import ApiKey, Customer, table_of
 
 __all__ = ["ALL_SCOPES", "KeyService", "Principal"]
@@ -84,6 +85,12 @@ def _networks(cidrs: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
                 f"{c!r} is not an IP address or CIDR block", code="invalid_ip_allowlist"
             ) from exc
     return tuple(out)
+
+
+def _check_texts(**texts: str | None) -> None:
+    for label, text in texts.items():
+        if text is not None:
+            check_text(text, label)
 
 
 def key_view(row: Any) -> dict[str, Any]:
@@ -141,6 +148,7 @@ class KeyService:
         """A new key (its plaintext in ``key``, the only time it is shown). Unless ``force_new``,
         a customer who already has an active key gets that one back (``reused``, no plaintext)."""
         scopes = list(ALL_SCOPES) if scopes is None else scopes
+        _check_texts(name=name, note=note)
         bad = [sc for sc in scopes if sc not in ALL_SCOPES]
         if bad:
             raise InvalidInput(f"unknown scopes {bad}; known: {', '.join(ALL_SCOPES)}", code="invalid_scope")
@@ -163,29 +171,53 @@ class KeyService:
                 ).first()
                 if existing is not None:
                     return {**key_view(existing), "key": None, "reused": True}
-            secret = secrets.token_urlsafe(32)  # 32 bytes of randomness
-            raw = f"{self.prefix}{secret}"
-            kid = new_id("key")
-            row = {
-                "id": kid,
-                "customer_id": customer_id,
-                "prefix": raw[: len(self.prefix) + HANDLE_CHARS],
-                "hash": _digest(raw),
-                "name": name,
-                "note": note,
-                "scopes": scopes,
-                "ip_allowlist": allow,
-                "status": "active",
-                "expires_at": expires_at,
-                "last_used_at": None,
-                "rotated_from": rotated_from,
-                "created_at": now,
-                "revoked_at": None,
-            }
-            s.execute(insert(K).values(**row))
-            return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
+            return self._insert_key(
+                s,
+                customer_id,
+                now=now,
+                name=name,
+                note=note,
+                scopes=scopes,
+                allow=allow,
+                expires_at=expires_at,
+                rotated_from=rotated_from,
+            )
 
         return self.executor.call(fn)
+
+    def _insert_key(
+        self,
+        s: Session,
+        customer_id: str,
+        *,
+        now: datetime,
+        name: str | None,
+        note: str | None,
+        scopes: list[str],
+        allow: list[str],
+        expires_at: datetime | None,
+        rotated_from: str | None,
+    ) -> dict[str, Any]:
+        secret = secrets.token_urlsafe(32)  # 32 bytes of randomness
+        raw = f"{self.prefix}{secret}"
+        row = {
+            "id": new_id("key"),
+            "customer_id": customer_id,
+            "prefix": raw[: len(self.prefix) + HANDLE_CHARS],
+            "hash": _digest(raw),
+            "name": name,
+            "note": note,
+            "scopes": scopes,
+            "ip_allowlist": allow,
+            "status": "active",
+            "expires_at": expires_at,
+            "last_used_at": None,
+            "rotated_from": rotated_from,
+            "created_at": now,
+            "revoked_at": None,
+        }
+        s.execute(insert(K).values(**row))
+        return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
 
     def _set_status(self, key_id: str, status: str) -> dict[str, Any]:
         def fn(s: Session) -> dict[str, Any]:
@@ -214,31 +246,62 @@ class KeyService:
     def resume(self, key_id: str) -> dict[str, Any]:
         return self._set_status(key_id, "active")
 
-    def rotate(self, key_id: str, *, grace_seconds: int = 0) -> dict[str, Any]:
-        """A new key with the same settings; the old one is revoked now or expires after a grace."""
-        old = self.get(key_id)
-        if old["status"] != "active":
-            raise Conflict(f"cannot rotate a {old['status']} key", code=f"key_{old['status']}")
+    def rotate(
+        self, key_id: str, *, grace_seconds: int = 0, expires_at: datetime | None = None
+    ) -> dict[str, Any]:
+        """A new key with the same scopes, allowlist, name and note; the old one is revoked now, or
+        keeps working for ``grace_seconds`` (never past its own expiry).
+
+        The new key never inherits the old key's expiry (which may be a grace deadline, or already
+        past): it has none unless ``expires_at`` is given. A key rotates once: rotating it again
+        (a retried call) is 409 ``key_already_rotated`` with the replacement's id, and changes
+        nothing."""
         if not 0 <= grace_seconds <= 30 * 86400:
             raise InvalidInput("grace_seconds must be between 0 and 30 days", code="invalid_grace")
-        new = self.create(
-            old["customer_id"],
-            name=old["name"],
-            note=old["note"],
-            scopes=old["scopes"],
-            ip_allowlist=old["ip_allowlist"],
-            expires_at=datetime.fromisoformat(old["expires_at"]) if old["expires_at"] else None,
-            force_new=True,
-            rotated_from=key_id,
-        )
-        if grace_seconds:
-            until = self.clock.now() + timedelta(seconds=grace_seconds)
-            if old["expires_at"]:  # a grace never extends a key's life
-                until = min(until, datetime.fromisoformat(old["expires_at"]))
-            self.update(key_id, expires_at=until)
-        else:
-            self.revoke(key_id)
-        return new
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
+
+        def fn(s: Session) -> dict[str, Any]:
+            # the old key's row is locked (PostgreSQL; SQLite has one writer): two rotations of one
+            # key are serialized, and the second sees the first's replacement
+            old = s.execute(select(K).where(K.c.id == key_id).with_for_update()).first()
+            if old is None:
+                raise NotFound(f"key {key_id!r} not found", code="key_not_found")
+            replacement = s.execute(
+                select(K.c.id).where(K.c.rotated_from == key_id).order_by(K.c.created_at)
+            ).scalar()
+            if replacement is not None:
+                raise Conflict(
+                    f"key {key_id} was already rotated into {replacement}",
+                    code="key_already_rotated",
+                    details={"replacement_id": replacement},
+                )
+            if old.status != "active":
+                raise Conflict(f"cannot rotate a {old.status} key", code=f"key_{old.status}")
+            now = self.clock.now()
+            new = self._insert_key(
+                s,
+                old.customer_id,
+                now=now,
+                name=old.name,
+                note=old.note,
+                scopes=list(old.scopes or ALL_SCOPES),
+                allow=list(old.ip_allowlist or []),
+                expires_at=expires_at,
+                rotated_from=key_id,
+            )
+            if grace_seconds:
+                until = now + timedelta(seconds=grace_seconds)
+                if old.expires_at is not None:  # a grace never extends a key's life
+                    until = min(until, old.expires_at)
+                s.execute(update(K).where(K.c.id == key_id).values(expires_at=until))
+            else:
+                s.execute(update(K).where(K.c.id == key_id).values(status="revoked", revoked_at=now))
+            return {**new, "_old_prefix": old.prefix}
+
+        out = self.executor.call(fn)
+        self.forget(out.pop("_old_prefix"))
+        return out
 
     def update(self, key_id: str, **fields: Any) -> dict[str, Any]:
         values = {
@@ -250,6 +313,7 @@ class KeyService:
             values["ip_allowlist"] = []  # null: no address restriction
         if values.get("expires_at") is not None and values["expires_at"].tzinfo is None:
             raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
+        _check_texts(name=values.get("name"), note=values.get("note"))
         if "scopes" in values:
             bad = [sc for sc in values["scopes"] if sc not in ALL_SCOPES]
             if bad:

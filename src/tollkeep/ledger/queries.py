@@ -6,12 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from tollkeep.kit.clock import iso
 from tollkeep.kit.errors import NotFound
-from tollkeep.kit.pagination import clamp_limit, page
+from tollkeep.kit.pagination import clamp_limit, page, parse_time_cursor, time_cursor
 from tollkeep.ledger import repository as repo
 from tollkeep.models import Grant, JournalEntry, Operation, table_of
 
@@ -60,7 +60,8 @@ def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str,
     return {
         "customer_id": customer_id,
         "balance": bal,
-        "available": bal + max(0, w.overdraft_limit - w.overdraft_used),
+        # the one definition a 402 uses too: what a charge (no meter, no cap) could draw now
+        "available": repo.load_state(s, w).available(now),
         "held": held,
         "overdraft_limit": w.overdraft_limit,
         "overdraft_used": w.overdraft_used,
@@ -76,16 +77,26 @@ def usage_events(
     limit: int | None = None,
     after: str | None = None,
     meter: str | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
+    """A customer's charges (usage events and settled holds), strictly newest first: ordered by
+    (created_at, id) descending, a total order; a settled hold is listed at the time it was
+    settled. ``after`` is the (created_at, id) cursor of the previous page's last row."""
     n = clamp_limit(limit)
+    wid = repo.wallet_id_for_customer(s, customer_id)
+    if wid is None:
+        return page([], n)
     stmt = (
         select(O)
-        .where(O.c.customer_id == customer_id, O.c.kind.in_(("usage", "settle")))
-        .order_by(O.c.id.desc())
+        .where(O.c.wallet_id == wid, O.c.kind.in_(("usage", "settle")))
+        .order_by(O.c.created_at.desc(), O.c.id.desc())
         .limit(n + 1)
     )
     if after:
-        stmt = stmt.where(O.c.id < after)
+        at, last_id = parse_time_cursor(after)
+        stmt = stmt.where(
+            O.c.created_at <= at, or_(O.c.created_at < at, and_(O.c.created_at == at, O.c.id < last_id))
+        )
     if meter:
         stmt = stmt.where(O.c.meter == meter)
     items = [
@@ -103,7 +114,12 @@ def usage_events(
         }
         for o in s.execute(stmt)
     ]
-    return page(items, n, "event_id")
+    return page(
+        items,
+        n,
+        max_bytes=max_bytes,
+        cursor=lambda e: time_cursor(datetime.fromisoformat(e["created_at"]), e["event_id"]),
+    )
 
 
 def journal(
