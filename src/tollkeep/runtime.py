@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
-from tollkeep.config import Settings
+from tollkeep.config import Settings, create_private_sqlite_file
 from tollkeep.customers.service import CustomerService
 from tollkeep.keys.service import KeyService
 from tollkeep.kit.clock import Clock, SystemClock
@@ -39,6 +39,7 @@ class Tollkeep:
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
         s = self.settings
+        create_private_sqlite_file(s.database_url)  # 0600 from the start
         self.db = Database(s.database_url, sqlite_synchronous=s.sqlite_synchronous, pool_size=s.db_pool_size)
         if s.migrate_on_start if migrate is None else migrate:
             upgrade(self.db)
@@ -114,7 +115,7 @@ class Tollkeep:
 
     def verify(self, progress: Any = None) -> VerifyReport:
         with self.db.scope(write=False) as s:
-            return verify_ledger(s, progress=progress)
+            return verify_ledger(s, progress=progress, catalogs=self.catalogs.get)
 
     # ---- workers --------------------------------------------------------------------------------
     def start_workers(self) -> None:

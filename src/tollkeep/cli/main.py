@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import subprocess
 import sys
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from tollkeep import __version__
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT, CatalogError, load_catalog
-from tollkeep.config import Settings
+from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.kit.errors import TollkeepError
 
 app = typer.Typer(
@@ -54,6 +56,7 @@ CatalogOpt = Annotated[
     Path | None, typer.Option("--catalog", "-c", help="Catalog TOML (TOLLKEEP_CATALOG_PATH)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+MIN_TOKEN_CHARS = 32
 
 
 @app.callback()
@@ -134,6 +137,81 @@ def _decimal(value: str) -> Decimal:
 
 
 # ---- setup ------------------------------------------------------------------------------------------
+_TOKEN_LINE = re.compile(r"^\s*(?:export\s+)?TOLLKEEP_ADMIN_TOKEN\s*=\s*['\"]?(\S*?)['\"]?\s*$")
+
+
+def env_token(text: str) -> str | None:
+    """The admin token an .env text sets (commented-out lines don't count), or None."""
+    found = None
+    for line in text.splitlines():
+        m = _TOKEN_LINE.match(line)
+        if m and m.group(1):
+            found = m.group(1)
+    return found
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte (a new file renamed over
+    the old one: there is never a moment when it is readable by others)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def ensure_gitignored(paths: list[str]) -> list[str]:
+    """Inside a git work tree, append to ./.gitignore those of ``paths`` git would not ignore.
+    Returns what was added (nothing outside a work tree or without git)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    inside = git("rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.returncode != 0 or inside.stdout.strip() != "true":
+        return []
+    missing = []
+    for p in paths:
+        r = git("check-ignore", "-q", "--", p)
+        if r is not None and r.returncode == 1:  # 0: ignored; 128: an error (say nothing)
+            missing.append(p)
+    if missing:
+        ignore = Path(".gitignore")
+        before = ignore.read_text() if ignore.exists() else ""
+        sep = "" if not before or before.endswith("\n") else "\n"
+        lines = "".join(f"{p}\n" for p in missing)
+        ignore.write_text(f"{before}{sep}# tollkeep: secrets and the database\n{lines}")
+    return missing
+
+
+def secret_warnings(s: Settings, env_file: Path = Path(".env")) -> list[str]:
+    """Warnings about how the admin token and the SQLite file are kept."""
+    warnings = []
+    token = s.admin_token.get_secret_value() if s.admin_token is not None else ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        warnings.append(
+            f"TOLLKEEP_ADMIN_TOKEN is short ({len(token)} characters): use at least {MIN_TOKEN_CHARS} "
+            "random ones (`tollkeep init --force` makes one)"
+        )
+    if token and env_file.exists() and env_token(env_file.read_text()) == token:
+        mode = env_file.stat().st_mode & 0o777
+        if mode & 0o077:
+            warnings.append(
+                f"{env_file} holds the admin token and is readable by others: chmod 600 {env_file}"
+            )
+    db = sqlite_file(s.database_url)
+    if db is not None and db.exists() and db.stat().st_mode & 0o077:
+        warnings.append(f"the database {db} is readable by others: chmod 600 {db}*")
+    return warnings
+
+
 @app.command()
 def init(
     path: Annotated[Path, typer.Option(help="Where to write the catalog")] = Path("tollkeep.toml"),
@@ -146,22 +224,29 @@ def init(
         path.write_text(DEFAULT_CATALOG_TEXT)
         out.print(f"wrote [bold]{path}[/bold] (edit it: meters, prices, plans)")
     env = Path(".env")
-    token = None
-    if env.exists() and "TOLLKEEP_ADMIN_TOKEN" in env.read_text() and not force:
+    existing = env.read_text() if env.exists() else ""
+    if env_token(existing) and not force:
         out.print(".env already has an admin token")
+        if env.stat().st_mode & 0o077:
+            env.chmod(0o600)
+            out.print(".env was readable by others: made it 0600")
     else:
         token = "tka_" + secrets.token_urlsafe(32)
-        lines = [
-            ln
-            for ln in (env.read_text().splitlines() if env.exists() else [])
-            if not ln.startswith("TOLLKEEP_ADMIN_TOKEN=")
-        ]
+        lines = [ln for ln in existing.splitlines() if not _TOKEN_LINE.match(ln)]
         lines.append(f"TOLLKEEP_ADMIN_TOKEN={token}")
-        env.write_text("\n".join(lines) + "\n")
-        env.chmod(0o600)
+        write_private(env, "\n".join(lines) + "\n")
         out.print(f"admin token (also in .env): [bold]{token}[/bold]")
     with runtime(catalog_path=path) as tk:
-        out.print(f"database ready: {tk.db.url} (catalog {tk.catalog.version})")
+        ignore = [".env"]
+        db = sqlite_file(tk.settings.database_url)
+        if db is not None:
+            rel = os.path.relpath(db.resolve(), Path.cwd().resolve())
+            if not rel.startswith(".."):
+                ignore += [rel, f"{rel}-wal", f"{rel}-shm"]
+        added = ensure_gitignored(ignore)
+        if added:
+            out.print(f"added to .gitignore: {', '.join(added)}")
+        out.print(f"database ready: {masked_url(tk.db.url)} (catalog {tk.catalog.version})")
 
 
 @app.command()
@@ -186,11 +271,20 @@ def serve(
     catalog: CatalogOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
     access_log: Annotated[bool, typer.Option(help="Log every request")] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Trust X-Forwarded-For from these proxies (comma-separated, or '*'); "
+            "default: none (TOLLKEEP_FORWARDED_ALLOW_IPS)",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API (and the sweeper) in this process."""
     import uvicorn
 
     from tollkeep.app import create_app
+    from tollkeep.cli.server import uvicorn_options
     from tollkeep.runtime import Tollkeep
 
     s = settings(host=host, port=port, database_url=database, catalog_path=catalog)
@@ -202,18 +296,21 @@ def serve(
         tk = Tollkeep(s)
     except TollkeepError as exc:
         fail(exc)
+    for warning in secret_warnings(s):
+        err.print(f"[yellow]warning: {warning}[/yellow]")
+    options = uvicorn_options(s, forwarded_allow_ips)
+    proxies = options["forwarded_allow_ips"] or "none"
     out.print(
-        f"tollkeep {__version__} on http://{s.host}:{s.port}  database {tk.db.url}  "
-        f"catalog {tk.catalog.version}"
+        f"tollkeep {__version__} on http://{s.host}:{s.port}  database {masked_url(tk.db.url)}  "
+        f"catalog {tk.catalog.version}  trusted proxies: {proxies}"
     )
     try:
         uvicorn.run(
             create_app(runtime=tk),
-            host=s.host,
-            port=s.port,
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=5,
+            **options,
         )
     finally:
         tk.close()
@@ -407,12 +504,16 @@ def keys_resume(key_id: str) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    key_id: str, grace: Annotated[int, typer.Option(help="Seconds the old key keeps working")] = 0
+    key_id: str,
+    grace: Annotated[int, typer.Option(help="Seconds the old key keeps working")] = 0,
+    expires: Annotated[
+        str | None, typer.Option(help="ISO 8601 expiry of the new key (default: none)")
+    ] = None,
 ) -> None:
-    """Replace a key with a new one."""
+    """Replace a key with a new one (a key rotates once; the new key has no expiry unless given)."""
     with runtime() as tk:
-        k = tk.keys.rotate(key_id, grace_seconds=grace)
-    out.print(f"new key {k['id']}: [bold]{k['key']}[/bold]")
+        k = tk.keys.rotate(key_id, grace_seconds=grace, expires_at=_when(expires))
+    out.print(f"new key {k['id']}: [bold]{k['key']}[/bold]\n(shown once: store it now)")
 
 
 # ---- credits / usage / ledger ------------------------------------------------------------------------
@@ -425,12 +526,21 @@ def credits_grant(
     ] = "purchase",
     expires: Annotated[str | None, typer.Option(help="ISO 8601 expiry")] = None,
     key: Annotated[
-        str | None, typer.Option("--idempotency-key", help="Makes the grant safe to retry")
+        str | None,
+        typer.Option(
+            "--idempotency-key", help="Makes the grant safe to retry (one is made and printed if not given)"
+        ),
     ] = None,
     note: Annotated[str | None, typer.Option()] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Grant credits to a customer."""
+    """Grant credits to a customer (idempotent: retry with the same --idempotency-key)."""
+    from tollkeep.kit.ids import new_id
+
+    if key is None:
+        key = new_id("grant")
+        # on stderr, so that --json output stays parseable
+        err.print(f"idempotency key: {key}  (to retry this grant safely: --idempotency-key {key})")
     with runtime() as tk:
         c = tk.customers.find(customer)
         show(
