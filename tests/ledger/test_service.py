@@ -266,7 +266,7 @@ def test_overdraft_limit_and_repayment(tk: Tollkeep) -> None:
     assert bal(tk, cid) == -5
     with pytest.raises(InsufficientCredits):
         use(tk, cid)
-    assert tk.balance(cid)["overdraft_used"] == 5 and tk.balance(cid)["available"] == -5
+    assert tk.balance(cid)["overdraft_used"] == 5 and tk.balance(cid)["available"] == 0
     # a scoped grant does not repay, an unscoped one does, first
     tk.ledger.grant(cid, 4, meter="search")
     assert tk.balance(cid)["overdraft_used"] == 5

@@ -52,9 +52,24 @@ class GrantState:
     expires_at: datetime | None
     created_at: datetime
     meter: str | None = None
+    closed_at: datetime | None = None
 
     def live(self, now: datetime) -> bool:
-        return self.effective_at <= now and (self.expires_at is None or self.expires_at > now)
+        """Spendable at ``now``: in effect, not expired (dead at its exact ``expires_at``), not closed."""
+        return (
+            self.closed_at is None
+            and self.effective_at <= now
+            and (self.expires_at is None or self.expires_at > now)
+        )
+
+    def ended(self, now: datetime) -> str | None:
+        """Why the grant is over for good at ``now`` (``"close"`` or ``"expire"``), or None.
+        Credits returned to an ended grant end again in the same operation (see give_back)."""
+        if self.closed_at is not None:
+            return "close"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expire"
+        return None
 
     def usable_for(self, now: datetime, meter: str | None, exclude: frozenset[str]) -> bool:
         return (
@@ -131,6 +146,13 @@ class WalletState:
     def headroom(self) -> int:
         return max(0, self.overdraft_limit - self.overdraft_used)
 
+    def available(
+        self, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> int:
+        """The most a charge could draw now: usable credits plus the overdraft headroom. The one
+        definition behind both ``available`` in a balance and ``available`` in a 402."""
+        return self.spendable(now, meter, exclude) + self.headroom()
+
     # ---- primitive moves (each writes its journal entry) -----------------------------------
     def _move(self, grant_id: str | None, delta: int, kind: str, op: str, hold: str | None) -> None:
         if delta == 0:
@@ -193,7 +215,7 @@ class WalletState:
             parts.append((g.id, take))
             left -= take
         if left > self.headroom():
-            available = amount - left + self.headroom()
+            available = self.available(now, meter, exclude)
             raise InsufficientCredits(
                 f"needs {amount}, only {available} available",
                 details={"required": amount, "available": available},
@@ -231,8 +253,14 @@ class WalletState:
         live_only: bool,
     ) -> tuple[Draw, int]:
         """Return ``amount`` of an earlier draw, newest part first (the overdraft, then grants in
-        reverse spend order). With ``live_only`` a part whose grant has expired is not returned
-        to it; that remainder is given back to the caller, who makes a new grant of it.
+        reverse spend order).
+
+        A part whose grant has ended (expired or closed) never becomes spendable again. With
+        ``live_only`` (refunds) it is not returned to that grant; the remainder is given back to
+        the caller, who makes a new grant of it. Without (a hold's unused credits) it goes back
+        to its grant and ends again at once, in the same operation, with an ``expire`` or
+        ``close`` entry: released credits of an ended grant are gone, as they would have been
+        had they never been held.
 
         Returns (the attribution: how much of each drawn part this return accounts for,
         the amount that could not go back)."""
@@ -252,17 +280,24 @@ class WalletState:
                 break
             back = min(took, left)
             g = self.grants.get(gid)
-            if g is not None and (not live_only or g.live(now)):
+            ended = None if g is None else g.ended(now)
+            if g is not None and (not live_only or ended is None):
                 self._move(gid, back, kind, operation_id, hold_id)
+                if ended is not None:  # the grant ends again: not the hold's doing, so untied
+                    self._move(gid, -back, ended, operation_id, None)
             else:
                 unplaced += back
             attributed.append((gid, back))
             left -= back
         return Draw(tuple(attributed), od), unplaced
 
-    def close(self, grant_id: str, *, kind: str, operation_id: str) -> int:
-        """Take what is left of a grant out of use (plan change, manual close). Returns it."""
-        left = self.grants[grant_id].remaining
+    def close(self, grant_id: str, now: datetime, *, kind: str, operation_id: str) -> int:
+        """End a grant for good (plan change, manual close): what is left leaves use, and credits
+        returned to it later (a hold released) end at once. Returns what was left."""
+        g = self.grants[grant_id]
+        left = g.remaining
+        g.closed_at = now
+        self.dirty.add(grant_id)
         self._move(grant_id, -left, kind, operation_id, None)
         return left
 

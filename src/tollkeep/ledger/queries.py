@@ -57,11 +57,15 @@ def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str,
         )
     held = repo.open_holds_total(s, w.id)
     bal = live_total - w.overdraft_used
+    st = repo.load_state(s, w)
+    scoped = {g.meter for g in st.grants.values() if g.meter is not None and g.live(now)}
     return {
         "customer_id": customer_id,
         "balance": bal,
         # the one definition a 402 uses too: what a charge (no meter, no cap) could draw now
-        "available": repo.load_state(s, w).available(now),
+        "available": st.available(now),
+        # meters with credits of their own (scoped grants): what a charge on that meter could draw
+        "available_by_meter": {m: st.available(now, m) for m in sorted(scoped)},
         "held": held,
         "overdraft_limit": w.overdraft_limit,
         "overdraft_used": w.overdraft_used,

@@ -69,6 +69,7 @@ _GRANT_COLS = (
     G.c.expires_at,
     G.c.created_at,
     G.c.meter,
+    G.c.closed_at,
 )
 _LIVE_GRANTS = RawStatement(select(*_GRANT_COLS).where(G.c.wallet_id == bindparam("wid"), G.c.remaining > 0))
 _SOME_GRANTS = select(*_GRANT_COLS).where(
@@ -91,7 +92,11 @@ def _insert_all(table: Any, *, skip: tuple[str, ...] = ()) -> RawStatement:
 _INSERT_OP = _insert_all(O)
 _INSERT_GRANT = _insert_all(G)
 _INSERT_JOURNAL = _insert_all(J, skip=("id",))
-_SET_REMAINING = RawStatement(update(G).where(G.c.id == bindparam("gid")).values(remaining=bindparam("rem")))
+_SET_REMAINING = RawStatement(
+    update(G)
+    .where(G.c.id == bindparam("gid"))
+    .values(remaining=bindparam("rem"), closed_at=bindparam("closed"))
+)
 _SET_OVERDRAFT = RawStatement(
     update(W)
     .where(W.c.id == bindparam("wid"))
@@ -132,6 +137,7 @@ def load_state(s: Session, wallet: Any, *, grant_ids: Iterable[str] = ()) -> Wal
             r.expires_at,
             r.created_at,
             r.meter,
+            r.closed_at,
         )
     return st
 
@@ -160,6 +166,7 @@ def persist(
                     "meter": g.meter,
                     "effective_at": g.effective_at,
                     "expires_at": g.expires_at,
+                    "closed_at": g.closed_at,
                     "created_at": g.created_at,
                     "operation_id": meta.get(g.id, {}).get("operation_id", ""),
                     "note": meta.get(g.id, {}).get("note"),
@@ -168,7 +175,10 @@ def persist(
                 for g in [st.grants[gid]]
             ],
         )
-    touched = [{"gid": gid, "rem": st.grants[gid].remaining} for gid in st.dirty - new]
+    touched = [
+        {"gid": gid, "rem": st.grants[gid].remaining, "closed": st.grants[gid].closed_at}
+        for gid in st.dirty - new
+    ]
     if touched:
         _SET_REMAINING.execute(s, touched)
     if st.entries:
@@ -211,11 +221,21 @@ def insert_operation(s: Session, **values: Any) -> None:
 def drawn_by(s: Session, *, operation_id: str | None = None, hold_id: str | None = None) -> Draw:
     """What an operation (or a hold, across hold/release/settle) took, per grant, from the journal."""
     cond = J.c.operation_id == operation_id if hold_id is None else J.c.hold_id == hold_id
-    rows = s.execute(select(J.c.grant_id, J.c.delta).where(cond).order_by(J.c.id)).all()
+    rows = s.execute(select(J.c.grant_id, J.c.delta, J.c.kind).where(cond).order_by(J.c.id)).all()
+    return draw_of(rows)
+
+
+def draw_of(rows: Iterable[tuple[str | None, int, str]]) -> Draw:
+    """Fold journal rows ``(grant_id, delta, kind)`` of one charge or hold into what it took.
+
+    A hold's part on the overdraft that was repaid before the hold gave it back cannot return
+    to the overdraft: it comes back as a new grant, whose ``grant`` entry is tied to the hold.
+    Those credits are the overdraft part returned, so they count against it (not as a grant
+    the hold drew from): what remains is what the charge really took."""
     totals: dict[str, int] = {}
     od = 0
-    for gid, delta in rows:
-        if gid is None:
+    for gid, delta, kind in rows:
+        if gid is None or kind == "grant":
             od -= delta
         else:
             totals[gid] = totals.get(gid, 0) - delta
@@ -365,9 +385,24 @@ def owner_of(s: Session, what: str, ref: str) -> str | None:
     return s.execute(select(table.c.customer_id).where(table.c.id == ref)).scalar()
 
 
-def open_hold_quantity(s: Session, wallet_id: str, meter: str) -> Decimal:
-    """What open holds of a wallet have reserved on a meter (their estimated quantities)."""
+def open_hold_quantities(s: Session, wallet_id: str, meter: str) -> list[Decimal]:
+    """The estimated quantities open holds of a wallet have reserved on a meter."""
     rows = s.execute(
         select(H.c.quantity).where(H.c.wallet_id == wallet_id, H.c.meter == meter, H.c.status == "open")
     ).scalars()
-    return sum((q for q in rows if q is not None), Decimal(0))
+    return [Decimal(q) for q in rows if q is not None]
+
+
+def open_allowance_grant_ids(s: Session, wallet_id: str, now: datetime) -> list[str]:
+    """Plan allowance grants not yet ended, spent to 0 or not (a plan change closes them all, so
+    credits a hold gives back later cannot revive them)."""
+    return list(
+        s.execute(
+            select(G.c.id).where(
+                G.c.wallet_id == wallet_id,
+                G.c.source == "plan_allowance",
+                G.c.closed_at.is_(None),
+                or_(G.c.expires_at.is_(None), G.c.expires_at > now),
+            )
+        ).scalars()
+    )

@@ -253,9 +253,10 @@ class LedgerService:
             if prior is not None:
                 check_replay(prior.request_hash, h, key)
                 return {**prior.result, "duplicate": True}
-            if expires_at is not None and expires_at <= (effective_at or now):
+            if expires_at is not None and expires_at <= max(effective_at or now, now):
                 raise InvalidInput(
-                    "expires_at must be after the grant takes effect", code="invalid_timestamp"
+                    "expires_at must be in the future and after the grant takes effect",
+                    code="invalid_timestamp",
                 )
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
@@ -316,12 +317,18 @@ class LedgerService:
         now: datetime,
         *,
         enforce_hard_caps: bool = True,
+        quantity_given: bool = True,
     ) -> tuple[Rating, dict[str, Any]]:
         """Rate an event and work out its effect on counters and caps (nothing is written).
 
+        ``ctx["quantity"]`` is the quantity the event records and counts: the one given, except
+        on a tokens meter, where it is always ``input_tokens + output_tokens`` from the
+        properties (a ``quantity`` given that says otherwise is refused: ``quantity_mismatch``).
+
         A hard cap counts what was used in the period plus what open holds have reserved on
-        the meter, so parallel holds cannot all pass the check. Settling a hold does not
-        enforce hard caps (the work is done; its capacity was reserved when the hold was made)."""
+        the meter, so parallel holds cannot all pass the check; on a ``max`` meter both are
+        readings, and the cap compares the largest of them. Settling a hold does not enforce
+        hard caps (the work is done; its capacity was reserved when the hold was made)."""
         m = cat.meter(meter)
         plan = cat.plan(w.plan) if w.plan else None
         caps = plan.caps_for(meter) if plan else ()
@@ -332,7 +339,18 @@ class LedgerService:
             "exclude": frozenset(),
             "caps": caps,
             "meter": m,
+            "quantity": quantity,
         }
+        if m.price is not None and m.price.model == "tokens":
+            # the token counts are the quantity: rate first (it reads them), then check
+            measured = rate(cat, meter, quantity, properties=props).quantity
+            if quantity_given and quantity != measured:
+                raise InvalidInput(
+                    f"quantity {quantity} contradicts the token counts (input + output = {measured})",
+                    code="quantity_mismatch",
+                    details={"quantity": str(quantity), "tokens": str(measured)},
+                )
+            quantity = ctx["quantity"] = measured
         if not needs_agg and not caps:
             return rate(cat, meter, quantity, properties=props), ctx
         _, _, rating_key = period_bounds("month", now)
@@ -360,13 +378,16 @@ class LedgerService:
             properties=props,
             period_before=before,
         )
+        is_max = m.aggregation == "max"
         reserved = Decimal(0)
         if enforce_hard_caps and any(c.mode == "hard" for c in caps):
-            reserved = repo.open_hold_quantity(s, w.id, meter)
+            held = repo.open_hold_quantities(s, w.id, meter)
+            reserved = max(held, default=Decimal(0)) if is_max else sum(held, Decimal(0))
         for c in caps:
             _, end, key = period_bounds(c.period, now)
             used, allowance_used = counters.get(key, (Decimal(0), Decimal(0)))
-            if enforce_hard_caps and c.mode == "hard" and used + reserved + step > c.limit:
+            after = max(used, reserved, step) if is_max else used + reserved + step
+            if enforce_hard_caps and c.mode == "hard" and after > c.limit:
                 raise CapExceeded(
                     f"meter {meter!r} is capped at {c.limit} per {c.period} on plan {w.plan!r}",
                     details={
@@ -377,7 +398,8 @@ class LedgerService:
                         "resets_at": iso(end),
                     },
                 )
-            if c.mode != "hard" and allowance_used + step > c.limit:
+            allowance_after = max(allowance_used, step) if is_max else allowance_used + step
+            if c.mode != "hard" and allowance_after > c.limit:
                 ctx["exclude"] = frozenset({"plan_allowance"})
         return rating, ctx
 
@@ -399,8 +421,12 @@ class LedgerService:
         periods = {ctx["rating_period"]} | {period_bounds(c.period, now)[2] for c in ctx["caps"]}
         for p in sorted(periods):
             old, allowance_used = counters.get(p, (Decimal(0), Decimal(0)))
-            new = max(old, quantity) if m.aggregation == "max" else old + step
-            au = allowance_used + (step if used_allowance else 0)
+            if m.aggregation == "max":  # a max meter's counters hold the period's largest reading
+                new = max(old, quantity)
+                au = max(allowance_used, quantity) if used_allowance else allowance_used
+            else:
+                new = old + step
+                au = allowance_used + (step if used_allowance else 0)
             repo.put_counter(s, w.id, meter, p, new, au, exists=p in counters)
         if ctx["unique"] is not None:
             repo.add_unique(s, w.id, meter, ctx["rating_period"], ctx["unique"])
@@ -420,13 +446,13 @@ class LedgerService:
         qty = Decimal(1) if req.quantity is None else _dec(req.quantity)
         h = request_hash({"meter": req.meter, "quantity": qty, "properties": props})
         cat = self.catalog()
-        cat.meter(req.meter)  # unknown meter: a 422 before touching the database
 
         def fn(s: Session) -> dict[str, Any]:
             now = self.clock.now()
             w = self._wallet(s, req.customer_id)
             prior = repo.find_operation(s, w.id, "usage", req.idempotency_key)
             if prior is not None:
+                # a replay returns the stored result, even if the meter has left the catalog since
                 check_replay(prior.request_hash, h, req.idempotency_key)
                 st = self._state(s, w)
                 return {**prior.result, "balance": st.balance(now), "duplicate": True}
@@ -434,19 +460,22 @@ class LedgerService:
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
             self._ensure_allowance(s, w, st, meta, cat, now)
-            rating, ctx = self._meter_context(s, w, cat, req.meter, qty, props, now)
+            rating, ctx = self._meter_context(
+                s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
+            )
+            qty_recorded: Decimal = ctx["quantity"]
             op_id = new_id("evt")
             draw = st.draw(
                 rating.amount, now, kind="debit", operation_id=op_id, meter=req.meter, exclude=ctx["exclude"]
             )
             used_allowance = "plan_allowance" in draw.sources(st.grants)
-            self._write_counters(s, w, req.meter, ctx, qty, used_allowance, now)
+            self._write_counters(s, w, req.meter, ctx, qty_recorded, used_allowance, now)
             result = {
                 "event_id": op_id,
                 "charged": rating.amount,
                 "unit": cat.credits.name,
                 "meter": req.meter,
-                "quantity": format(qty.normalize(), "f"),
+                "quantity": format(qty_recorded.normalize(), "f"),
                 "catalog_version": cat.version,
                 "created_at": iso(now),
             }
@@ -460,7 +489,7 @@ class LedgerService:
                 request_hash=h,
                 amount=rating.amount,
                 meter=req.meter,
-                quantity=qty,
+                quantity=qty_recorded,
                 properties=props or None,
                 catalog_version=cat.version,
                 api_key_id=req.api_key_id,
@@ -503,8 +532,6 @@ class LedgerService:
         props = check_json(dict(properties or {}), "properties")
         qty = None if meter is None else (Decimal(1) if quantity is None else _dec(quantity))
         cat = self.catalog()
-        if meter is not None:
-            cat.meter(meter)
         h = request_hash({"amount": amount, "meter": meter, "quantity": qty, "properties": props, "ttl": ttl})
 
         def fn(s: Session) -> dict[str, Any]:
@@ -521,9 +548,13 @@ class LedgerService:
             self._ensure_allowance(s, w, st, meta, cat, now)
             exclude: frozenset[str] = frozenset()
             held = amount
+            hold_qty = qty
             if meter is not None and qty is not None:
-                rating, ctx = self._meter_context(s, w, cat, meter, qty, props, now)
+                rating, ctx = self._meter_context(
+                    s, w, cat, meter, qty, props, now, quantity_given=quantity is not None
+                )
                 exclude = ctx["exclude"]
+                hold_qty = ctx["quantity"]
                 if held is None:
                     held = rating.amount
             assert held is not None
@@ -541,7 +572,7 @@ class LedgerService:
                 request_hash=h,
                 amount=held,
                 meter=meter,
-                quantity=qty,
+                quantity=hold_qty,
                 properties=props or None,
                 catalog_version=cat.version,
                 ref_id=hold_id,
@@ -556,7 +587,7 @@ class LedgerService:
                 "amount": held,
                 "status": "open",
                 "meter": meter,
-                "quantity": qty,
+                "quantity": hold_qty,
                 "properties": props or None,
                 "catalog_version": cat.version,
                 "expires_at": expires,
@@ -620,8 +651,12 @@ class LedgerService:
         if action not in ("settle", "release"):
             raise InvalidInput("action must be settle or release")
         if action == "settle":
-            if amount is None and quantity is None:
-                raise InvalidInput("settle takes an amount or a quantity", code="invalid_settle")
+            if amount is None and quantity is None and not properties:
+                raise InvalidInput(
+                    "settle takes an amount, a quantity, or (tokens meters) the actual token counts "
+                    "in properties",
+                    code="invalid_settle",
+                )
             if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0):
                 raise InvalidInput("amount must be an integer >= 0", code="invalid_amount")
         qty = None if quantity is None else _dec(quantity)
@@ -654,13 +689,41 @@ class LedgerService:
             status = "released"
             counted = qty if qty is not None else hold.quantity
             props = {**(hold.properties or {}), **extra_props}
+            if action == "settle" and amount is None and qty is None:
+                m = cat.meters.get(hold.meter) if hold.meter else None
+                if m is None or m.price is None or m.price.model != "tokens":
+                    raise InvalidInput(
+                        "settle takes an amount or a quantity (properties alone settle only a "
+                        "tokens meter's hold)",
+                        code="invalid_settle",
+                    )
             if action == "settle":
                 status = "settled"
                 ctx: dict[str, Any] | None = None
-                if hold.meter is not None and counted is not None:
+                if hold.meter is not None and hold.meter not in cat.meters:
+                    # the meter left the catalog since the hold was made: its credits are not
+                    # stranded, an amount settles it (nothing to count), a release returns them
+                    if amount is None:
+                        raise InvalidInput(
+                            f"meter {hold.meter!r} is no longer in the catalog: settle this hold "
+                            "with an amount, or release it",
+                            code="unknown_meter",
+                        )
+                    counted = None
+                    final = amount
+                elif hold.meter is not None and counted is not None:
                     rating, ctx = self._meter_context(
-                        s, w, cat, hold.meter, counted, props, now, enforce_hard_caps=False
+                        s,
+                        w,
+                        cat,
+                        hold.meter,
+                        counted,
+                        props,
+                        now,
+                        enforce_hard_caps=False,
+                        quantity_given=qty is not None,
                     )
+                    counted = ctx["quantity"]
                     final = rating.amount if amount is None else amount
                 elif amount is not None:
                     final = amount
@@ -823,13 +886,11 @@ class LedgerService:
             if w.plan == plan_key:
                 return {"customer_id": customer_id, "plan": plan_key, "carried_over": 0, "changed": False}
             old_plan = cat.plan(w.plan) if w.plan else None
-            st = self._state(s, w)
+            # every allowance grant not yet ended closes, also one spent to 0 or wholly held:
+            # credits an open hold gives back later must not revive it
+            st = self._state(s, w, grant_ids=tuple(repo.open_allowance_grant_ids(s, w.id, now)))
             op_id = new_id("op")
-            closing = [
-                g
-                for g in st.grants.values()
-                if g.source == "plan_allowance" and g.remaining > 0 and g.live(now)
-            ]
+            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.ended(now) is None]
             carried = 0
             carry = (
                 old_plan is not None
@@ -839,7 +900,8 @@ class LedgerService:
                 and not w.carryover_done
             )
             for g in closing:
-                carried += st.close(g.id, kind="plan_change", operation_id=op_id)
+                carried += st.close(g.id, now, kind="plan_change", operation_id=op_id)
+            closed_total = carried
             meta: dict[str, dict[str, Any]] = {}
             if carry and carried:
                 self._new_grant(
@@ -861,7 +923,8 @@ class LedgerService:
                 kind="plan_change",
                 idempotency_key=op_id,
                 amount=carried,
-                properties={"from": w.plan, "to": plan_key},
+                # journal of this operation: -closed (allowances ended) +carried (a new grant)
+                properties={"from": w.plan, "to": plan_key, "closed": closed_total},
                 catalog_version=cat.version,
                 created_at=now,
             )

@@ -1,15 +1,27 @@
-"""``tollkeep ledger verify``: recompute every grant, wallet, hold and charge from the journal."""
+"""``tollkeep ledger verify``: recompute every grant, wallet, hold and charge from the journal.
+
+Beyond "the journal sums to the balances" it checks that each operation's entries sum to the
+amount it recorded, that every charge's attribution (what it took, grant by grant, with the
+overdraft) adds up to the charge, that no credit flows into a grant after it ended (expired or
+closed) unless it ends again in the same operation, that closed grants hold nothing, and, given
+the catalogs, that tokens events recorded ``input + output`` tokens as their quantity."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from tollkeep.models import Grant, Hold, JournalEntry, Operation, Wallet
+from tollkeep.catalog import Catalog, parse_catalog
+from tollkeep.kit.errors import TollkeepError
+from tollkeep.ledger.repository import draw_of
+from tollkeep.models import CatalogVersion, Grant, Hold, JournalEntry, Operation, Wallet
+from tollkeep.pricing.rating import rate
 
 __all__ = ["VerifyReport", "verify_ledger"]
 
@@ -39,7 +51,14 @@ class VerifyReport:
         }
 
 
-def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) -> VerifyReport:
+def verify_ledger(
+    s: Session,
+    *,
+    progress: Callable[[str], None] | None = None,
+    catalogs: Callable[[str], Catalog | None] | None = None,
+) -> VerifyReport:
+    """``catalogs`` finds a catalog by version (the ones recorded in ``catalog_versions`` are
+    found without it); with neither, quantities are not re-rated."""
     J, G, W, H, O = (m.__table__ for m in (JournalEntry, Grant, Wallet, Hold, Operation))  # noqa: E741
     rep = VerifyReport()
     say = progress or (lambda _msg: None)
@@ -56,7 +75,7 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
             select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.kind == "grant").group_by(J.c.grant_id)
         ).all()
     )
-    for g in s.execute(select(G.c.id, G.c.amount, G.c.remaining)):
+    for g in s.execute(select(G.c.id, G.c.amount, G.c.remaining, G.c.closed_at)):
         rep.grants += 1
         total = int(by_grant.pop(g.id, 0) or 0)
         if total != g.remaining:
@@ -67,6 +86,8 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
             )
         if not 0 <= g.remaining <= g.amount:
             rep.problems.append(f"grant {g.id}: remaining {g.remaining} outside 0..{g.amount}")
+        if g.closed_at is not None and g.remaining != 0:
+            rep.problems.append(f"grant {g.id}: closed but holds {g.remaining}")
     for gid in by_grant:
         rep.problems.append(f"journal names grant {gid} which does not exist")
 
@@ -99,23 +120,93 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
 
     say("operations")
     by_op = dict(s.execute(select(J.c.operation_id, func.sum(J.c.delta)).group_by(J.c.operation_id)).all())
+    hold_amount = dict(s.execute(select(H.c.id, H.c.amount)).all())
+    # what each charge and each hold took, grant by grant, folded as the refund path folds it
+    rows_by: dict[str, list[tuple[str | None, int, str]]] = defaultdict(list)
+    # credits a hold gave back to a grant that had ended, ended again in the same operation
+    reended: dict[str, int] = defaultdict(int)
+    for op_id, hold_id, gid, delta, kind in s.execute(
+        select(J.c.operation_id, J.c.hold_id, J.c.grant_id, J.c.delta, J.c.kind).order_by(J.c.id)
+    ):
+        rows_by[hold_id or op_id].append((gid, int(delta), kind))
+        if kind in ("close", "expire"):
+            reended[op_id] += int(delta)
     refunds: dict[str, int] = defaultdict(int)
-    for o in s.execute(select(O.c.id, O.c.kind, O.c.amount, O.c.refunded, O.c.ref_id)):
+    returned: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+    rated: dict[str, Catalog | None] = {}
+    for o in s.execute(
+        select(
+            O.c.id,
+            O.c.kind,
+            O.c.amount,
+            O.c.refunded,
+            O.c.ref_id,
+            O.c.meter,
+            O.c.quantity,
+            O.c.properties,
+            O.c.catalog_version,
+            O.c.result,
+        )
+    ):
         rep.operations += 1
         net = int(by_op.get(o.id, 0) or 0)
-        if o.kind == "usage" and not (o.ref_id or "").startswith("hld_") and net != -o.amount:
-            rep.problems.append(f"charge {o.id}: amount {o.amount} but journal takes {-net}")
-        elif o.kind in ("grant", "allowance", "refund") and net != o.amount:
-            rep.problems.append(f"{o.kind} {o.id}: amount {o.amount} but journal adds {net}")
+        expected = _expected_net(o, hold_amount, reended[o.id])
+        if expected is not None and net != expected:
+            rep.problems.append(f"{o.kind} {o.id}: records {o.amount} but its entries sum to {net}")
+        if o.kind == "settle" or (o.kind == "usage" and not (o.ref_id or "").startswith("hld_")):
+            taken = draw_of(rows_by.get(o.ref_id if o.kind == "settle" else o.id, ())).total
+            if taken != o.amount:
+                rep.problems.append(f"charge {o.id}: amount {o.amount} but it took {taken}")
         if o.kind == "refund" and o.ref_id:
             refunds[o.ref_id] += o.amount
+            att = (o.result or {}).get("attribution")
+            if att is not None:
+                total = sum(int(a) for _, a in att.get("parts", [])) + int(att.get("overdraft", 0))
+                if total != o.amount:
+                    rep.problems.append(f"refund {o.id}: amount {o.amount} but attributed {total}")
+                for gid, a in att.get("parts", []):
+                    returned[o.ref_id][gid] += int(a)
+                returned[o.ref_id][None] += int(att.get("overdraft", 0))
         if o.kind in ("usage", "settle") and not 0 <= o.refunded <= o.amount:
             rep.problems.append(f"charge {o.id}: refunded {o.refunded} outside 0..{o.amount}")
+        if o.kind in ("usage", "hold", "settle") and o.meter and o.quantity is not None and o.catalog_version:
+            problem = _check_quantity(s, o, rated, catalogs)
+            if problem:
+                rep.problems.append(problem)
     for charge_id, total in refunds.items():
-        row = s.execute(select(O.c.refunded).where(O.c.id == charge_id)).first()
+        row = s.execute(select(O.c.refunded, O.c.kind, O.c.ref_id).where(O.c.id == charge_id)).first()
         if row is None or row.refunded != total:
             rep.problems.append(
                 f"charge {charge_id}: refunds sum to {total}, charge says {row.refunded if row else None}"
+            )
+            continue
+        took = draw_of(rows_by.get(row.ref_id if row.kind == "settle" else charge_id, ()))
+        parts: dict[str | None, int] = {**dict(took.parts), None: took.overdraft}
+        for gid, back in returned[charge_id].items():
+            if back > parts.get(gid, 0):
+                rep.problems.append(
+                    f"charge {charge_id}: refunds return {back} to {gid or 'the overdraft'}, "
+                    f"which it took {parts.get(gid, 0)} from"
+                )
+
+    say("ended grants")
+    # credit may flow into a grant after its end only to end again in the same operation
+    ended = (
+        select(J.c.operation_id, J.c.grant_id, func.sum(J.c.delta).label("net"))
+        .join(G, G.c.id == J.c.grant_id)
+        .where(
+            J.c.operation_id != G.c.operation_id,  # the grant's own creation may share the instant
+            or_(
+                and_(G.c.closed_at.is_not(None), J.c.created_at >= G.c.closed_at),
+                and_(G.c.expires_at.is_not(None), J.c.created_at >= G.c.expires_at),
+            ),
+        )
+        .group_by(J.c.operation_id, J.c.grant_id)
+    )
+    for r in s.execute(ended):
+        if int(r.net or 0) > 0:
+            rep.problems.append(
+                f"grant {r.grant_id}: operation {r.operation_id} put {r.net} into it after it ended"
             )
 
     dupes = s.execute(
@@ -129,3 +220,49 @@ def verify_ledger(s: Session, *, progress: Callable[[str], None] | None = None) 
             f"idempotency key {d.idempotency_key!r} ({d.kind}) used twice in wallet {d.wallet_id}"
         )
     return rep
+
+
+def _expected_net(o: Any, hold_amount: dict[str, int], reended: int) -> int | None:
+    """What an operation's journal entries must sum to, from what it recorded (None: no rule)."""
+    if o.kind == "usage":
+        return None if (o.ref_id or "").startswith("hld_") else -int(o.amount)
+    if o.kind in ("grant", "allowance", "refund"):
+        return int(o.amount)
+    if o.kind in ("hold", "expire"):
+        return -int(o.amount)
+    if o.kind in ("settle", "release"):
+        held = hold_amount.get(o.ref_id or "")
+        return None if held is None else held - int(o.amount) + reended
+    if o.kind == "plan_change" and o.properties and "closed" in o.properties:
+        return int(o.amount) - int(o.properties["closed"])
+    return None
+
+
+def _check_quantity(
+    s: Session, o: Any, rated: dict[str, Catalog | None], catalogs: Callable[[str], Catalog | None] | None
+) -> str | None:
+    """A tokens event must record input + output tokens, as the catalog of its time rates them."""
+    version = o.catalog_version
+    if version not in rated:
+        cat = catalogs(version) if catalogs else None
+        if cat is None:
+            text = s.execute(
+                select(CatalogVersion.text).where(CatalogVersion.version == version)
+            ).scalar_one_or_none()
+            if text is not None:
+                try:
+                    cat = parse_catalog(text)
+                except TollkeepError:
+                    cat = None
+        rated[version] = cat
+    cat = rated[version]
+    m = cat.meters.get(o.meter) if cat is not None else None
+    if m is None or m.price is None or m.price.model != "tokens":
+        return None
+    try:
+        tokens = rate(cat, o.meter, Decimal(1), properties=o.properties or {}).quantity  # type: ignore[arg-type]
+    except TollkeepError:
+        return f"{o.kind} {o.id}: its properties no longer rate on meter {o.meter!r}"
+    if Decimal(o.quantity) != tokens:
+        return f"{o.kind} {o.id}: quantity {o.quantity} but input + output tokens are {tokens}"
+    return None

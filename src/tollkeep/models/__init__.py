@@ -130,6 +130,8 @@ class Grant(Base):
     meter: Mapped[str | None] = mapped_column(String(64))
     effective_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
+    # set when the grant is ended for good (a plan change): it is never spendable again
+    closed_at: Mapped[datetime | None]
     operation_id: Mapped[str] = mapped_column(String(40))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
