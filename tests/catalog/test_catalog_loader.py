@@ -65,7 +65,7 @@ def test_default_catalog_contents() -> None:
     assert any(m.price is not None and m.price.model == "graduated" for m in catalog.meters.values())
     assert any(m.aggregation == "unique_count" and m.property for m in catalog.meters.values())
     assert catalog.default_plan is None  # new customers start with only what is granted
-    assert catalog.anonymous.allowance == 10
+    assert catalog.anonymous.allowance == 0  # anonymous use is off until a seller turns it on
     free, pro = catalog.plans["free"], catalog.plans["pro"]
     assert free.is_free and free.allowance is not None
     assert (free.allowance.amount, free.allowance.period) == (100, "lifetime")
@@ -104,7 +104,7 @@ def test_public_dict_is_json_safe() -> None:
     plans = {p["key"]: p for p in public["plans"]}
     assert plans["pro"]["prices"] == {"usd": 2900, "eur": 2700}
     assert plans["free"]["caps"][0]["limit"] == "25"
-    assert public["anonymous"] == {"allowance": 10}
+    assert public["anonymous"] == {"allowance": 0}
 
 
 def test_load_catalog_from_file(tmp_path: Path) -> None:

@@ -32,41 +32,33 @@ def _wallet(s: Session, customer_id: str) -> Any:
 
 
 def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str, Any]:
+    """The wallet as the domain sees it: balance, available and the grants with credits left,
+    all read through :class:`WalletState` so they follow the very rules a charge follows."""
     w = _wallet(s, customer_id)
-    rows = s.execute(
-        select(G).where(G.c.wallet_id == w.id, G.c.remaining > 0).order_by(G.c.priority, G.c.created_at)
-    ).all()
-    grants = []
-    live_total = 0
-    for g in rows:
-        live = g.effective_at <= now and (g.expires_at is None or g.expires_at > now)
-        if live:
-            live_total += g.remaining
-        grants.append(
-            {
-                "id": g.id,
-                "source": g.source,
-                "amount": g.amount,
-                "remaining": g.remaining,
-                "priority": g.priority,
-                "meter": g.meter,
-                "effective_at": iso(g.effective_at),
-                "expires_at": iso(g.expires_at),
-                "live": live,
-            }
-        )
-    held = repo.open_holds_total(s, w.id)
-    bal = live_total - w.overdraft_used
     st = repo.load_state(s, w)
+    grants = [
+        {
+            "id": g.id,
+            "source": g.source,
+            "amount": g.amount,
+            "remaining": g.remaining,
+            "priority": g.priority,
+            "meter": g.meter,
+            "effective_at": iso(g.effective_at),
+            "expires_at": iso(g.expires_at),
+            "live": g.live(now),
+        }
+        for g in sorted(st.grants.values(), key=lambda g: (g.priority, g.created_at, g.id))
+    ]
     scoped = {g.meter for g in st.grants.values() if g.meter is not None and g.live(now)}
     return {
         "customer_id": customer_id,
-        "balance": bal,
+        "balance": st.balance(now),
         # the one definition a 402 uses too: what a charge (no meter, no cap) could draw now
         "available": st.available(now),
         # meters with credits of their own (scoped grants): what a charge on that meter could draw
         "available_by_meter": {m: st.available(now, m) for m in sorted(scoped)},
-        "held": held,
+        "held": repo.open_holds_total(s, w.id),
         "overdraft_limit": w.overdraft_limit,
         "overdraft_used": w.overdraft_used,
         "unit": unit,
