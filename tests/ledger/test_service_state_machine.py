@@ -471,11 +471,25 @@ class LedgerServiceMachine(RuleBasedStateMachine):
         self.bind_new_grants()
 
     # ---- time, sweeper, overdraft
-    @rule(seconds=st.sampled_from([0, 5, 60, 3600, 4 * 3600, 13 * 3600, 26 * 3600]), sweep=st.booleans())
+    @rule(
+        seconds=st.sampled_from([-1, -1, 0, 5, 60, 3600, 4 * 3600, 13 * 3600, 26 * 3600]), sweep=st.booleans()
+    )
     def time_passes(self, seconds: int, sweep: bool) -> None:
         """Time moves on (holds time out, grants expire, periods end); the sweeper may run."""
         self.tick()
-        self.m.now = self.clock.advance(timedelta(seconds=seconds))
+        if seconds < 0:  # to the exact instant the next grant or hold expires
+            ends = [
+                g.expires_at for g in self.m.grants.values() if g.expires_at and g.expires_at > self.m.now
+            ]
+            ends += [
+                h.expires_at
+                for h in self.m.holds.values()
+                if h.status == "open" and h.expires_at > self.m.now
+            ]
+            if ends:
+                self.clock.set(min(ends))
+                event("time moved to an exact expiry instant")
+        self.m.now = self.clock.advance(timedelta(seconds=max(seconds, 0)))
         if not sweep:
             return
         released = 0
