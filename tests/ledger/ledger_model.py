@@ -92,7 +92,7 @@ class MCharge:
     parts: Parts  # what is still attributable to refunds
     refunded: int = 0
     hold_id: str | None = None
-    od_unplaced_at_settle: int = 0  # bug 1's trigger
+    od_unplaced_at_settle: int = 0  # what issue 5 bug 1 got wrong
 
 
 class Insufficient(Exception):

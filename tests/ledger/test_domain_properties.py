@@ -12,7 +12,6 @@ staying out of use, and a conservation law over the in-memory journal.
 from __future__ import annotations
 
 import copy
-import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,10 +45,7 @@ def service_helpers() -> LedgerService:
 
 
 def close_grant(ws: WalletState, gid: str, now: datetime, op: str) -> int:
-    """WalletState.close, with or without the ``now`` its newer signature takes."""
-    if "now" in inspect.signature(ws.close).parameters:
-        return ws.close(gid, now, kind="plan_change", operation_id=op)  # type: ignore[call-arg]
-    return ws.close(gid, kind="plan_change", operation_id=op)  # type: ignore[call-arg]
+    return ws.close(gid, now, kind="plan_change", operation_id=op)
 
 
 def as_draw(parts: Parts) -> Draw:
@@ -57,7 +53,7 @@ def as_draw(parts: Parts) -> Draw:
 
 
 def domain_revives_closed_grants() -> bool:
-    """Issue 5 bug 2 in the rules: a closed allowance drawn by a hold, released, is live again."""
+    """Issue 5 bug 2 in the rules: a closed allowance drawn by a hold, released, was live again."""
     now = START
     ws = WalletState("w")
     ws.add_grant(
@@ -69,9 +65,6 @@ def domain_revives_closed_grants() -> bool:
     close_grant(ws, "a", now, "close")
     service_helpers()._give_back_hold(ws, {}, held, 18, now, operation_id="r", hold_id="hld")
     return ws.balance(now) != 0
-
-
-BUG_2 = domain_revives_closed_grants()
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -278,8 +271,6 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         want = refundable if part is None else part
         if want <= 0 or want > refundable:
             return  # the service answers 409 before touching the wallet
-        if BUG_2 and any(k is not None and self.m.grants[k].closed for k, _ in c.parts):
-            return  # issue 5 bug 2 (in the rules): the refund would revive a closed grant
         # what is left to attribute, by the real subtract_draws, is exactly what is left to refund
         first_draw = as_draw(
             merged(
@@ -336,11 +327,6 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         """A plan change ends every live allowance grant for good (the service's rule)."""
         m = self.m
         closing = [g for g in m.grants.values() if g.source == "plan_allowance" and g.live(m.now)]
-        if BUG_2 and any(
-            h.status == "open" and any(k in {g.key for g in closing} for k, _ in h.parts)
-            for h in m.holds.values()
-        ):
-            return  # issue 5 bug 2 (in the rules): releasing that hold would revive the grant
         op = self._id("op")
         for g in closing:
             g.closed = True
@@ -525,8 +511,5 @@ def test_releasing_to_an_ended_grant_never_raises_the_balance(held: int, back: i
         assert ws.balance(later) == bal + min(back, held)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 5 bug 2: fix in progress (a released hold revives a closed grant)"
-)
 def test_releasing_to_a_closed_grant_never_raises_the_balance() -> None:
     assert not domain_revives_closed_grants()

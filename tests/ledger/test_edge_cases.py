@@ -1,5 +1,5 @@
 """Exact-value edge cases of the ledger, through the real service on SQLite and PostgreSQL, and
-the reproductions of issue 5's ledger bugs 1-6 (xfail while their fixes are in progress).
+the reproductions of issue 5's ledger bugs 1-6.
 
 Each test here names the exact value it expects: a 409 for a key reused with other properties,
 a balance that does not move when a hold's credits go back to an expired grant, a grant dead at
@@ -27,7 +27,7 @@ from tollkeep.runtime import Tollkeep
 
 from ..api.test_durability import free_port, start_server
 from ..conftest import bearer, make_settings
-from . import known_bugs
+from . import issue5_repros
 
 
 def customer(tk: Tollkeep, name: str, credits: int = 0) -> str:
@@ -68,11 +68,17 @@ def test_same_hold_key_with_other_properties_is_a_conflict(tk: Tollkeep) -> None
             quantity=2000,
             properties={**est, "model": "gpt-4o-mini"},
         )
-    done = tk.ledger.resolve_hold(cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 5})
+    done = tk.ledger.resolve_hold(
+        cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 5, "output_tokens": 5}
+    )
     with pytest.raises(Conflict) as e:  # the same settle with other properties
-        tk.ledger.resolve_hold(cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 6})
+        tk.ledger.resolve_hold(
+            cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 6, "output_tokens": 4}
+        )
     assert e.value.code == "hold_resolved"
-    again = tk.ledger.resolve_hold(cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 5})
+    again = tk.ledger.resolve_hold(
+        cid, h["id"], action="settle", quantity=10, properties={"input_tokens": 5, "output_tokens": 5}
+    )
     assert again["duplicate"] and again["operation_id"] == done["operation_id"]
     assert again["charged"] == done["charged"]
 
@@ -219,20 +225,7 @@ def _after_ttl(holds: dict[str, dict[str, Any]]) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------ issue 5, bugs 1-6
-def _xfail(n: int, what: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"issue 5 bug {n}: fix in progress ({what})")
-
-
-@pytest.mark.parametrize(
-    "bug",
-    [
-        pytest.param(1, marks=_xfail(1, "refund of a settled hold goes partly to a new grant"), id="bug1"),
-        pytest.param(2, marks=_xfail(2, "plan change + open hold revives the allowance"), id="bug2"),
-        pytest.param(3, marks=_xfail(3, "token meters record quantity 1"), id="bug3"),
-        pytest.param(4, marks=_xfail(4, "hard caps on max meters add readings"), id="bug4"),
-        pytest.param(5, marks=_xfail(5, "available means two things under overdraft"), id="bug5"),
-        pytest.param(6, marks=_xfail(6, "usage listing is not newest first"), id="bug6"),
-    ],
-)
+@pytest.mark.parametrize("bug", sorted(issue5_repros.REPROS), ids=lambda n: f"bug{n}")
 def test_issue_5_reproduction(tk: Tollkeep, clock: FrozenClock, bug: int) -> None:
-    assert known_bugs.REPROS[bug](tk, clock) == []
+    """The issue's reproductions of bugs 1-6 (see issue5_repros.py) behave as documented."""
+    assert issue5_repros.REPROS[bug](tk, clock) == []

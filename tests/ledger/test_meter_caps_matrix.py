@@ -152,24 +152,8 @@ def listed_quantity(tk: Tollkeep, cid: str, res: dict[str, Any]) -> str:
     return next(e["quantity"] for e in tk.usage(cid, limit=500)["data"] if e["event_id"] == eid)
 
 
-KNOWN = {
-    "m_max": pytest.mark.xfail(
-        strict=True, reason="issue 5 bug 4: fix in progress (caps on max meters add readings)"
-    ),
-    "m_tok": pytest.mark.xfail(
-        strict=True, reason="issue 5 bug 3: fix in progress (token meters record quantity 1)"
-    ),
-}
-
-
-def known(meter: str, path: str) -> list[Any]:
-    if meter == "m_tok" and path == "settle_quantity":
-        return []  # the settle names the quantity: counted right even while bug 3 is open
-    return [KNOWN[meter]] if meter in KNOWN else []
-
-
 CELLS = [
-    pytest.param(meter, path, id=f"{AGGREGATION[meter]}-{path}", marks=known(meter, path))
+    pytest.param(meter, path, id=f"{AGGREGATION[meter]}-{path}")
     for meter in LIMITS
     for path in ("usage", "settle_quantity", "settle_amount")
 ]

@@ -1,34 +1,22 @@
-"""Reproductions of the ledger discrepancies of issue 5 that are being fixed (bugs 1-6).
+"""The reproductions of issue 5's ledger discrepancies (bugs 1-6), kept as regression tests.
 
 Each ``repro_bug_N(tk, clock)`` runs the issue's reproduction on a runtime and returns the list
-of ways the service disagrees with the documentation (empty once the bug is fixed). They are
-used twice:
-
-* as regression tests (tests/ledger/test_edge_cases.py), marked ``xfail(strict=True)`` while
-  the fix is in progress, so the fix turns them into an XPASS that forces the marker's removal;
-* by the property and state-machine tests, through :func:`present`, which steer around a
-  sequence that would hit bug N **only while bug N still reproduces**. The day a fix lands,
-  the random tests start exercising that path on their own: nothing to re-enable by hand.
+of ways the service disagrees with the documentation (empty when it behaves as documented).
+tests/ledger/test_edge_cases.py runs them on SQLite and PostgreSQL. They were strict xfails
+while the fixes were in progress; the fixes turned them into XPASSes and the markers went.
 """
 
 from __future__ import annotations
 
-import functools
-import shutil
-import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 from tollkeep.catalog import parse_catalog
 from tollkeep.kit.clock import FrozenClock
 from tollkeep.kit.errors import CapExceeded, InsufficientCredits
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
-
-from ..conftest import make_settings
 
 CATALOG = """
 [meters.api_call]
@@ -181,28 +169,3 @@ REPROS: dict[int, Callable[[Tollkeep, FrozenClock], Problems]] = {
     5: repro_bug_5,
     6: repro_bug_6,
 }
-
-
-def run_repro(n: int) -> Problems:
-    """Run reproduction ``n`` on a fresh SQLite runtime."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"tk-bug{n}-"))
-    clock = FrozenClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
-    tk = Tollkeep(make_settings(f"sqlite:///{tmp / 'probe.db'}"), clock=clock)
-    try:
-        return REPROS[n](tk, clock)
-    finally:
-        tk.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@functools.cache
-def present(n: int) -> bool:
-    """Whether issue 5's bug ``n`` still reproduces (once per test session)."""
-    try:
-        return bool(run_repro(n))
-    except Exception:  # a reproduction that crashes is a bug still there
-        return True
-
-
-def describe() -> dict[int, Any]:
-    return {n: present(n) for n in REPROS}
