@@ -5,22 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.conftest import bearer
-
-
-def new_customer(client: TestClient, ext: str = "cust-1", credits: int = 0) -> tuple[str, str]:
-    r = client.post("/admin/customers", json={"external_id": ext, "email": f"{ext}@example.com"})
-    assert r.status_code == 201, r.text
-    cid = r.json()["id"]
-    r = client.post(f"/admin/customers/{cid}/keys")
-    assert r.status_code == 201, r.text
-    key = r.json()["key"]
-    if credits:
-        r = client.post(
-            f"/admin/customers/{cid}/grants",
-            json={"amount": credits, "source": "purchase", "expires_at": None, "idempotency_key": f"g-{ext}"},
-        )
-        assert r.status_code == 201, r.text
-    return cid, key
+from tests.factories import new_customer
 
 
 def test_healthz(client: TestClient) -> None:

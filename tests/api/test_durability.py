@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,42 +12,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ADMIN, make_settings
+from tests.factories import free_port, start_server
 from tollkeep.runtime import Tollkeep
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(db_url: str, port: int, tmp: Path, *, keep_catalog: bool = False) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TOLLKEEP_DATABASE_URL": db_url,
-        "TOLLKEEP_ADMIN_TOKEN": ADMIN,
-        "TOLLKEEP_PORT": str(port),
-        # these tests storm one customer on purpose: the per-customer write limit would answer 429
-        "TOLLKEEP_RATE_LIMIT_USAGE": "off",
-    }
-    if not keep_catalog:
-        env.pop("TOLLKEEP_CATALOG_PATH", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tollkeep", "serve", "--log-level", "warning"],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 def test_acknowledged_debits_survive_kill_9(db_url: str, tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.api.test_contract import new_customer
 from tests.conftest import bearer
+from tests.factories import new_customer
 
 
 def assert_4xx(r: object, code: str | None = None) -> None:

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.api.test_contract import new_customer
 from tests.conftest import ADMIN, bearer, make_settings
+from tests.factories import new_customer
 from tollkeep.app import create_app
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.kit.clock import FrozenClock

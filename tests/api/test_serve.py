@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_durability import free_port
 from tests.conftest import ADMIN, make_settings
+from tests.factories import free_port
 from tollkeep.runtime import Tollkeep
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.factories import cli as run
 from tollkeep.cli.main import app
 
 runner = CliRunner()
@@ -20,12 +21,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("TOLLKEEP_CATALOG_PATH", raising=False)
     monkeypatch.delenv("TOLLKEEP_ADMIN_TOKEN", raising=False)
     return tmp_path
-
-
-def run(*args: str) -> str:
-    res = runner.invoke(app, list(args), catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 def test_full_flow(workdir: Path) -> None:

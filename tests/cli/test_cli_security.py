@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.cli.test_cli import run
+from tests.factories import cli as run
 from tollkeep.cli.main import app, env_token, secret_warnings
 from tollkeep.config import Settings
 

@@ -25,8 +25,8 @@ from tollkeep.kit.errors import Conflict, IdempotencyConflict, InsufficientCredi
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
-from ..api.test_durability import free_port, start_server
 from ..conftest import bearer, make_settings
+from ..factories import free_port, start_server
 from . import issue5_repros
 
 

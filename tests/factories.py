@@ -1,0 +1,82 @@
+"""Shared test factories: customers over HTTP, a real ``tollkeep serve`` subprocess, the CLI.
+Tests import helpers from here, never from another test module."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from tests.conftest import ADMIN
+from tollkeep.cli.main import app as cli_app
+
+__all__ = ["cli", "free_port", "new_customer", "start_server"]
+
+_runner = CliRunner()
+
+
+def new_customer(client: TestClient, ext: str = "cust-1", credits: int = 0) -> tuple[str, str]:
+    """A customer with an API key (and ``credits`` purchased) through the admin API: (id, key)."""
+    r = client.post("/admin/customers", json={"external_id": ext, "email": f"{ext}@example.com"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    r = client.post(f"/admin/customers/{cid}/keys")
+    assert r.status_code == 201, r.text
+    key = r.json()["key"]
+    if credits:
+        r = client.post(
+            f"/admin/customers/{cid}/grants",
+            json={"amount": credits, "source": "purchase", "expires_at": None, "idempotency_key": f"g-{ext}"},
+        )
+        assert r.status_code == 201, r.text
+    return cid, key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(db_url: str, port: int, tmp: Path, *, keep_catalog: bool = False) -> subprocess.Popen[bytes]:
+    """The real server (``python -m tollkeep serve``) on ``port``, once ``/healthz`` answers."""
+    env = {
+        **os.environ,
+        "TOLLKEEP_DATABASE_URL": db_url,
+        "TOLLKEEP_ADMIN_TOKEN": ADMIN,
+        "TOLLKEEP_PORT": str(port),
+        # these tests storm one customer on purpose: the per-customer write limit would answer 429
+        "TOLLKEEP_RATE_LIMIT_USAGE": "off",
+    }
+    if not keep_catalog:
+        env.pop("TOLLKEEP_CATALOG_PATH", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollkeep", "serve", "--log-level", "warning"],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def cli(*args: str) -> str:
+    """Run a ``tollkeep`` command in-process; it must succeed. Returns its output."""
+    res = _runner.invoke(cli_app, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
