@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 
 from tollkeep import __version__
 from tollkeep.api import admin, public
-from tollkeep.api.errors import BodyLimitMiddleware, HotRoutes, install_error_handlers
+from tollkeep.api.errors import install_error_handlers
+from tollkeep.api.middleware import BodyLimitMiddleware, HotRoutes
 from tollkeep.api.ratelimit import Limiters
 from tollkeep.config import Settings
 from tollkeep.kit.errors import TollkeepError

@@ -42,7 +42,7 @@ def get_balance(caller: Caller, tk: Runtime) -> dict[str, Any]:
     },
 )
 async def post_usage(request: Request) -> JSONResponse:
-    # The hottest route: served by api.errors.HotRoutes ahead of the router (this FastAPI route
+    # The hottest route: served by api.middleware.HotRoutes ahead of the router (this FastAPI route
     # documents it and serves it when mounted without that middleware). No dependencies; the
     # body is parsed and validated by pydantic-core in one step.
     tk: Tollkeep = request.app.state.tollkeep
