@@ -124,20 +124,10 @@ class Draw:
 
 @dataclass
 class WalletState:
-    """A wallet's overdraft and (some of) its grants.
-
-    ``credits`` is the sum of ``remaining`` over *all* the wallet's grants, live or not, loaded
-    or not (stored as ``wallets.credits``, kept by every move). A state loaded ``partial`` holds
-    only the grants a command needs (the spend-order prefix a draw takes, the grants a hold or
-    charge drew from): it can move credits, but :meth:`balance` refuses it, since the grants it
-    would sum are not all there; the service reads the balance from the stored sum instead."""
-
     wallet_id: str
     overdraft_limit: int = 0
     overdraft_used: int = 0
     grants: dict[str, GrantState] = field(default_factory=dict)
-    credits: int = 0
-    partial: bool = False
     entries: list[Entry] = field(default_factory=list)
     new_grants: list[str] = field(default_factory=list)
     dirty: set[str] = field(default_factory=set)
@@ -150,10 +140,7 @@ class WalletState:
         return sum(g.remaining for g in self.grants.values() if g.usable_for(now, meter, exclude))
 
     def balance(self, now: datetime) -> int:
-        """Credits of live grants (any meter scope) less what the overdraft owes. Only for a state
-        holding every grant with credits left (not ``partial``)."""
-        if self.partial:
-            raise AssertionError("balance() of a partially loaded wallet: use the stored sum")
+        """Credits of live grants (any meter scope) less what the overdraft owes."""
         return sum(g.remaining for g in self.grants.values() if g.live(now)) - self.overdraft_used
 
     def headroom(self) -> int:
@@ -180,7 +167,6 @@ class WalletState:
             g.remaining += delta
             if g.remaining < 0:
                 raise AssertionError("grant remaining below zero")
-            self.credits += delta
             self.dirty.add(grant_id)
         self.entries.append(Entry(grant_id, delta, kind, op, hold))
 
@@ -317,8 +303,6 @@ class WalletState:
 
     def expire(self, now: datetime, *, operation_id: str) -> list[tuple[str, int]]:
         """Zero every grant that has expired with credits left. Returns (grant, amount) pairs."""
-        if self.partial:
-            raise AssertionError("expire() needs every grant of the wallet loaded")
         out = []
         for g in sorted(self.grants.values(), key=spend_order):
             if g.remaining > 0 and g.expires_at is not None and g.expires_at <= now:

@@ -7,10 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Boolean, Row, bindparam, func, insert, literal_column, or_, select, update
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from tollkeep.kit.rawsql import RawStatement
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
@@ -41,7 +39,6 @@ _WALLET_COLS = (
     W.c.customer_id,
     W.c.overdraft_limit,
     W.c.overdraft_used,
-    W.c.credits,
     W.c.allowance_until,
     W.c.carryover_done,
     C.c.plan,
@@ -75,97 +72,8 @@ _GRANT_COLS = (
     G.c.closed_at,
 )
 _LIVE_GRANTS = RawStatement(select(*_GRANT_COLS).where(G.c.wallet_id == bindparam("wid"), G.c.remaining > 0))
-_GRANTS_BY_ID = select(*_GRANT_COLS).where(
-    G.c.wallet_id == bindparam("wid"), G.c.id.in_(bindparam("ids", expanding=True))
-)
-# ``remaining > 0`` written as a literal, not a bound parameter: it is the predicate of the
-# partial indexes below, and a planner matches a partial index only on the literal term.
-_HAS_CREDITS = G.c.remaining > literal_column("0")
-_NOW = bindparam("now", type_=G.c.expires_at.type)
-
-
-class _Checked(ColumnElement[bool]):
-    """A condition checked row by row, never used by SQLite to pick an index: there it is
-    written ``CASE WHEN cond THEN 1 ELSE 0 END = 1``, so the index the statement is written for
-    (its order or its partial predicate) is used, not a range on ``effective_at`` or
-    ``expires_at`` that would read every live grant. PostgreSQL gets the plain condition (its
-    planner weighs the ranges by their statistics, and a ``CASE`` would skew its estimates)."""
-
-    inherit_cache = False
-    type = Boolean()
-
-    def __init__(self, cond: ColumnElement[bool]) -> None:
-        self.cond = cond
-
-
-@compiles(_Checked)
-def _checked_default(element: _Checked, compiler: Any, **kw: Any) -> str:
-    return f"({compiler.process(element.cond, **kw)})"
-
-
-@compiles(_Checked, "sqlite")
-def _checked_sqlite(element: _Checked, compiler: Any, **kw: Any) -> str:
-    return f"(CASE WHEN {compiler.process(element.cond, **kw)} THEN 1 ELSE 0 END = 1)"
-
-
-def _checked(cond: Any) -> Any:
-    return _Checked(cond)
-
-
-def _usable_in_spend_order(expiring: bool) -> RawStatement:
-    """One page of a wallet's usable grants at ``now`` in spend order, for a charge on ``meter``
-    that may not take grants of source ``skip``: the expiring grants (``expiring``; by priority,
-    expiry, age, id: index ``ix_grants_spend_expiring``) or the non-expiring ones (by priority,
-    age, id: ``ix_grants_spend_lasting``). Merged by priority (expiring first within a priority)
-    the two are :func:`~tollkeep.ledger.domain.spend_order`; the planner walks the index in that
-    order and stops at the LIMIT, so a page costs the same in a wallet of 10,000 grants as of 1."""
-    cond = [
-        G.c.wallet_id == bindparam("wid"),
-        _HAS_CREDITS,
-        _checked(G.c.closed_at.is_(None)),
-        _checked(G.c.effective_at <= _NOW),
-        _checked(or_(G.c.meter.is_(None), G.c.meter == bindparam("meter"))),
-        _checked(G.c.source != bindparam("skip")),
-    ]
-    order: tuple[Any, ...]
-    if expiring:
-        cond += [G.c.expires_at.is_not(None), _checked(G.c.expires_at > _NOW)]
-        order = (G.c.priority, G.c.expires_at, G.c.created_at, G.c.id)
-    else:
-        cond += [G.c.expires_at.is_(None)]
-        order = (G.c.priority, G.c.created_at, G.c.id)
-    return RawStatement(
-        select(*_GRANT_COLS).where(*cond).order_by(*order).limit(bindparam("lim")).offset(bindparam("off"))
-    )
-
-
-_USABLE_EXPIRING = _usable_in_spend_order(True)
-_USABLE_LASTING = _usable_in_spend_order(False)
-_FIRST_PAGE = 2  # most charges are covered by the first grant: read on, 4x the page each time
-
-
-def _sum_remaining(*cond: Any) -> Any:
-    return (
-        select(func.coalesce(func.sum(G.c.remaining), 0))
-        .where(G.c.wallet_id == bindparam("wid"), _HAS_CREDITS, *cond)
-        .scalar_subquery()
-    )
-
-
-_NOT_EXPIRED = _checked(or_(G.c.expires_at.is_(None), G.c.expires_at > _NOW))
-# Credits of the wallet's grants that are not live at ``now``: expired but not swept yet
-# (index ix_grants_expiry), not in effect yet (ix_grants_pending), closed (ix_grants_closed;
-# a closed grant holds nothing, but the balance must not depend on it). Three disjoint sets,
-# each read through a partial index of grants with credits left: a few rows, whatever the
-# number of live grants.
-_NOT_LIVE_CREDITS = RawStatement(
-    select(
-        (
-            _sum_remaining(G.c.expires_at <= _NOW)
-            + _sum_remaining(G.c.effective_at > _NOW, _NOT_EXPIRED)
-            + _sum_remaining(G.c.closed_at.is_not(None), _checked(G.c.effective_at <= _NOW), _NOT_EXPIRED)
-        ).label("credits")
-    )
+_SOME_GRANTS = select(*_GRANT_COLS).where(
+    G.c.wallet_id == bindparam("wid"), or_(G.c.remaining > 0, G.c.id.in_(bindparam("ids", expanding=True)))
 )
 _FIND_OP = RawStatement(
     select(O).where(
@@ -189,10 +97,10 @@ _SET_REMAINING = RawStatement(
     .where(G.c.id == bindparam("gid"))
     .values(remaining=bindparam("rem"), closed_at=bindparam("closed"))
 )
-_SET_WALLET_SUMS = RawStatement(
+_SET_OVERDRAFT = RawStatement(
     update(W)
     .where(W.c.id == bindparam("wid"))
-    .values(overdraft_used=bindparam("used"), credits=bindparam("credits"), updated_at=bindparam("now"))
+    .values(overdraft_used=bindparam("used"), updated_at=bindparam("now"))
 )
 
 
@@ -210,93 +118,28 @@ def wallet_id_for_customer(s: Session, customer_id: str) -> str | None:
     return s.execute(select(W.c.id).where(W.c.customer_id == customer_id)).scalar()
 
 
-def _grant_state(r: Any) -> GrantState:
-    return GrantState(
-        r.id,
-        r.amount,
-        r.remaining,
-        r.source,
-        r.priority,
-        r.effective_at,
-        r.expires_at,
-        r.created_at,
-        r.meter,
-        r.closed_at,
-    )
-
-
-def load_state(s: Session, wallet: Any) -> WalletState:
-    """The wallet with every grant that has credits left (cost linear in their number: for the
-    sweeper, renewals and the balance view; a charge loads :func:`load_grants` and
-    :func:`load_spendable`)."""
-    st = WalletState(wallet.id, wallet.overdraft_limit, wallet.overdraft_used, credits=wallet.credits)
-    for r in _LIVE_GRANTS.rows(s, {"wid": wallet.id}):
-        st.grants[r.id] = _grant_state(r)
-    return st
-
-
-def load_grants(s: Session, wallet: Any, grant_ids: Iterable[str] = ()) -> WalletState:
-    """A partial state: the wallet's overdraft and stored credit sum, and only the grants named
-    (those a hold or a charge drew from), whatever they hold. Draws add what they need with
-    :func:`load_spendable`; the balance comes from :func:`stored_balance`."""
-    st = WalletState(
-        wallet.id, wallet.overdraft_limit, wallet.overdraft_used, credits=wallet.credits, partial=True
-    )
-    ids = list(dict.fromkeys(grant_ids))
+def load_state(s: Session, wallet: Any, *, grant_ids: Iterable[str] = ()) -> WalletState:
+    ids = list(grant_ids)
+    rows: Sequence[Any]
     if ids:
-        for r in s.connection().execute(_GRANTS_BY_ID, {"wid": wallet.id, "ids": ids}).all():
-            st.grants[r.id] = _grant_state(r)
+        rows = s.connection().execute(_SOME_GRANTS, {"wid": wallet.id, "ids": ids}).all()
+    else:
+        rows = _LIVE_GRANTS.rows(s, {"wid": wallet.id})
+    st = WalletState(wallet.id, wallet.overdraft_limit, wallet.overdraft_used)
+    for r in rows:
+        st.grants[r.id] = GrantState(
+            r.id,
+            r.amount,
+            r.remaining,
+            r.source,
+            r.priority,
+            r.effective_at,
+            r.expires_at,
+            r.created_at,
+            r.meter,
+            r.closed_at,
+        )
     return st
-
-
-def load_spendable(
-    s: Session,
-    st: WalletState,
-    amount: int,
-    now: datetime,
-    *,
-    meter: str | None = None,
-    exclude: frozenset[str] = frozenset(),
-) -> None:
-    """Add to a partial state the usable grants a draw of ``amount`` takes, in spend order.
-
-    Each of the two spend-order streams (expiring, non-expiring) is read page by page until
-    its usable credits alone cover ``amount`` or it runs out. Whatever the merged spend order
-    takes from a stream comes before that point (the stream's grants ahead of it hold less than
-    ``amount``), so :meth:`WalletState.plan_draw` on the loaded grants takes exactly what it
-    would take with every grant loaded; when the grants cannot cover the amount both streams
-    run out, so every usable grant is loaded (an overdraft draw, or the 402's ``available``).
-
-    To be called before the draw moves any loaded grant (grants already in the state are kept
-    as they are, and counted with their in-memory remaining)."""
-    if amount <= 0:
-        return
-    skip = min(exclude) if exclude else ""  # more than one excluded source: checked below
-    for stmt in (_USABLE_EXPIRING, _USABLE_LASTING):
-        covered, off, lim = 0, 0, _FIRST_PAGE
-        while True:
-            rows = stmt.rows(
-                s, {"wid": st.wallet_id, "now": now, "meter": meter, "skip": skip, "lim": lim, "off": off}
-            )
-            for r in rows:
-                g = st.grants.get(r.id)
-                if g is None:
-                    g = st.grants[r.id] = _grant_state(r)
-                if g.usable_for(now, meter, exclude):
-                    covered += g.remaining
-            if covered >= amount or len(rows) < lim:
-                break
-            off += lim
-            lim *= 4
-
-
-def stored_balance(s: Session, wallet_id: str, credits: int, overdraft_used: int, now: datetime) -> int:
-    """Balance at ``now`` from the stored credit sum: credits of all grants, less those of grants
-    not live now, less what the overdraft owes. Equal to :meth:`WalletState.balance` of the
-    fully loaded wallet (after :func:`persist` of the state, within its transaction)."""
-    row = _NOT_LIVE_CREDITS.first(s, {"wid": wallet_id, "now": now})
-    assert row is not None
-    return credits - int(row.credits) - overdraft_used
 
 
 def persist(
@@ -354,11 +197,8 @@ def persist(
                 for e in st.entries
             ],
         )
-    if st.overdraft_dirty or any(e.grant_id is not None for e in st.entries):
-        # the stored sum of the grants' remaining moves with the entries, in this transaction
-        _SET_WALLET_SUMS.execute(
-            s, {"wid": st.wallet_id, "used": st.overdraft_used, "credits": st.credits, "now": now}
-        )
+    if st.overdraft_dirty:
+        _SET_OVERDRAFT.execute(s, {"wid": st.wallet_id, "used": st.overdraft_used, "now": now})
     st.entries.clear()
     st.new_grants.clear()
     st.dirty.clear()

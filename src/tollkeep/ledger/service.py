@@ -175,21 +175,7 @@ class LedgerService:
         repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
 
     def _state(self, s: Session, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
-        """A partial state: the wallet's sums and the grants named (what a hold or a charge drew
-        from). A draw loads the grants it takes (:meth:`_draw`); cost independent of the number
-        of grants in the wallet."""
-        return repo.load_grants(s, w, grant_ids)
-
-    @staticmethod
-    def _draw(s: Session, st: WalletState, amount: int, now: datetime, **kw: Any) -> Draw:
-        """``st.draw`` after loading the spend-order prefix of usable grants it takes."""
-        repo.load_spendable(s, st, amount, now, meter=kw.get("meter"), exclude=kw.get("exclude", frozenset()))
-        return st.draw(amount, now, **kw)
-
-    @staticmethod
-    def _balance(s: Session, st: WalletState, now: datetime) -> int:
-        """The balance after :func:`repo.persist` of ``st``, from the stored credit sum."""
-        return repo.stored_balance(s, st.wallet_id, st.credits, st.overdraft_used, now)
+        return repo.load_state(s, w, grant_ids=grant_ids)
 
     def _give_back_hold(
         self,
@@ -315,7 +301,7 @@ class LedgerService:
                 created_at=now,
             )
             repo.persist(s, st, now, grant_meta=meta)
-            return {**result, "balance": self._balance(s, st, now), "duplicate": False}
+            return {**result, "balance": st.balance(now), "duplicate": False}
 
         return fn
 
@@ -468,8 +454,8 @@ class LedgerService:
             if prior is not None:
                 # a replay returns the stored result, even if the meter has left the catalog since
                 check_replay(prior.request_hash, h, req.idempotency_key)
-                balance = repo.stored_balance(s, w.id, w.credits, w.overdraft_used, now)
-                return {**prior.result, "balance": balance, "duplicate": True}
+                st = self._state(s, w)
+                return {**prior.result, "balance": st.balance(now), "duplicate": True}
             self._check_active(w)
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
@@ -479,15 +465,8 @@ class LedgerService:
             )
             qty_recorded: Decimal = ctx["quantity"]
             op_id = new_id("evt")
-            draw = self._draw(
-                s,
-                st,
-                rating.amount,
-                now,
-                kind="debit",
-                operation_id=op_id,
-                meter=req.meter,
-                exclude=ctx["exclude"],
+            draw = st.draw(
+                rating.amount, now, kind="debit", operation_id=op_id, meter=req.meter, exclude=ctx["exclude"]
             )
             used_allowance = "plan_allowance" in draw.sources(st.grants)
             self._write_counters(s, w, req.meter, ctx, qty_recorded, used_allowance, now)
@@ -518,7 +497,7 @@ class LedgerService:
                 created_at=now,
             )
             repo.persist(s, st, now, grant_meta=meta)
-            return {**result, "balance": self._balance(s, st, now), "duplicate": False}
+            return {**result, "balance": st.balance(now), "duplicate": False}
 
         return fn
 
@@ -581,17 +560,7 @@ class LedgerService:
             assert held is not None
             op_id = new_id("hop")
             hold_id = new_id("hld")
-            self._draw(
-                s,
-                st,
-                held,
-                now,
-                kind="hold",
-                operation_id=op_id,
-                hold_id=hold_id,
-                meter=meter,
-                exclude=exclude,
-            )
+            st.draw(held, now, kind="hold", operation_id=op_id, hold_id=hold_id, meter=meter, exclude=exclude)
             expires = now + timedelta(seconds=ttl)
             repo.insert_operation(
                 s,
@@ -626,7 +595,7 @@ class LedgerService:
             }
             repo.insert_hold(s, **row)
             repo.persist(s, st, now, grant_meta=meta)
-            return {**self.hold_view(row), "balance": self._balance(s, st, now), "duplicate": False}
+            return {**self.hold_view(row), "balance": st.balance(now), "duplicate": False}
 
         return fn
 
@@ -768,9 +737,7 @@ class LedgerService:
                     )
                     extra = Draw(())
                 else:
-                    extra = self._draw(
-                        s,
-                        st,
+                    extra = st.draw(
                         final - hold.amount,
                         now,
                         kind="debit",
@@ -823,7 +790,7 @@ class LedgerService:
                 resolved_at=now,
             )
             repo.persist(s, st, now, grant_meta=meta)
-            return {**result, "balance": self._balance(s, st, now), "duplicate": False}
+            return {**result, "balance": st.balance(now), "duplicate": False}
 
         return fn
 
@@ -897,7 +864,7 @@ class LedgerService:
             )
             repo.add_refunded(s, op.id, want)
             repo.persist(s, st, now, grant_meta=meta)
-            return {**result, "balance": self._balance(s, st, now), "duplicate": False}
+            return {**result, "balance": st.balance(now), "duplicate": False}
 
         return self.executor.call(fn, key=self._owner("charge", operation_id))
 
@@ -1061,7 +1028,7 @@ class LedgerService:
             w = repo.lock_wallet(s, wallet_id)
             if w is None:
                 return 0
-            st = repo.load_state(s, w)  # every grant: all that expired go at once
+            st = self._state(s, w)
             op_id = new_id("exp")
             gone = st.expire(now, operation_id=op_id)
             if not gone:

@@ -23,14 +23,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "GRANT_INDEXES",
     "ApiKey",
     "Base",
     "CatalogVersion",
@@ -114,9 +112,6 @@ class Wallet(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), unique=True)
     overdraft_limit: Mapped[int] = mapped_column(BigInteger, default=0)
     overdraft_used: Mapped[int] = mapped_column(BigInteger, default=0)
-    # sum of ``remaining`` over all the wallet's grants, written with every journal entry that
-    # moves it: the balance without reading every grant (``ledger verify`` checks it)
-    credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Allowance of the current plan is granted up to this instant (exclusive); renewal is idempotent.
     allowance_until: Mapped[datetime | None]
     carryover_done: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -124,31 +119,8 @@ class Wallet(Base):
     updated_at: Mapped[datetime]
 
 
-# Partial indexes of the grants with credits left (``remaining > 0``): what a charge reads, in
-# spend order, and the few grants with credits that are not live (for the balance).
-GRANT_INDEXES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    (
-        "ix_grants_spend_expiring",
-        ("wallet_id", "priority", "expires_at", "created_at", "id"),
-        "remaining > 0 AND expires_at IS NOT NULL",
-    ),
-    (
-        "ix_grants_spend_lasting",
-        ("wallet_id", "priority", "created_at", "id"),
-        "remaining > 0 AND expires_at IS NULL",
-    ),
-    ("ix_grants_expiry", ("wallet_id", "expires_at"), "remaining > 0"),
-    ("ix_grants_pending", ("wallet_id", "effective_at"), "remaining > 0"),
-    ("ix_grants_closed", ("wallet_id",), "remaining > 0 AND closed_at IS NOT NULL"),
-)
-
-
 class Grant(Base):
     __tablename__ = "grants"
-    __table_args__ = tuple(
-        Index(name, *cols, sqlite_where=text(where), postgresql_where=text(where))
-        for name, cols, where in GRANT_INDEXES
-    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
