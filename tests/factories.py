@@ -4,10 +4,13 @@ Tests import helpers from here, never from another test module."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,7 +20,7 @@ from typer.testing import CliRunner
 from tests.conftest import ADMIN
 from tollkeep.cli.main import app as cli_app
 
-__all__ = ["cli", "free_port", "new_customer", "start_server"]
+__all__ = ["cli", "free_port", "kill_during_storm", "new_customer", "start_server"]
 
 _runner = CliRunner()
 
@@ -80,3 +83,31 @@ def cli(*args: str) -> str:
     res = _runner.invoke(cli_app, list(args), catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
+
+
+def kill_during_storm(
+    proc: subprocess.Popen[bytes],
+    hammer: Callable[[int], None],
+    *,
+    workers: int,
+    stop: threading.Event,
+    enough: Callable[[], bool],
+    seconds: float = 20,
+) -> None:
+    """Run ``hammer(n)`` in ``workers`` threads against the server, ``kill -9`` it once
+    ``enough()`` (or after ``seconds``), then stop and join the threads."""
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while not enough() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        if proc.poll() is None:
+            proc.kill()

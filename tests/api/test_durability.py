@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ADMIN, make_settings
-from tests.factories import free_port, start_server
+from tests.factories import free_port, kill_during_storm, start_server
 from tollkeep.runtime import Tollkeep
 
 
@@ -44,21 +44,7 @@ def test_acknowledged_debits_survive_kill_9(db_url: str, tmp_path: Path) -> None
                     with lock:
                         acked.append(r.json()["event_id"])
 
-    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 20
-        while len(acked) < 300 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
+    kill_during_storm(proc, hammer, workers=8, stop=stop, enough=lambda: len(acked) >= 300)
     assert len(acked) >= 300, "the server acknowledged too few debits to make the test meaningful"
     with Tollkeep(make_settings(db_url)) as tk:
         stored: set[str] = set()

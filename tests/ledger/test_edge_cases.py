@@ -9,9 +9,7 @@ came from, every acknowledged hold still there after ``kill -9``.
 
 from __future__ import annotations
 
-import signal
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
 from ..conftest import bearer, make_settings
-from ..factories import free_port, start_server
+from ..factories import free_port, kill_during_storm, start_server
 from . import issue5_repros
 
 
@@ -189,21 +187,7 @@ def test_holds_in_flight_survive_kill_9(db_url: str, tmp_path: Path) -> None:
                     with lock:
                         acked[r.json()["id"]] = body["amount"]
 
-    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 20
-        while len(acked) < 150 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
+    kill_during_storm(proc, hammer, workers=6, stop=stop, enough=lambda: len(acked) >= 150)
     assert len(acked) >= 150, "too few holds acknowledged to make the test meaningful"
     later = FrozenClock(datetime.now(UTC))
     with Tollkeep(make_settings(db_url), clock=later) as tk:
