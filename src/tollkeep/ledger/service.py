@@ -343,7 +343,8 @@ class LedgerService:
         }
         if m.price is not None and m.price.model == "tokens":
             # the token counts are the quantity: rate first (it reads them), then check
-            measured = rate(cat, meter, quantity, properties=props).quantity
+            first = rate(cat, meter, quantity, properties=props)
+            measured = first.quantity
             if quantity_given and quantity != measured:
                 raise InvalidInput(
                     f"quantity {quantity} contradicts the token counts (input + output = {measured})",
@@ -351,6 +352,8 @@ class LedgerService:
                     details={"quantity": str(quantity), "tokens": str(measured)},
                 )
             quantity = ctx["quantity"] = measured
+            if not needs_agg and not caps:
+                return first, ctx  # rated once: a tokens price does not read the period aggregate
         if not needs_agg and not caps:
             return rate(cat, meter, quantity, properties=props), ctx
         _, _, rating_key = period_bounds("month", now)
