@@ -13,12 +13,16 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from tollkeep import __version__
-from tollkeep.api import admin, public
 from tollkeep.api.errors import install_error_handlers
 from tollkeep.api.middleware import BodyLimitMiddleware, HotRoutes
 from tollkeep.api.ratelimit import Limiters
+from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
+from tollkeep.customers import routes as customer_routes
+from tollkeep.keys import routes as key_routes
 from tollkeep.kit.errors import TollkeepError
+from tollkeep.ledger import routes as ledger_routes
+from tollkeep.plans import routes as plan_routes
 from tollkeep.runtime import Tollkeep
 
 __all__ = ["create_app"]
@@ -36,6 +40,18 @@ tollkeep sells access to AI tools and APIs by the call, the token or the plan.
 Amounts are integers in the catalog's credit unit (responses name it in `unit`).
 Errors are `{"error": {"code": "...", "message": "..."}}`.
 """
+
+
+# Each domain owns its routes; the app only collects them (public first, as the docs list them).
+ROUTERS = (
+    ledger_routes.router,
+    catalog_routes.public_router,
+    customer_routes.router,
+    plan_routes.router,
+    ledger_routes.admin_router,
+    key_routes.router,
+    catalog_routes.admin_router,
+)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = None) -> FastAPI:
@@ -76,7 +92,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     if runtime is not None:
         app.state.tollkeep = runtime
     install_error_handlers(app)
-    app.add_middleware(HotRoutes, routes={("POST", "/v1/usage"): public.post_usage})
+    app.add_middleware(HotRoutes, routes=ledger_routes.HOT_ROUTES)
     # our own body limit, not FastAPI's max_body_size (that one answers 413 in plain text)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
@@ -84,8 +100,8 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    app.include_router(public.router)
-    app.include_router(admin.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 

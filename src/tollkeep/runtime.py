@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
+from tollkeep.catalog.models import CatalogVersion
 from tollkeep.config import Settings, create_private_sqlite_file
 from tollkeep.customers.service import CustomerService
 from tollkeep.keys.service import KeyService
@@ -25,7 +26,6 @@ from tollkeep.ledger import queries
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.service import LedgerService
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
-from tollkeep.models import CatalogVersion
 
 __all__ = ["Tollkeep"]
 

@@ -42,8 +42,8 @@ from sqlalchemy import func, select
 
 from tollkeep.kit.clock import FrozenClock
 from tollkeep.kit.errors import Conflict, IdempotencyConflict, InsufficientCredits
+from tollkeep.ledger.models import Grant, JournalEntry, Operation
 from tollkeep.ledger.service import UsageRequest
-from tollkeep.models import Grant, JournalEntry, Operation
 from tollkeep.runtime import Tollkeep
 
 from ..conftest import make_settings

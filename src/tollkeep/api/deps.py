@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from tollkeep.api.schemas import ErrorOut
 from tollkeep.keys.service import ALL_SCOPES, Principal
 from tollkeep.kit.errors import AuthError
 from tollkeep.kit.jsonsafe import check_properties
 from tollkeep.runtime import Tollkeep
 
-__all__ = ["admin", "count_write", "parse_body", "principal", "properties", "runtime"]
+__all__ = [
+    "ADMIN_ERRORS",
+    "PUBLIC_ERRORS",
+    "Admin",
+    "Caller",
+    "Runtime",
+    "admin",
+    "count_write",
+    "parse_body",
+    "principal",
+    "properties",
+    "runtime",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -115,3 +128,14 @@ async def principal(request: Request) -> Principal:
     elif keys.refresh_due(rec):
         asyncio.get_running_loop().run_in_executor(None, keys.refresh, raw, rec.key_id)
     return keys.check(raw, rec, ip)
+
+
+# What a domain's routes declare: the runtime behind an admin token, the caller of a public
+# route, the runtime alone; and the documented error responses of each side.
+Admin = Annotated[Tollkeep, Depends(admin)]
+Caller = Annotated[Principal, Depends(principal)]
+Runtime = Annotated[Tollkeep, Depends(runtime)]
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 404, 409, 413, 422)}
+PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {
+    c: {"model": ErrorOut} for c in (401, 402, 403, 409, 413, 422, 429)
+}

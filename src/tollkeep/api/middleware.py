@@ -4,7 +4,7 @@ served before the router. Errors leave in the envelope of :mod:`tollkeep.api.err
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -111,7 +111,7 @@ class HotRoutes:
     same envelope, so the contract (and the OpenAPI spec) are unchanged.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], Handler]) -> None:
         self.app = app
         self.routes = routes
 

@@ -3,59 +3,46 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import subprocess
 import sys
-from contextlib import contextmanager
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from tollkeep import __version__
-from tollkeep.catalog import DEFAULT_CATALOG_TEXT, CatalogError, load_catalog
+from tollkeep.catalog import DEFAULT_CATALOG_TEXT
+from tollkeep.catalog import cli as catalog_cli
+from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out, runtime, settings
 from tollkeep.config import Settings, masked_url, sqlite_file
+from tollkeep.customers import cli as customers_cli
+from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
+from tollkeep.ledger import cli as ledger_cli
+from tollkeep.plans import cli as plans_cli
 
 app = typer.Typer(
     help="tollkeep: sell access to AI tools and APIs by the call, the token or the plan.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-customers_app = typer.Typer(help="Customers.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-credits_app = typer.Typer(help="Credits.", no_args_is_help=True)
-usage_app = typer.Typer(help="Usage.", no_args_is_help=True)
-ledger_app = typer.Typer(help="The ledger.", no_args_is_help=True)
-catalog_app = typer.Typer(help="The catalog (meters, prices, plans).", no_args_is_help=True)
-for sub, name in (
-    (customers_app, "customers"),
-    (keys_app, "keys"),
-    (credits_app, "credits"),
-    (usage_app, "usage"),
-    (ledger_app, "ledger"),
-    (catalog_app, "catalog"),
+# Each domain owns its command group; this module only collects them (and keeps the commands
+# that set up and run the whole thing: init, migrate, serve, demo).
+for _sub, _name in (
+    (customers_cli.app, "customers"),
+    (keys_cli.app, "keys"),
+    (ledger_cli.credits_app, "credits"),
+    (ledger_cli.usage_app, "usage"),
+    (ledger_cli.ledger_app, "ledger"),
+    (catalog_cli.app, "catalog"),
 ):
-    app.add_typer(sub, name=name)
-
-out = Console()
-err = Console(stderr=True)
-_opts: dict[str, Any] = {}
-
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database", "-d", help="Database URL (TOLLKEEP_DATABASE_URL)")
-]
-CatalogOpt = Annotated[
-    Path | None, typer.Option("--catalog", "-c", help="Catalog TOML (TOLLKEEP_CATALOG_PATH)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+    app.add_typer(_sub, name=_name)
+# commands another domain adds to the customers group
+customers_cli.app.command("plan")(plans_cli.customers_plan)
+customers_cli.app.command("overdraft")(ledger_cli.customers_overdraft)
 MIN_TOKEN_CHARS = 32
 
 
@@ -68,72 +55,8 @@ def main(
     if version:
         out.print(f"tollkeep {__version__}")
         raise typer.Exit(0)
-    _opts["database"] = database
-    _opts["catalog"] = catalog
-
-
-def settings(**overrides: Any) -> Settings:
-    kw: dict[str, Any] = {}
-    if _opts.get("database"):
-        kw["database_url"] = _opts["database"]
-    if _opts.get("catalog"):
-        kw["catalog_path"] = _opts["catalog"]
-    elif not os.environ.get("TOLLKEEP_CATALOG_PATH") and Path("tollkeep.toml").exists():
-        kw["catalog_path"] = Path("tollkeep.toml")
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(_env_file=".env", **kw)
-
-
-@contextmanager
-def runtime(**overrides: Any) -> Any:
-    from tollkeep.runtime import Tollkeep
-
-    try:
-        tk = Tollkeep(settings(**overrides))
-    except TollkeepError as exc:
-        fail(exc)
-    try:
-        yield tk
-    except TollkeepError as exc:
-        fail(exc)
-    finally:
-        tk.close()
-
-
-def fail(exc: TollkeepError) -> None:
-    err.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
-    for issue in exc.details.get("issues", []):
-        err.print(f"  {issue.get('file') or ''} {issue.get('key')}: {issue.get('reason')}")
-    raise typer.Exit(2)
-
-
-def show(data: Any, as_json: bool) -> None:
-    if as_json or not isinstance(data, dict):
-        out.print_json(json.dumps(data, default=str))
-        return
-    t = Table(show_header=False, box=None)
-    for k, v in data.items():
-        t.add_row(f"[bold]{k}[/bold]", json.dumps(v, default=str) if isinstance(v, dict | list) else str(v))
-    out.print(t)
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 timestamp") from None
-    if dt.tzinfo is None:
-        raise typer.BadParameter("give a timezone, e.g. 2026-12-31T00:00:00Z")
-    return dt
-
-
-def _decimal(value: str) -> Decimal:
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        raise typer.BadParameter(f"{value!r} is not a number") from None
+    options["database"] = database
+    options["catalog"] = catalog
 
 
 # ---- setup ------------------------------------------------------------------------------------------
@@ -374,291 +297,6 @@ OpenAPI docs: {base}/docs
         uvicorn.run(create_app(runtime=tk), host="127.0.0.1", port=port, log_level="info")
     finally:
         tk.close()
-
-
-# ---- customers -------------------------------------------------------------------------------------
-@customers_app.command("create")
-def customers_create(
-    external_id: str,
-    email: Annotated[str | None, typer.Option()] = None,
-    name: Annotated[str | None, typer.Option()] = None,
-    plan: Annotated[str | None, typer.Option(help="Plan key from the catalog")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Create a customer."""
-    with runtime() as tk:
-        show(tk.customers.create(external_id, email=email, name=name, plan=plan), as_json)
-
-
-@customers_app.command("list")
-def customers_list(
-    limit: Annotated[int, typer.Option()] = 50,
-    q: Annotated[str | None, typer.Option(help="Search external id / email")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """List customers."""
-    with runtime() as tk:
-        page = tk.customers.list(limit=limit, q=q)
-    if as_json:
-        show(page, True)
-        return
-    t = Table("id", "external_id", "email", "plan", "status", "created")
-    for c in page["data"]:
-        t.add_row(c["id"], c["external_id"], c["email"] or "", c["plan"] or "", c["status"], c["created_at"])
-    out.print(t)
-
-
-@customers_app.command("show")
-def customers_show(
-    ref: Annotated[str, typer.Argument(help="Customer id or external id")], as_json: JsonOpt = False
-) -> None:
-    """A customer with balance and grants."""
-    with runtime() as tk:
-        c = tk.customers.find(ref)
-        show({**c, "balance": tk.balance(c["id"])}, as_json)
-
-
-@customers_app.command("plan")
-def customers_plan(ref: str, plan: Annotated[str, typer.Argument(help="Plan key, or 'none'")]) -> None:
-    """Move a customer to another plan."""
-    with runtime() as tk:
-        c = tk.customers.find(ref)
-        show(tk.ledger.change_plan(c["id"], None if plan == "none" else plan), False)
-
-
-# ---- keys ------------------------------------------------------------------------------------------
-@keys_app.command("create")
-def keys_create(
-    customer: Annotated[str, typer.Argument(help="Customer id or external id")],
-    name: Annotated[str | None, typer.Option()] = None,
-    scope: Annotated[list[str] | None, typer.Option(help="Repeat for several scopes (default: all)")] = None,
-    allow_ip: Annotated[
-        list[str] | None, typer.Option(help="CIDR allowed to use the key (repeatable)")
-    ] = None,
-    expires: Annotated[str | None, typer.Option(help="ISO 8601 expiry")] = None,
-    new: Annotated[bool, typer.Option("--new", help="A new key even if one is active")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Issue an API key. The key is printed once and never stored."""
-    with runtime() as tk:
-        c = tk.customers.find(customer)
-        k = tk.keys.create(
-            c["id"],
-            name=name,
-            scopes=scope or None,
-            ip_allowlist=allow_ip or None,
-            expires_at=_when(expires),
-            force_new=new,
-        )
-    if as_json:
-        show(k, True)
-    elif k["reused"]:
-        out.print(f"customer already has active key {k['id']} ({k['prefix']}…); use --new for another")
-    else:
-        out.print(f"key {k['id']}: [bold]{k['key']}[/bold]\n(shown once: store it now)")
-
-
-@keys_app.command("list")
-def keys_list(customer: Annotated[str | None, typer.Argument()] = None, as_json: JsonOpt = False) -> None:
-    """List keys (prefixes only)."""
-    with runtime() as tk:
-        cid = tk.customers.find(customer)["id"] if customer else None
-        keys = tk.keys.list(customer_id=cid)
-    if as_json:
-        show(keys, True)
-        return
-    t = Table("id", "customer", "prefix", "status", "scopes", "expires", "last used")
-    for k in keys:
-        t.add_row(
-            k["id"],
-            k["customer_id"],
-            k["prefix"] + "…",
-            k["status"],
-            ",".join(k["scopes"]),
-            k["expires_at"] or "",
-            k["last_used_at"] or "",
-        )
-    out.print(t)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key for good."""
-    with runtime() as tk:
-        show(tk.keys.revoke(key_id), False)
-
-
-@keys_app.command("suspend")
-def keys_suspend(key_id: str) -> None:
-    """Suspend a key (it can be resumed)."""
-    with runtime() as tk:
-        show(tk.keys.suspend(key_id), False)
-
-
-@keys_app.command("resume")
-def keys_resume(key_id: str) -> None:
-    """Resume a suspended key."""
-    with runtime() as tk:
-        show(tk.keys.resume(key_id), False)
-
-
-@keys_app.command("rotate")
-def keys_rotate(
-    key_id: str,
-    grace: Annotated[int, typer.Option(help="Seconds the old key keeps working")] = 0,
-    expires: Annotated[
-        str | None, typer.Option(help="ISO 8601 expiry of the new key (default: none)")
-    ] = None,
-) -> None:
-    """Replace a key with a new one (a key rotates once; the new key has no expiry unless given)."""
-    with runtime() as tk:
-        k = tk.keys.rotate(key_id, grace_seconds=grace, expires_at=_when(expires))
-    out.print(f"new key {k['id']}: [bold]{k['key']}[/bold]\n(shown once: store it now)")
-
-
-# ---- credits / usage / ledger ------------------------------------------------------------------------
-@credits_app.command("grant")
-def credits_grant(
-    customer: str,
-    amount: int,
-    source: Annotated[
-        str, typer.Option(help="purchase | promo | plan_allowance | refund | adjustment")
-    ] = "purchase",
-    expires: Annotated[str | None, typer.Option(help="ISO 8601 expiry")] = None,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--idempotency-key", help="Makes the grant safe to retry (one is made and printed if not given)"
-        ),
-    ] = None,
-    note: Annotated[str | None, typer.Option()] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Grant credits to a customer (idempotent: retry with the same --idempotency-key)."""
-    from tollkeep.kit.ids import new_id
-
-    if key is None:
-        key = new_id("grant")
-        # on stderr, so that --json output stays parseable
-        err.print(f"idempotency key: {key}  (to retry this grant safely: --idempotency-key {key})")
-    with runtime() as tk:
-        c = tk.customers.find(customer)
-        show(
-            tk.ledger.grant(
-                c["id"], amount, source=source, expires_at=_when(expires), idempotency_key=key, note=note
-            ),
-            as_json,
-        )
-
-
-@usage_app.command("record")
-def usage_record(
-    customer: str,
-    meter: str,
-    quantity: Annotated[str, typer.Option(help="Quantity (decimal)")] = "1",
-    key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
-    prop: Annotated[list[str] | None, typer.Option("--prop", help="key=value property (repeatable)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Record a usage event and charge for it."""
-    from tollkeep.kit.ids import new_id
-    from tollkeep.ledger.service import UsageRequest
-
-    props: dict[str, Any] = {}
-    for p in prop or []:
-        k, _, v = p.partition("=")
-        props[k] = int(v) if v.isdigit() else v
-    with runtime() as tk:
-        c = tk.customers.find(customer)
-        show(
-            tk.ledger.record_usage(
-                UsageRequest(c["id"], meter, _decimal(quantity), key or new_id("cli"), props)
-            ),
-            as_json,
-        )
-
-
-@ledger_app.command("verify")
-def ledger_verify(as_json: JsonOpt = False) -> None:
-    """Recompute every grant, wallet, hold and charge from the journal; exit 1 on any mismatch."""
-    with runtime() as tk, out.status("verifying") as status:
-        rep = tk.verify(progress=lambda step: status.update(f"verifying {step}"))
-    if as_json:
-        show(rep.to_dict(), True)
-    else:
-        out.print(
-            f"{rep.entries} journal entries, {rep.grants} grants, {rep.wallets} wallets, "
-            f"{rep.holds} holds, {rep.operations} operations"
-        )
-        for p in rep.problems[:200]:
-            out.print(f"[red]✗[/red] {p}")
-        out.print("[green]ledger OK[/green]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/red]")
-    raise typer.Exit(0 if rep.ok else 1)
-
-
-@ledger_app.command("show")
-def ledger_show(
-    customer: Annotated[str, typer.Argument(help="Customer id or external id")],
-    limit: Annotated[int, typer.Option(help="Most entries to show")] = 100,
-    after: Annotated[int | None, typer.Option(help="Start after this entry id (the `next` cursor)")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """A customer's journal entries, oldest first."""
-    with runtime() as tk:
-        c = tk.customers.find(customer)
-        page = tk.journal(c["id"], limit=limit, after=after)
-    if as_json:
-        show(page, True)
-        return
-    t = Table("entry", "when", "kind", "delta", "grant", "operation", "hold")
-    for e in page["data"]:
-        t.add_row(
-            str(e["id"]),
-            e["created_at"],
-            e["kind"],
-            f"{e['delta']:+d}",
-            e["grant_id"] or "(overdraft)",
-            e["operation_id"],
-            e["hold_id"] or "",
-        )
-    out.print(t)
-    if page["next"]:
-        out.print(f"more: --after {page['next']}")
-
-
-@customers_app.command("overdraft")
-def customers_overdraft(customer: str, limit: int) -> None:
-    """Let a customer's wallet go down to -LIMIT (0: never below zero)."""
-    with runtime() as tk:
-        c = tk.customers.find(customer)
-        show(tk.ledger.set_overdraft(c["id"], limit), False)
-
-
-@ledger_app.command("sweep")
-def ledger_sweep() -> None:
-    """Release expired holds and expire grants now."""
-    with runtime() as tk:
-        show(tk.ledger.sweep(), False)
-
-
-# ---- catalog ---------------------------------------------------------------------------------------
-@catalog_app.command("check")
-def catalog_check(path: Path) -> None:
-    """Validate a catalog file."""
-    try:
-        cat = load_catalog(path)
-    except CatalogError as exc:
-        fail(exc)
-    out.print(
-        f"[green]valid[/green]: version {cat.version}, {len(cat.meters)} meters, {len(cat.plans)} plans"
-    )
-
-
-@catalog_app.command("show")
-def catalog_show() -> None:
-    """Print the active catalog as JSON."""
-    with runtime() as tk:
-        show(tk.catalog.to_public_dict(), True)
 
 
 def run() -> None:  # pragma: no cover

@@ -9,18 +9,19 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from tollkeep.catalog import Catalog
+from tollkeep.customers.models import Customer
 from tollkeep.kit.clock import Clock, SystemClock, iso
-from tollkeep.kit.db import Database
+from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json, check_text
+from tollkeep.kit.models import table_of
 from tollkeep.kit.pagination import clamp_limit, page
+from tollkeep.ledger.models import Wallet
 from tollkeep.ledger.service import LedgerService
-from tollkeep.models import Customer, Wallet, table_of
 
 __all__ = ["CustomerService"]
 
@@ -108,7 +109,7 @@ class CustomerService:
             else None
         )
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             existing = s.execute(select(C.c.id).where(C.c.external_id == external_id)).scalar()
             if existing is not None:
@@ -206,7 +207,7 @@ class CustomerService:
         if "email" in values and not _EMAIL_RE.match(values["email"]):
             raise InvalidInput("email is not a valid address", code="invalid_email")
 
-        def fn(s: Session) -> None:
+        def fn(s: Tx) -> None:
             res = s.execute(
                 update(C).where(C.c.id == customer_id).values(**values, updated_at=self.clock.now())
             )

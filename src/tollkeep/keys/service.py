@@ -23,15 +23,16 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
 
+from tollkeep.customers.models import Customer
+from tollkeep.keys.models import ApiKey
 from tollkeep.kit.clock import Clock, SystemClock, iso
-from tollkeep.kit.db import Database
+from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
-from tollkeep.models import ApiKey, Customer, table_of
+from tollkeep.kit.models import table_of
 
 __all__ = ["ALL_SCOPES", "KeyService", "Principal"]
 
@@ -157,7 +158,7 @@ class KeyService:
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             cust = s.execute(select(C.c.id, C.c.status).where(C.c.id == customer_id)).first()
             if cust is None:
@@ -187,7 +188,7 @@ class KeyService:
 
     def _insert_key(
         self,
-        s: Session,
+        s: Tx,
         customer_id: str,
         *,
         now: datetime,
@@ -220,7 +221,7 @@ class KeyService:
         return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
 
     def _set_status(self, key_id: str, status: str) -> dict[str, Any]:
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             row = s.execute(select(K).where(K.c.id == key_id)).first()
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
@@ -261,7 +262,7 @@ class KeyService:
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             # the old key's row is locked (PostgreSQL; SQLite has one writer): two rotations of one
             # key are serialized, and the second sees the first's replacement
             old = s.execute(select(K).where(K.c.id == key_id).with_for_update()).first()
@@ -321,7 +322,7 @@ class KeyService:
         if "ip_allowlist" in values:
             _networks(values["ip_allowlist"])
 
-        def fn(s: Session) -> str:
+        def fn(s: Tx) -> str:
             row = s.execute(select(K.c.prefix).where(K.c.id == key_id)).first()
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
@@ -479,7 +480,7 @@ class KeyService:
             self._used[key_id] = now_m
         when = self.clock.now()
 
-        def fn(s: Session) -> None:
+        def fn(s: Tx) -> None:
             s.execute(update(K).where(K.c.id == key_id).values(last_used_at=when))
 
         with suppress(RuntimeError):  # shutting down

@@ -8,7 +8,7 @@ PostgreSQL uses the psycopg 3 driver and row locks (``FOR UPDATE``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,37 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-__all__ = ["Database", "normalize_url"]
+__all__ = ["Database", "Tx", "normalize_url"]
+
+
+class Tx(Session):
+    """The transaction a unit of work runs in: Core statements only.
+
+    The write path issues SAVEPOINTs on the driver cursor (kit/executor.py), which the ORM's
+    unit of work would not know about: an object added to the session and flushed later would
+    be written outside its command's savepoint, or after a rollback. So the ORM's change
+    tracking is off here: ``add``/``merge``/``delete``/``flush`` raise instead of silently
+    breaking the group commit. Use ``execute(insert(...))`` / ``update`` / ``select``.
+    """
+
+    def _core_only(self, what: str) -> TypeError:
+        return TypeError(f"Tx.{what}: units of work run Core statements only (see kit/db.py)")
+
+    def add(self, instance: object, _warn: bool = True) -> None:
+        raise self._core_only("add")
+
+    def add_all(self, instances: Iterable[object]) -> None:
+        raise self._core_only("add_all")
+
+    def merge(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
+        raise self._core_only("merge")
+
+    def delete(self, instance: object) -> None:
+        raise self._core_only("delete")
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        if self.new or self.dirty or self.deleted:  # never true: add/merge/delete refuse
+            raise self._core_only("flush")
 
 
 def normalize_url(url: str) -> str:
@@ -49,7 +79,7 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             self._setup_sqlite(self.engine, sqlite_synchronous)
-        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._factory = sessionmaker(self.engine, class_=Tx, expire_on_commit=False)
 
     @staticmethod
     def _setup_sqlite(engine: Engine, synchronous: str) -> None:
@@ -68,14 +98,14 @@ class Database:
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
 
-    def session(self, *, write: bool = False) -> Session:
+    def session(self, *, write: bool = False) -> Tx:
         s = self._factory()
         if self.is_sqlite and write:
             s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
         return s
 
     @contextmanager
-    def scope(self, *, write: bool = True) -> Iterator[Session]:
+    def scope(self, *, write: bool = True) -> Iterator[Tx]:
         """A unit of work: commits when the block ends, rolls back on any exception."""
         s = self.session(write=write)
         try:

@@ -27,9 +27,8 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
-from tollkeep.kit.db import Database
+from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.kit.rawsql import driver_cursor
 
@@ -84,17 +83,17 @@ class WriteExecutor:
         return self._lanes[index % len(self._lanes)]
 
     # ---- public -------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[Session], T], *, key: str | None = None) -> Future[T]:
+    def submit(self, fn: Callable[[Tx], T], *, key: str | None = None) -> Future[T]:
         if self._closed:
             raise RuntimeError("executor closed")
         fut: Future[T] = Future()
         self._lane(key).put((fn, fut, key or ""))
         return fut
 
-    def call(self, fn: Callable[[Session], T], *, key: str | None = None) -> T:
+    def call(self, fn: Callable[[Tx], T], *, key: str | None = None) -> T:
         return self.submit(fn, key=key).result()
 
-    async def acall(self, fn: Callable[[Session], T], *, key: str | None = None) -> T:
+    async def acall(self, fn: Callable[[Tx], T], *, key: str | None = None) -> T:
         if self._closed:
             raise RuntimeError("executor closed")
         # the writer answers straight into this event loop, one wake-up per batch
@@ -113,7 +112,7 @@ class WriteExecutor:
             t.join(timeout=30)
 
     # ---- one command alone (retries after a lost race) ------------------------------------------
-    def _run_alone(self, fn: Callable[[Session], T]) -> T:
+    def _run_alone(self, fn: Callable[[Tx], T]) -> T:
         delay = 0.005
         for attempt in range(8):
             try:
@@ -156,7 +155,7 @@ class WriteExecutor:
             if stop:
                 return
 
-    def _run_batch(self, batch: list[tuple[Callable[[Session], Any], Any, str]]) -> None:
+    def _run_batch(self, batch: list[tuple[Callable[[Tx], Any], Any, str]]) -> None:
         batch.sort(key=lambda item: item[2])  # a stable lock order across batches
         live = [(fn, fut) for fn, fut, _ in batch if fut.set_running_or_notify_cancel()]
         if not live:
@@ -226,7 +225,7 @@ class WriteExecutor:
                     loop.call_soon_threadsafe(_resolve_all, results)
             return
 
-    def _retry_alone(self, fn: Callable[[Session], Any], fut: Future[Any]) -> None:
+    def _retry_alone(self, fn: Callable[[Tx], Any], fut: Future[Any]) -> None:
         try:
             fut.set_result(self._run_alone(fn))
         except Exception as exc:

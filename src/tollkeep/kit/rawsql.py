@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import Select
+
+from tollkeep.kit.db import Tx
 
 __all__ = ["RawRow", "RawStatement", "driver_cursor"]
 
@@ -56,7 +57,7 @@ class RawStatement:
             c = self._compiled[dialect.name] = _Compiled(self.stmt, dialect)
         return c
 
-    def execute(self, s: Session, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+    def execute(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
         cur, dialect = driver_cursor(s)
         c = self._for(dialect)
         if isinstance(params, Mapping):
@@ -67,12 +68,12 @@ class RawStatement:
             cur.executemany(c.sql, [c.args(p) for p in params])
         return cur
 
-    def rows(self, s: Session, params: Mapping[str, Any]) -> list[RawRow]:
+    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow]:
         cur = self.execute(s, params)
         c = self._for(s.info["tk_dialect"])
         return [c.row(r) for r in cur.fetchall()]
 
-    def first(self, s: Session, params: Mapping[str, Any]) -> RawRow | None:
+    def first(self, s: Tx, params: Mapping[str, Any]) -> RawRow | None:
         cur = self.execute(s, params)
         r = cur.fetchone()
         return None if r is None else self._for(s.info["tk_dialect"]).row(r)
@@ -114,7 +115,7 @@ class _Compiled:
         )
 
 
-def driver_cursor(s: Session) -> tuple[Any, Dialect]:
+def driver_cursor(s: Tx) -> tuple[Any, Dialect]:
     """A cursor of the DBAPI connection behind the session's transaction, and its dialect.
     Kept in ``session.info`` for the session's life (a unit of work, or a batch of them)."""
     info = s.info

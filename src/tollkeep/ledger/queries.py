@@ -7,13 +7,14 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
 
 from tollkeep.kit.clock import iso
+from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import NotFound
+from tollkeep.kit.models import table_of
 from tollkeep.kit.pagination import clamp_limit, page, parse_time_cursor, time_cursor
 from tollkeep.ledger import repository as repo
-from tollkeep.models import Grant, JournalEntry, Operation, table_of
+from tollkeep.ledger.models import Grant, JournalEntry, Operation
 
 __all__ = ["balance", "journal", "usage_events"]
 
@@ -22,7 +23,7 @@ J = table_of(JournalEntry)
 O = table_of(Operation)  # noqa: E741
 
 
-def _wallet(s: Session, customer_id: str) -> Any:
+def _wallet(s: Tx, customer_id: str) -> Any:
     wid = repo.wallet_id_for_customer(s, customer_id)
     if wid is None:
         raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
@@ -31,7 +32,7 @@ def _wallet(s: Session, customer_id: str) -> Any:
     return w
 
 
-def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str, Any]:
+def balance(s: Tx, customer_id: str, now: datetime, unit: str) -> dict[str, Any]:
     """The wallet as the domain sees it: balance, available and the grants with credits left,
     all read through :class:`WalletState` so they follow the very rules a charge follows."""
     w = _wallet(s, customer_id)
@@ -67,7 +68,7 @@ def balance(s: Session, customer_id: str, now: datetime, unit: str) -> dict[str,
 
 
 def usage_events(
-    s: Session,
+    s: Tx,
     customer_id: str,
     *,
     limit: int | None = None,
@@ -118,9 +119,7 @@ def usage_events(
     )
 
 
-def journal(
-    s: Session, customer_id: str, *, limit: int | None = None, after: int | None = None
-) -> dict[str, Any]:
+def journal(s: Tx, customer_id: str, *, limit: int | None = None, after: int | None = None) -> dict[str, Any]:
     w = _wallet(s, customer_id)
     n = clamp_limit(limit, 100)
     stmt = select(J).where(J.c.wallet_id == w.id).order_by(J.c.id).limit(n + 1)

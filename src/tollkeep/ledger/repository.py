@@ -8,21 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, insert, or_, select, update
-from sqlalchemy.orm import Session
 
+from tollkeep.customers.models import Customer
+from tollkeep.kit.db import Tx
+from tollkeep.kit.models import table_of
 from tollkeep.kit.rawsql import RawStatement
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
-from tollkeep.models import (
-    Customer,
-    Grant,
-    Hold,
-    JournalEntry,
-    Operation,
-    UniqueValue,
-    UsageCounter,
-    Wallet,
-    table_of,
-)
+from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
 
 W = table_of(Wallet)
 C = table_of(Customer)
@@ -104,21 +96,21 @@ _SET_OVERDRAFT = RawStatement(
 )
 
 
-def lock_wallet(s: Session, wallet_id: str) -> Any:
+def lock_wallet(s: Tx, wallet_id: str) -> Any:
     """The wallet row with its customer's plan and status, locked for the transaction on PostgreSQL
     (SQLite already serializes writers)."""
     return _LOCK_WALLET.first(s, {"wid": wallet_id})
 
 
-def lock_wallet_of_customer(s: Session, customer_id: str) -> Any:
+def lock_wallet_of_customer(s: Tx, customer_id: str) -> Any:
     return _LOCK_WALLET_OF_CUSTOMER.first(s, {"cid": customer_id})
 
 
-def wallet_id_for_customer(s: Session, customer_id: str) -> str | None:
+def wallet_id_for_customer(s: Tx, customer_id: str) -> str | None:
     return s.execute(select(W.c.id).where(W.c.customer_id == customer_id)).scalar()
 
 
-def load_state(s: Session, wallet: Any, *, grant_ids: Iterable[str] = ()) -> WalletState:
+def load_state(s: Tx, wallet: Any, *, grant_ids: Iterable[str] = ()) -> WalletState:
     ids = list(grant_ids)
     rows: Sequence[Any]
     if ids:
@@ -143,7 +135,7 @@ def load_state(s: Session, wallet: Any, *, grant_ids: Iterable[str] = ()) -> Wal
 
 
 def persist(
-    s: Session,
+    s: Tx,
     st: WalletState,
     now: datetime,
     *,
@@ -205,20 +197,20 @@ def persist(
     st.overdraft_dirty = False
 
 
-def find_operation(s: Session, wallet_id: str, kind: str, key: str) -> Any:
+def find_operation(s: Tx, wallet_id: str, kind: str, key: str) -> Any:
     return _FIND_OP.first(s, {"wid": wallet_id, "kind": kind, "key": key})
 
 
-def get_operation(s: Session, op_id: str) -> Row[Any] | None:
+def get_operation(s: Tx, op_id: str) -> Row[Any] | None:
     return s.execute(select(O).where(O.c.id == op_id)).first()
 
 
-def insert_operation(s: Session, **values: Any) -> None:
+def insert_operation(s: Tx, **values: Any) -> None:
     values.setdefault("refunded", 0)
     _INSERT_OP.execute(s, values)
 
 
-def drawn_by(s: Session, *, operation_id: str | None = None, hold_id: str | None = None) -> Draw:
+def drawn_by(s: Tx, *, operation_id: str | None = None, hold_id: str | None = None) -> Draw:
     """What an operation (or a hold, across hold/release/settle) took, per grant, from the journal."""
     cond = J.c.operation_id == operation_id if hold_id is None else J.c.hold_id == hold_id
     rows = s.execute(select(J.c.grant_id, J.c.delta, J.c.kind).where(cond).order_by(J.c.id)).all()
@@ -242,17 +234,17 @@ def draw_of(rows: Iterable[tuple[str | None, int, str]]) -> Draw:
     return Draw(tuple((g, a) for g, a in totals.items() if a > 0), max(od, 0))
 
 
-def refund_attributions(s: Session, op_id: str) -> list[Draw]:
+def refund_attributions(s: Tx, op_id: str) -> list[Draw]:
     rows = s.execute(select(O.c.result).where(O.c.kind == "refund", O.c.ref_id == op_id)).scalars().all()
     return [Draw.from_json(r["attribution"]) for r in rows if r and "attribution" in r]
 
 
-def add_refunded(s: Session, op_id: str, amount: int) -> None:
+def add_refunded(s: Tx, op_id: str, amount: int) -> None:
     s.execute(update(O).where(O.c.id == op_id).values(refunded=O.c.refunded + amount))
 
 
 def get_counters(
-    s: Session, wallet_id: str, meter: str, periods: Sequence[str]
+    s: Tx, wallet_id: str, meter: str, periods: Sequence[str]
 ) -> dict[str, tuple[Decimal, Decimal]]:
     rows = s.execute(
         select(UC.c.period, UC.c.value, UC.c.allowance_used).where(
@@ -263,7 +255,7 @@ def get_counters(
 
 
 def put_counter(
-    s: Session,
+    s: Tx,
     wallet_id: str,
     meter: str,
     period: str,
@@ -286,7 +278,7 @@ def put_counter(
         )
 
 
-def unique_seen(s: Session, wallet_id: str, meter: str, period: str, value: str) -> bool:
+def unique_seen(s: Tx, wallet_id: str, meter: str, period: str, value: str) -> bool:
     return (
         s.execute(
             select(UV.c.value).where(
@@ -297,31 +289,31 @@ def unique_seen(s: Session, wallet_id: str, meter: str, period: str, value: str)
     )
 
 
-def add_unique(s: Session, wallet_id: str, meter: str, period: str, value: str) -> None:
+def add_unique(s: Tx, wallet_id: str, meter: str, period: str, value: str) -> None:
     s.execute(insert(UV).values(wallet_id=wallet_id, meter=meter, period=period, value=value))
 
 
-def get_hold(s: Session, hold_id: str) -> Row[Any] | None:
+def get_hold(s: Tx, hold_id: str) -> Row[Any] | None:
     return s.execute(select(H).where(H.c.id == hold_id)).first()
 
 
-def find_hold(s: Session, operation_id: str) -> Row[Any] | None:
+def find_hold(s: Tx, operation_id: str) -> Row[Any] | None:
     return s.execute(select(H).where(H.c.operation_id == operation_id)).first()
 
 
-def insert_hold(s: Session, **values: Any) -> None:
+def insert_hold(s: Tx, **values: Any) -> None:
     s.execute(insert(H).values(**values))
 
 
-def update_hold(s: Session, hold_id: str, **values: Any) -> None:
+def update_hold(s: Tx, hold_id: str, **values: Any) -> None:
     s.execute(update(H).where(H.c.id == hold_id).values(**values))
 
 
-def set_wallet(s: Session, wallet_id: str, **values: Any) -> None:
+def set_wallet(s: Tx, wallet_id: str, **values: Any) -> None:
     s.execute(update(W).where(W.c.id == wallet_id).values(**values))
 
 
-def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Any]:
+def expired_open_holds(s: Tx, now: datetime, limit: int) -> list[Any]:
     """(id, customer_id) of open holds past their expiry."""
     return list(
         s.execute(
@@ -333,7 +325,7 @@ def expired_open_holds(s: Session, now: datetime, limit: int) -> list[Any]:
     )
 
 
-def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[Any]:
+def wallets_with_expired_grants(s: Tx, now: datetime, limit: int) -> list[Any]:
     """(id, customer_id) of wallets holding expired grants with credits left."""
     expiring = (
         select(G.c.wallet_id)
@@ -348,7 +340,7 @@ def wallets_with_expired_grants(s: Session, now: datetime, limit: int) -> list[A
     )
 
 
-def open_holds_total(s: Session, wallet_id: str) -> int:
+def open_holds_total(s: Tx, wallet_id: str) -> int:
     return int(
         s.execute(
             select(func.coalesce(func.sum(H.c.amount), 0)).where(
@@ -358,7 +350,7 @@ def open_holds_total(s: Session, wallet_id: str) -> int:
     )
 
 
-def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[Any]:
+def wallets_due_for_allowance(s: Tx, now: datetime, limit: int) -> list[Any]:
     """(id, customer_id) of wallets whose plan allowance is not granted for the current period."""
     return list(
         s.execute(
@@ -371,21 +363,21 @@ def wallets_due_for_allowance(s: Session, now: datetime, limit: int) -> list[Any
     )
 
 
-def set_customer_plan(s: Session, customer_id: str, plan: str | None, now: datetime) -> None:
+def set_customer_plan(s: Tx, customer_id: str, plan: str | None, now: datetime) -> None:
     s.execute(update(C).where(C.c.id == customer_id).values(plan=plan, plan_changed_at=now, updated_at=now))
 
 
-def get_hold_of_customer(s: Session, customer_id: str, hold_id: str) -> Any:
+def get_hold_of_customer(s: Tx, customer_id: str, hold_id: str) -> Any:
     return s.execute(select(H).where(H.c.id == hold_id, H.c.customer_id == customer_id)).first()
 
 
-def owner_of(s: Session, what: str, ref: str) -> str | None:
+def owner_of(s: Tx, what: str, ref: str) -> str | None:
     """The customer id of a hold (``what="hold"``) or an operation (``"charge"``)."""
     table = H if what == "hold" else O
     return s.execute(select(table.c.customer_id).where(table.c.id == ref)).scalar()
 
 
-def open_hold_quantities(s: Session, wallet_id: str, meter: str) -> list[Decimal]:
+def open_hold_quantities(s: Tx, wallet_id: str, meter: str) -> list[Decimal]:
     """The estimated quantities open holds of a wallet have reserved on a meter."""
     rows = s.execute(
         select(H.c.quantity).where(H.c.wallet_id == wallet_id, H.c.meter == meter, H.c.status == "open")
@@ -393,7 +385,7 @@ def open_hold_quantities(s: Session, wallet_id: str, meter: str) -> list[Decimal
     return [Decimal(q) for q in rows if q is not None]
 
 
-def open_allowance_grant_ids(s: Session, wallet_id: str, now: datetime) -> list[str]:
+def open_allowance_grant_ids(s: Tx, wallet_id: str, now: datetime) -> list[str]:
     """Plan allowance grants not yet ended, spent to 0 or not (a plan change closes them all, so
     credits a hold gives back later cannot revive them)."""
     return list(

@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from tollkeep.catalog import Catalog
 from tollkeep.kit.clock import Clock, SystemClock, iso, period_bounds
+from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import CapExceeded, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
@@ -82,7 +81,7 @@ class LedgerService:
         return self.catalog().credits.name
 
     # ================================================================ helpers inside a unit of work
-    def _wallet(self, s: Session, customer_id: str) -> Any:
+    def _wallet(self, s: Tx, customer_id: str) -> Any:
         w = repo.lock_wallet_of_customer(s, customer_id)
         if w is None:
             raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
@@ -125,7 +124,7 @@ class LedgerService:
 
     def _ensure_allowance(
         self,
-        s: Session,
+        s: Tx,
         w: Any,
         st: WalletState,
         meta: dict[str, dict[str, Any]],
@@ -174,7 +173,7 @@ class LedgerService:
         )
         repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
 
-    def _state(self, s: Session, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
+    def _state(self, s: Tx, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
         return repo.load_state(s, w, grant_ids=grant_ids)
 
     def _give_back_hold(
@@ -225,7 +224,7 @@ class LedgerService:
         priority: int | None = None,
         meter: str | None = None,
         note: str | None = None,
-    ) -> Callable[[Session], dict[str, Any]]:
+    ) -> Callable[[Tx], dict[str, Any]]:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidInput("amount must be a positive integer", code="invalid_amount")
         if source not in SOURCES:
@@ -246,7 +245,7 @@ class LedgerService:
         }
         h = request_hash(payload)
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             w = self._wallet(s, customer_id)
             prior = repo.find_operation(s, w.id, "grant", key)
@@ -308,7 +307,7 @@ class LedgerService:
     # ================================================================ usage (debit)
     def _meter_context(
         self,
-        s: Session,
+        s: Tx,
         w: Any,
         cat: Catalog,
         meter: str,
@@ -408,7 +407,7 @@ class LedgerService:
 
     def _write_counters(
         self,
-        s: Session,
+        s: Tx,
         w: Any,
         meter: str,
         ctx: dict[str, Any],
@@ -440,7 +439,7 @@ class LedgerService:
     async def arecord_usage(self, req: UsageRequest) -> dict[str, Any]:
         return await self.executor.acall(self.usage_fn(req), key=req.customer_id)
 
-    def usage_fn(self, req: UsageRequest) -> Callable[[Session], dict[str, Any]]:
+    def usage_fn(self, req: UsageRequest) -> Callable[[Tx], dict[str, Any]]:
         if not req.idempotency_key or len(req.idempotency_key) > 255:
             raise InvalidInput(
                 "idempotency_key is required (1-255 characters)", code="invalid_idempotency_key"
@@ -450,7 +449,7 @@ class LedgerService:
         h = request_hash({"meter": req.meter, "quantity": qty, "properties": props})
         cat = self.catalog()
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             w = self._wallet(s, req.customer_id)
             prior = repo.find_operation(s, w.id, "usage", req.idempotency_key)
@@ -520,7 +519,7 @@ class LedgerService:
         properties: Mapping[str, Any] | None = None,
         ttl_seconds: int | None = None,
         api_key_id: str | None = None,
-    ) -> Callable[[Session], dict[str, Any]]:
+    ) -> Callable[[Tx], dict[str, Any]]:
         if not idempotency_key or len(idempotency_key) > 255:
             raise InvalidInput(
                 "idempotency_key is required (1-255 characters)", code="invalid_idempotency_key"
@@ -537,7 +536,7 @@ class LedgerService:
         cat = self.catalog()
         h = request_hash({"amount": amount, "meter": meter, "quantity": qty, "properties": props, "ttl": ttl})
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             w = self._wallet(s, customer_id)
             prior = repo.find_operation(s, w.id, "hold", idempotency_key)
@@ -648,7 +647,7 @@ class LedgerService:
         amount: int | None = None,
         quantity: Any = None,
         properties: Mapping[str, Any] | None = None,
-    ) -> Callable[[Session], dict[str, Any]]:
+    ) -> Callable[[Tx], dict[str, Any]]:
         """Settle (for an amount, or for the actual quantity rated now, or both: the amount is
         charged and the quantity counted) or release a hold. A hold resolves once."""
         if action not in ("settle", "release"):
@@ -667,7 +666,7 @@ class LedgerService:
         h = request_hash({"action": action, "amount": amount, "quantity": qty, "properties": extra_props})
         cat = self.catalog()
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             hold = repo.get_hold(s, hold_id)
             if hold is None or (customer_id is not None and hold.customer_id != customer_id):
@@ -807,7 +806,7 @@ class LedgerService:
             raise InvalidInput("idempotency_key is required", code="invalid_idempotency_key")
         h = request_hash({"operation_id": operation_id, "amount": amount})
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             op = repo.get_operation(s, operation_id)
             if op is None or op.kind not in CHARGE_KINDS:
@@ -877,13 +876,13 @@ class LedgerService:
         free plan to a paid one carries the unused free allowance into a durable grant, once."""
         return self.executor.call(self.change_plan_fn(customer_id, plan_key), key=customer_id)
 
-    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Session], dict[str, Any]]:
+    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Tx], dict[str, Any]]:
         cat = self.catalog()
         new_plan = cat.plan(plan_key) if plan_key is not None else None
         if plan_key is not None and new_plan is None:
             raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             w = self._wallet(s, customer_id)
             if w.plan == plan_key:
@@ -947,7 +946,7 @@ class LedgerService:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidInput("overdraft limit must be an integer >= 0", code="invalid_amount")
 
-        def fn(s: Session) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any]:
             w = self._wallet(s, customer_id)
             repo.set_wallet(s, w.id, overdraft_limit=limit, updated_at=self.clock.now())
             return {"customer_id": customer_id, "overdraft_limit": limit, "overdraft_used": w.overdraft_used}
@@ -975,8 +974,8 @@ class LedgerService:
             "grants_expired": sum(f.result() for f in expired),
         }
 
-    def _expire_hold_fn(self, hold_id: str) -> Callable[[Session], int]:
-        def fn(s: Session) -> int:
+    def _expire_hold_fn(self, hold_id: str) -> Callable[[Tx], int]:
+        def fn(s: Tx) -> int:
             now = self.clock.now()
             h = repo.get_hold(s, hold_id)
             if h is None or h.status != "open" or h.expires_at > now:
@@ -1025,8 +1024,8 @@ class LedgerService:
 
         return fn
 
-    def _expire_grants_fn(self, wallet_id: str) -> Callable[[Session], int]:
-        def fn(s: Session) -> int:
+    def _expire_grants_fn(self, wallet_id: str) -> Callable[[Tx], int]:
+        def fn(s: Tx) -> int:
             now = self.clock.now()
             w = repo.lock_wallet(s, wallet_id)
             if w is None:
@@ -1063,10 +1062,10 @@ class LedgerService:
         futures = [self.executor.submit(self._renew_fn(w.id), key=w.customer_id) for w in due]
         return sum(f.result() for f in futures)
 
-    def _renew_fn(self, wallet_id: str) -> Callable[[Session], int]:
+    def _renew_fn(self, wallet_id: str) -> Callable[[Tx], int]:
         cat = self.catalog()
 
-        def fn(s: Session) -> int:
+        def fn(s: Tx) -> int:
             now = self.clock.now()
             w = repo.lock_wallet(s, wallet_id)
             if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):

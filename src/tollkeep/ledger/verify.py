@@ -15,12 +15,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
 
 from tollkeep.catalog import Catalog, parse_catalog
+from tollkeep.catalog.models import CatalogVersion
+from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import TollkeepError
+from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, Wallet
 from tollkeep.ledger.repository import draw_of
-from tollkeep.models import CatalogVersion, Grant, Hold, JournalEntry, Operation, Wallet
 from tollkeep.pricing.rating import rate
 
 __all__ = ["VerifyReport", "verify_ledger"]
@@ -52,7 +53,7 @@ class VerifyReport:
 
 
 def verify_ledger(
-    s: Session,
+    s: Tx,
     *,
     progress: Callable[[str], None] | None = None,
     catalogs: Callable[[str], Catalog | None] | None = None,
@@ -239,7 +240,7 @@ def _expected_net(o: Any, hold_amount: dict[str, int], reended: int) -> int | No
 
 
 def _check_quantity(
-    s: Session, o: Any, rated: dict[str, Catalog | None], catalogs: Callable[[str], Catalog | None] | None
+    s: Tx, o: Any, rated: dict[str, Catalog | None], catalogs: Callable[[str], Catalog | None] | None
 ) -> str | None:
     """A tokens event must record input + output tokens, as the catalog of its time rates them."""
     version = o.catalog_version

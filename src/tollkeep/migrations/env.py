@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from tollkeep.models import Base
+from tollkeep.kit.schema import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - run through tollkeep.kit.migrate
     raise RuntimeError("run migrations with `tollkeep migrate`")

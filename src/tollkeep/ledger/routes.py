@@ -1,27 +1,35 @@
-"""Public routes, called by buyers (people and agents) with an API key or an install id."""
+"""Routes of the ledger: the caller's balance, usage and holds (public), and the admin's
+grants, refunds, journal, verification and sweep."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from tollkeep.api.deps import count_write, parse_body, principal, properties, runtime
-from tollkeep.api.schemas import ErrorOut, HoldIn, SettleIn, UsageIn, UsageOut
-from tollkeep.keys.service import Principal
+from tollkeep.api.deps import (
+    ADMIN_ERRORS,
+    PUBLIC_ERRORS,
+    Admin,
+    Caller,
+    Runtime,
+    count_write,
+    parse_body,
+    principal,
+    properties,
+)
+from tollkeep.kit.errors import InvalidInput
+from tollkeep.ledger.schemas import GrantIn, HoldIn, OverdraftIn, RefundIn, SettleIn, UsageIn, UsageOut
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
 router = APIRouter(prefix="/v1", tags=["public"])
-Caller = Annotated[Principal, Depends(principal)]
-Runtime = Annotated[Tollkeep, Depends(runtime)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    c: {"model": ErrorOut} for c in (401, 402, 403, 409, 413, 422, 429)
-}
+admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
+ERRORS = PUBLIC_ERRORS
 
 
+# ---- public: the caller's own wallet --------------------------------------------------
 @router.get("/balance", summary="The caller's balance, grants and holds")
 def get_balance(caller: Caller, tk: Runtime) -> dict[str, Any]:
     caller.require("balance:read")
@@ -135,6 +143,80 @@ async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runti
     return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
 
 
-@router.get("/pricing", summary="Meters, prices and plans of the active catalog (pricing discovery)")
-async def pricing(tk: Runtime) -> dict[str, Any]:
-    return await run_in_threadpool(lambda: tk.catalog.to_public_dict())
+# ---- admin --------------------------------------------------------------------------------
+@admin_router.post("/customers/{customer_id}/overdraft", summary="Set how far below zero a wallet may go")
+def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin) -> dict[str, Any]:
+    return tk.ledger.set_overdraft(customer_id, body.limit)
+
+
+@admin_router.post("/customers/{customer_id}/grants", status_code=201, summary="Grant credits (idempotent)")
+def grant(customer_id: str, body: GrantIn, tk: Admin) -> JSONResponse:
+    if not body.idempotency_key:
+        raise InvalidInput(
+            "idempotency_key is required: a retried grant with the same key credits once",
+            code="invalid_idempotency_key",
+        )
+    out = tk.ledger.grant(
+        customer_id,
+        body.amount,
+        source=body.source,
+        idempotency_key=body.idempotency_key,
+        expires_at=body.expires_at,
+        effective_at=body.effective_at,
+        priority=body.priority,
+        meter=body.meter,
+        note=body.note,
+    )
+    return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
+
+
+@admin_router.get("/customers/{customer_id}/balance", summary="Balance and grants")
+def balance(customer_id: str, tk: Admin) -> dict[str, Any]:
+    return tk.balance(customer_id)
+
+
+@admin_router.get("/customers/{customer_id}/ledger", summary="Journal entries, oldest first, paginated")
+def ledger(
+    customer_id: str,
+    tk: Admin,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="the `next` cursor of the last page")
+    ] = None,
+) -> dict[str, Any]:
+    return tk.journal(customer_id, limit=limit, after=after)
+
+
+@admin_router.get("/customers/{customer_id}/usage", summary="Usage events, newest first")
+def usage(
+    customer_id: str,
+    tk: Admin,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    after: Annotated[
+        str | None, Query(max_length=64, description="the `next` cursor of the last page")
+    ] = None,
+) -> dict[str, Any]:
+    return tk.usage(customer_id, limit=limit, after=after, max_bytes=tk.settings.list_max_bytes)
+
+
+@admin_router.post("/charges/{event_id}/refund", status_code=201, summary="Refund a charge, whole or in part")
+def refund(event_id: str, body: RefundIn, tk: Admin) -> JSONResponse:
+    out = tk.ledger.refund(
+        event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason
+    )
+    return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
+
+
+@admin_router.get("/ledger/verify", summary="Recompute every balance from the journal")
+def verify(tk: Admin) -> JSONResponse:
+    rep = tk.verify()
+    return JSONResponse(rep.to_dict(), status_code=200 if rep.ok else 500)
+
+
+@admin_router.post("/sweep", summary="Release expired holds and expire grants now")
+def sweep(tk: Admin) -> dict[str, Any]:
+    return tk.ledger.sweep()
+
+
+# served ahead of the router by api.middleware.HotRoutes (see post_usage)
+HOT_ROUTES = {("POST", "/v1/usage"): post_usage}

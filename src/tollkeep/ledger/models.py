@@ -1,109 +1,17 @@
-"""ORM models: one MetaData with a naming convention so Alembic names are stable.
-
-Money columns are BigInteger in the catalog's declared unit; quantities and
-meter aggregates are Decimal text (exact on SQLite and PostgreSQL alike).
-"""
+"""Tables of the ledger: wallets, grants, operations, the journal, holds, meter counters."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
-__all__ = [
-    "ApiKey",
-    "Base",
-    "CatalogVersion",
-    "Customer",
-    "Grant",
-    "Hold",
-    "JournalEntry",
-    "Operation",
-    "UniqueValue",
-    "UsageCounter",
-    "Wallet",
-    "table_of",
-]
+from tollkeep.kit.models import Base
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stored as naive UTC, always returned timezone-aware."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC)
-
-
-class DecimalText(TypeDecorator[Decimal]):
-    """An exact decimal kept as text (SQLite has no exact numeric type)."""
-
-    impl = String(64)
-    cache_ok = True
-
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return format(Decimal(value).normalize(), "f")
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(value)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON, Decimal: DecimalText}
-
-
-class Customer(Base):
-    __tablename__ = "customers"
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    external_id: Mapped[str] = mapped_column(String(255), unique=True)
-    email: Mapped[str | None] = mapped_column(String(320))
-    name: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | closed
-    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
-    plan: Mapped[str | None] = mapped_column(String(64))
-    plan_changed_at: Mapped[datetime | None]
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
+__all__ = ["Grant", "Hold", "JournalEntry", "Operation", "UniqueValue", "UsageCounter", "Wallet"]
 
 
 class Wallet(Base):
@@ -226,34 +134,3 @@ class UniqueValue(Base):
     meter: Mapped[str] = mapped_column(String(64), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
-
-
-class ApiKey(Base):
-    __tablename__ = "api_keys"
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
-    prefix: Mapped[str] = mapped_column(String(64), unique=True)
-    hash: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str | None] = mapped_column(String(255))
-    note: Mapped[str | None] = mapped_column(Text)
-    scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    ip_allowlist: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | revoked
-    expires_at: Mapped[datetime | None]
-    last_used_at: Mapped[datetime | None]
-    rotated_from: Mapped[str | None] = mapped_column(String(40))
-    created_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
-
-
-class CatalogVersion(Base):
-    __tablename__ = "catalog_versions"
-    version: Mapped[str] = mapped_column(String(80), primary_key=True)
-    source: Mapped[str | None] = mapped_column(Text)
-    text: Mapped[str] = mapped_column(Text)
-    loaded_at: Mapped[datetime]
-
-
-def table_of(model: type[Base]) -> Table:
-    """The Core table of a model, typed as a Table (for insert/update on the hot path)."""
-    return cast(Table, model.__table__)

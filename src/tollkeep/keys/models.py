@@ -1,0 +1,31 @@
+"""Tables of the keys domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollkeep.kit.models import Base
+
+__all__ = ["ApiKey"]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(Text)
+    scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    ip_allowlist: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | revoked
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    rotated_from: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

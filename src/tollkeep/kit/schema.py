@@ -1,0 +1,15 @@
+"""Every domain's tables on the one MetaData (for Alembic and tests): import this module to
+have them all registered."""
+
+from __future__ import annotations
+
+from tollkeep.catalog import models as _catalog
+from tollkeep.customers import models as _customers
+from tollkeep.keys import models as _keys
+from tollkeep.kit.models import Base
+from tollkeep.ledger import models as _ledger
+
+__all__ = ["metadata"]
+
+metadata = Base.metadata
+DOMAINS = (_catalog, _customers, _keys, _ledger)
