@@ -26,6 +26,7 @@ from tollkeep.ledger import queries
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.service import LedgerService
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
+from tollkeep.plans import PlanService, ensure_allowance
 
 __all__ = ["Tollkeep"]
 
@@ -53,9 +54,11 @@ class Tollkeep:
             clock=self.clock,
             hold_default_ttl=s.hold_default_ttl_seconds,
             hold_max_ttl=s.hold_max_ttl_seconds,
+            before_spend=ensure_allowance,
         )
+        self.plans = PlanService(self.db, self.executor, lambda: cat.current, clock=self.clock)
         self.customers = CustomerService(
-            self.db, self.executor, self.ledger, lambda: cat.current, clock=self.clock
+            self.db, self.executor, self.ledger, self.plans, lambda: cat.current, clock=self.clock
         )
         self.keys = KeyService(
             self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
@@ -129,7 +132,7 @@ class Tollkeep:
         while not self._stop.wait(self.settings.sweeper_interval_seconds):
             try:
                 self.ledger.sweep()
-                self.ledger.renew_allowances()
+                self.plans.renew_allowances()
             except Exception:
                 log.exception("sweeper failed; will retry")
 

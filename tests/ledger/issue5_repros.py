@@ -91,7 +91,7 @@ def repro_bug_2(tk: Tollkeep, clock: FrozenClock) -> Problems:
     tk.catalogs.set(parse_catalog(CATALOG))
     cid = _customer(tk, "bug2", plan="basic")
     hold = tk.ledger.create_hold(cid, idempotency_key="h", amount=18)
-    tk.ledger.change_plan(cid, None)
+    tk.plans.change_plan(cid, None)
     clock.advance(timedelta(seconds=1))
     tk.ledger.resolve_hold(cid, hold["id"], action="release")
     out: Problems = []

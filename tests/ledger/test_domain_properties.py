@@ -29,6 +29,7 @@ from tollkeep.ledger.domain import (
     request_hash,
     subtract_draws,
 )
+from tollkeep.ledger.grants import new_grant
 from tollkeep.ledger.service import LedgerService
 
 from .ledger_model import MOVES, PRIORITY, Insufficient, MCharge, MHold, Model, Parts, merged, minus
@@ -292,9 +293,7 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         )
         assert attribution.total == want
         if unplaced:
-            self.svc._new_grant(
-                self.ws, self.meta, amount=unplaced, source="refund", now=self.m.now, operation_id=ref
-            )
+            new_grant(self.ws, self.meta, amount=unplaced, source="refund", now=self.m.now, operation_id=ref)
         self.bind()
         assert self.ws.balance(self.m.now) == bal + want, "a refund adds exactly its amount to the balance"
         assert sorted(attribution.parts) == sorted((k, a) for k, a in taken if k is not None)

@@ -128,7 +128,7 @@ def test_plan_change_with_open_hold_does_not_revive_old_allowance(cat: Tollkeep)
     cid = customer(cat, plan="starter")
     hold = cat.ledger.create_hold(cid, idempotency_key="h", amount=18)
     assert balance(cat, cid) == 2
-    cat.ledger.change_plan(cid, "other")
+    cat.plans.change_plan(cid, "other")
     assert balance(cat, cid) == 0
     cat.ledger.resolve_hold(cid, hold["id"], action="release")
     assert balance(cat, cid) == 0
@@ -140,7 +140,7 @@ def test_plan_change_with_open_hold_does_not_revive_old_allowance(cat: Tollkeep)
 def test_plan_change_with_wholly_held_allowance(cat: Tollkeep) -> None:
     cid = customer(cat, plan="starter")
     hold = cat.ledger.create_hold(cid, idempotency_key="h", amount=20)  # allowance at 0
-    cat.ledger.change_plan(cid, None)
+    cat.plans.change_plan(cid, None)
     cat.ledger.resolve_hold(cid, hold["id"], action="settle", amount=5)
     assert balance(cat, cid) == 0
     with pytest.raises(InsufficientCredits):
@@ -150,7 +150,7 @@ def test_plan_change_with_wholly_held_allowance(cat: Tollkeep) -> None:
 def test_expired_hold_of_a_closed_allowance_returns_nothing(cat: Tollkeep, clock: FrozenClock) -> None:
     cid = customer(cat, plan="starter")
     cat.ledger.create_hold(cid, idempotency_key="h", amount=15, ttl_seconds=10)
-    cat.ledger.change_plan(cid, "other")
+    cat.plans.change_plan(cid, "other")
     clock.advance(timedelta(seconds=11))
     assert cat.ledger.sweep()["holds_released"] == 1
     assert balance(cat, cid) == 0

@@ -375,20 +375,20 @@ def test_free_to_pro_carries_unused_allowance_once(tk: Tollkeep, clock: FrozenCl
     cid = new_customer(tk, plan="free")
     for _ in range(30):
         use(tk, cid)
-    r = tk.ledger.change_plan(cid, "pro")
+    r = tk.plans.change_plan(cid, "pro")
     assert r["carried_over"] == 70 and r["changed"]
     grants = tk.balance(cid)["grants"]
     carried = [g for g in grants if g["source"] == "promo"]
     assert len(carried) == 1 and carried[0]["amount"] == 70 and carried[0]["expires_at"] is None
     assert bal(tk, cid) == 10_000 + 70
-    assert tk.ledger.change_plan(cid, "pro")["changed"] is False
+    assert tk.plans.change_plan(cid, "pro")["changed"] is False
 
     step(clock)
-    back = tk.ledger.change_plan(cid, "free")
+    back = tk.plans.change_plan(cid, "free")
     assert back["carried_over"] == 0
     assert bal(tk, cid) == 70  # pro's allowance ends; the lifetime free allowance is not granted twice
     step(clock)
-    again = tk.ledger.change_plan(cid, "pro")
+    again = tk.plans.change_plan(cid, "pro")
     assert again["carried_over"] == 0
     assert len([g for g in tk.balance(cid)["grants"] if g["source"] == "promo"]) == 1
     use(tk, cid)

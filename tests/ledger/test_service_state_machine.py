@@ -440,7 +440,7 @@ class LedgerServiceMachine(RuleBasedStateMachine):
     def change_plan(self, plan: str | None) -> None:
         self.tick()
         if plan == self.m.plan:
-            assert self.tk.ledger.change_plan(self.cid, plan)["changed"] is False
+            assert self.tk.plans.change_plan(self.cid, plan)["changed"] is False
             return
         m = self.m
         old = m.plan
@@ -466,7 +466,7 @@ class LedgerServiceMachine(RuleBasedStateMachine):
         m.plan, m.allowance_until = plan, None
         m.ensure_allowance()
         event(f"plan change {old} -> {plan}" + (" with carry-over" if carried else ""))
-        res = self.tk.ledger.change_plan(self.cid, plan)
+        res = self.tk.plans.change_plan(self.cid, plan)
         assert res["changed"] and res["carried_over"] == carried
         self.bind_new_grants()
 
@@ -502,7 +502,7 @@ class LedgerServiceMachine(RuleBasedStateMachine):
         out = self.tk.ledger.sweep()
         assert out["holds_released"] == released
         self.m.ensure_allowance()
-        self.tk.ledger.renew_allowances()
+        self.tk.plans.renew_allowances()
         self.bind_new_grants()
 
     @rule(limit=st.integers(0, 25))

@@ -57,7 +57,7 @@ def test_clean_ledger_verifies(tk: Tollkeep) -> None:
     cid = tk.customers.create("a", plan="starter")["id"]
     tk.ledger.record_usage(UsageRequest(cid, "llm_tokens", None, "k", {"model": "m", "input_tokens": 5}))
     hold = tk.ledger.create_hold(cid, idempotency_key="h", amount=10)
-    tk.ledger.change_plan(cid, None)
+    tk.plans.change_plan(cid, None)
     tk.ledger.resolve_hold(cid, hold["id"], action="release")
     assert problems(tk) == []
 
@@ -73,7 +73,7 @@ def test_token_quantity_recorded_as_one(tk: Tollkeep) -> None:
 
 def test_credit_into_a_closed_grant(tk: Tollkeep) -> None:
     cid = tk.customers.create("a", plan="starter")["id"]
-    tk.ledger.change_plan(cid, None)
+    tk.plans.change_plan(cid, None)
     gid = tk.executor.call(lambda s: s.execute(text("SELECT id, wallet_id FROM grants")).one())
     run_sql(
         tk,

@@ -20,13 +20,12 @@ from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json, check_text
 from tollkeep.kit.models import table_of
 from tollkeep.kit.pagination import clamp_limit, page
-from tollkeep.ledger.models import Wallet
-from tollkeep.ledger.service import LedgerService
+from tollkeep.ledger import LedgerService, open_wallet
+from tollkeep.plans import PlanService
 
 __all__ = ["CustomerService"]
 
 C = table_of(Customer)
-W = table_of(Wallet)
 STATUSES = ("active", "suspended", "closed")
 INSTALL_PREFIX = "install:"  # reserved: the external ids of anonymous install-id customers
 _INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -53,6 +52,7 @@ class CustomerService:
         db: Database,
         executor: WriteExecutor,
         ledger: LedgerService,
+        plans: PlanService,
         catalog: Callable[[], Catalog],
         *,
         clock: Clock | None = None,
@@ -60,6 +60,7 @@ class CustomerService:
         self.db = db
         self.executor = executor
         self.ledger = ledger
+        self.plans = plans
         self.catalog = catalog
         self.clock = clock or SystemClock()
         # told when a customer's status changes (the key cache drops their keys)
@@ -96,7 +97,7 @@ class CustomerService:
             raise InvalidInput(f"unknown plan {plan!r}", code="unknown_plan")
 
         cid = new_id("cus")
-        set_plan = self.ledger.change_plan_fn(cid, plan) if plan is not None else None
+        set_plan = self.plans.change_plan_fn(cid, plan) if plan is not None else None
         give_allowance = (
             self.ledger.grant_fn(
                 cid,
@@ -132,17 +133,7 @@ class CustomerService:
                     updated_at=now,
                 )
             )
-            s.execute(
-                insert(W).values(
-                    id=new_id("wal"),
-                    customer_id=cid,
-                    overdraft_limit=0,
-                    overdraft_used=0,
-                    carryover_done=False,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            open_wallet(s, cid, now)
             # the plan and the anonymous allowance go in the same transaction: a customer never
             # exists without them
             if set_plan is not None:

@@ -1,0 +1,39 @@
+"""The ledger: wallets, grants, holds, charges, refunds, caps and the journal.
+
+Other domains use it through this surface only: the service (use cases, each its own unit of
+work) and, inside a unit of work of their own (the plans domain's plan changes, the customers
+domain's sign-up), the wallet lock, the wallet state and its rules, the grant call and
+``persist``, which writes a state's changes and their journal entries together.
+"""
+
+from tollkeep.ledger.domain import Draw, GrantState, WalletState
+from tollkeep.ledger.grants import GrantMeta, grant_once, new_grant
+from tollkeep.ledger.repository import (
+    insert_operation,
+    load_state,
+    lock_wallet,
+    lock_wallet_of_customer,
+    open_allowance_grant_ids,
+    open_wallet,
+    persist,
+)
+from tollkeep.ledger.service import BeforeSpend, LedgerService, UsageRequest
+
+__all__ = [
+    "BeforeSpend",
+    "Draw",
+    "GrantMeta",
+    "GrantState",
+    "LedgerService",
+    "UsageRequest",
+    "WalletState",
+    "grant_once",
+    "insert_operation",
+    "load_state",
+    "lock_wallet",
+    "lock_wallet_of_customer",
+    "new_grant",
+    "open_allowance_grant_ids",
+    "open_wallet",
+    "persist",
+]

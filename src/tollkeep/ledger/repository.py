@@ -11,6 +11,7 @@ from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 
 from tollkeep.customers.models import Customer
 from tollkeep.kit.db import Tx
+from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
 from tollkeep.kit.rawsql import RawStatement
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
@@ -94,6 +95,23 @@ _SET_OVERDRAFT = RawStatement(
     .where(W.c.id == bindparam("wid"))
     .values(overdraft_used=bindparam("used"), updated_at=bindparam("now"))
 )
+
+
+def open_wallet(s: Tx, customer_id: str, now: datetime) -> str:
+    """Create a new customer's wallet (empty, no overdraft); returns its id."""
+    wallet_id = new_id("wal")
+    s.execute(
+        insert(W).values(
+            id=wallet_id,
+            customer_id=customer_id,
+            overdraft_limit=0,
+            overdraft_used=0,
+            carryover_done=False,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return wallet_id
 
 
 def lock_wallet(s: Tx, wallet_id: str) -> Any:
@@ -348,23 +366,6 @@ def open_holds_total(s: Tx, wallet_id: str) -> int:
             )
         ).scalar_one()
     )
-
-
-def wallets_due_for_allowance(s: Tx, now: datetime, limit: int) -> list[Any]:
-    """(id, customer_id) of wallets whose plan allowance is not granted for the current period."""
-    return list(
-        s.execute(
-            select(W.c.id, W.c.customer_id)
-            .join(C, C.c.id == W.c.customer_id)
-            .where(C.c.plan.is_not(None), C.c.status == "active")
-            .where(or_(W.c.allowance_until.is_(None), W.c.allowance_until <= now))
-            .limit(limit)
-        ).all()
-    )
-
-
-def set_customer_plan(s: Tx, customer_id: str, plan: str | None, now: datetime) -> None:
-    s.execute(update(C).where(C.c.id == customer_id).values(plan=plan, plan_changed_at=now, updated_at=now))
 
 
 def get_hold_of_customer(s: Tx, customer_id: str, hold_id: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,21 +22,22 @@ from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.domain import (
-    DEFAULT_PRIORITY,
     SOURCES,
     Draw,
-    GrantState,
     WalletState,
     check_replay,
     merge_draws,
     request_hash,
     subtract_draws,
 )
+from tollkeep.ledger.grants import GrantMeta, new_grant
 from tollkeep.pricing.rating import Rating, needs_aggregate, rate
 
-__all__ = ["LedgerService", "UsageRequest"]
+__all__ = ["BeforeSpend", "LedgerService", "UsageRequest"]
 
-FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+# (tx, locked wallet row, wallet state, grant metadata, catalog, now): may add grants to the state
+BeforeSpend = Callable[[Tx, Any, WalletState, GrantMeta, Catalog, datetime], None]
+
 CHARGE_KINDS = ("usage", "settle")  # operations that charge: a usage event, a settled hold
 
 
@@ -69,12 +70,16 @@ class LedgerService:
         clock: Clock | None = None,
         hold_default_ttl: int = 300,
         hold_max_ttl: int = 86_400,
+        before_spend: BeforeSpend | None = None,
     ) -> None:
         self.executor = executor
         self.catalog = catalog
         self.clock = clock or SystemClock()
         self.hold_default_ttl = hold_default_ttl
         self.hold_max_ttl = hold_max_ttl
+        # called in a charge's or hold's unit of work before credits are drawn (the plans
+        # domain grants the period's allowance there, lazily)
+        self.before_spend = before_spend
 
     @property
     def unit(self) -> str:
@@ -91,87 +96,6 @@ class LedgerService:
     def _check_active(w: Any) -> None:
         if w.status != "active":
             raise Forbidden(f"customer is {w.status}", code="customer_inactive")
-
-    def _new_grant(
-        self,
-        st: WalletState,
-        meta: dict[str, dict[str, Any]],
-        *,
-        amount: int,
-        source: str,
-        now: datetime,
-        operation_id: str,
-        priority: int | None = None,
-        effective_at: datetime | None = None,
-        expires_at: datetime | None = None,
-        meter: str | None = None,
-        note: str | None = None,
-    ) -> GrantState:
-        g = GrantState(
-            id=new_id("grt"),
-            amount=amount,
-            remaining=0,
-            source=source,
-            priority=DEFAULT_PRIORITY.get(source, 50) if priority is None else priority,
-            effective_at=effective_at or now,
-            expires_at=expires_at,
-            created_at=now,
-            meter=meter,
-        )
-        st.add_grant(g, now=now, operation_id=operation_id)
-        meta[g.id] = {"operation_id": operation_id, "note": note}
-        return g
-
-    def _ensure_allowance(
-        self,
-        s: Tx,
-        w: Any,
-        st: WalletState,
-        meta: dict[str, dict[str, Any]],
-        cat: Catalog,
-        now: datetime,
-    ) -> None:
-        """Grant the current period's plan allowance if it is not granted yet (idempotent by period)."""
-        if not w.plan:
-            return
-        if w.allowance_until is not None and w.allowance_until > now:
-            return
-        plan = cat.plan(w.plan)
-        if plan is None or plan.allowance is None or plan.allowance.amount <= 0:
-            # nothing to grant: look again next month (or at the next plan change)
-            repo.set_wallet(s, w.id, allowance_until=period_bounds("month", now)[1], updated_at=now)
-            return
-        start, end, key = period_bounds(plan.allowance.period, now)
-        if repo.find_operation(s, w.id, "allowance", f"{plan.key}:{key}") is not None:
-            # this period's allowance of this plan was granted already (a lifetime allowance is
-            # granted once; coming back to a plan within a period does not grant it again)
-            repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
-            return
-        op_id = new_id("op")
-        repo.insert_operation(
-            s,
-            id=op_id,
-            wallet_id=w.id,
-            customer_id=w.customer_id,
-            kind="allowance",
-            idempotency_key=f"{plan.key}:{key}",
-            amount=plan.allowance.amount,
-            catalog_version=cat.version,
-            created_at=now,
-        )
-        self._new_grant(
-            st,
-            meta,
-            amount=plan.allowance.amount,
-            source="plan_allowance",
-            now=now,
-            operation_id=op_id,
-            priority=plan.allowance.priority,
-            effective_at=start or now,
-            expires_at=end,
-            note=f"plan {plan.key} allowance {key}",
-        )
-        repo.set_wallet(s, w.id, allowance_until=end or FAR_FUTURE, updated_at=now)
 
     def _state(self, s: Tx, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
         return repo.load_state(s, w, grant_ids=grant_ids)
@@ -194,18 +118,16 @@ class LedgerService:
             held, amount, now, kind="release", operation_id=operation_id, hold_id=hold_id, live_only=False
         )
         if unplaced:
-            g = GrantState(
-                id=new_id("grt"),
+            new_grant(
+                st,
+                meta,
                 amount=unplaced,
-                remaining=0,
                 source="refund",
-                priority=DEFAULT_PRIORITY["refund"],
-                effective_at=now,
-                expires_at=None,
-                created_at=now,
+                now=now,
+                operation_id=operation_id,
+                note=f"released from hold {hold_id}",
+                hold_id=hold_id,
             )
-            st.add_grant(g, now=now, operation_id=operation_id, hold_id=hold_id)
-            meta[g.id] = {"operation_id": operation_id, "note": f"released from hold {hold_id}"}
 
     # ================================================================ grants
     def grant(self, customer_id: str, amount: int, **kw: Any) -> dict[str, Any]:
@@ -260,7 +182,7 @@ class LedgerService:
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
             op_id = new_id("op")
-            g = self._new_grant(
+            g = new_grant(
                 st,
                 meta,
                 amount=amount,
@@ -461,7 +383,8 @@ class LedgerService:
             self._check_active(w)
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
-            self._ensure_allowance(s, w, st, meta, cat, now)
+            if self.before_spend is not None:
+                self.before_spend(s, w, st, meta, cat, now)
             rating, ctx = self._meter_context(
                 s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
             )
@@ -547,7 +470,8 @@ class LedgerService:
             self._check_active(w)
             st = self._state(s, w)
             meta: dict[str, dict[str, Any]] = {}
-            self._ensure_allowance(s, w, st, meta, cat, now)
+            if self.before_spend is not None:
+                self.before_spend(s, w, st, meta, cat, now)
             exclude: frozenset[str] = frozenset()
             held = amount
             hold_qty = qty
@@ -836,9 +760,9 @@ class LedgerService:
                 left, want, now, kind="refund", operation_id=ref_id, live_only=True
             )
             meta: dict[str, dict[str, Any]] = {}
-            new_grant = None
+            new_grant_id = None
             if unplaced:
-                new_grant = self._new_grant(
+                new_grant_id = new_grant(
                     st, meta, amount=unplaced, source="refund", now=now, operation_id=ref_id, note=reason
                 ).id
             result = {
@@ -846,7 +770,7 @@ class LedgerService:
                 "charge_id": op.id,
                 "amount": want,
                 "to_original_grants": want - unplaced,
-                "new_grant_id": new_grant,
+                "new_grant_id": new_grant_id,
                 "reason": reason,
                 "unit": self.unit,
             }
@@ -869,78 +793,6 @@ class LedgerService:
             return {**result, "balance": st.balance(now), "duplicate": False}
 
         return self.executor.call(fn, key=self._owner("charge", operation_id))
-
-    # ================================================================ plans
-    def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
-        """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
-        free plan to a paid one carries the unused free allowance into a durable grant, once."""
-        return self.executor.call(self.change_plan_fn(customer_id, plan_key), key=customer_id)
-
-    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Tx], dict[str, Any]]:
-        cat = self.catalog()
-        new_plan = cat.plan(plan_key) if plan_key is not None else None
-        if plan_key is not None and new_plan is None:
-            raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
-
-        def fn(s: Tx) -> dict[str, Any]:
-            now = self.clock.now()
-            w = self._wallet(s, customer_id)
-            if w.plan == plan_key:
-                return {"customer_id": customer_id, "plan": plan_key, "carried_over": 0, "changed": False}
-            old_plan = cat.plan(w.plan) if w.plan else None
-            # every allowance grant not yet ended closes, also one spent to 0 or wholly held:
-            # credits an open hold gives back later must not revive it
-            st = self._state(s, w, grant_ids=tuple(repo.open_allowance_grant_ids(s, w.id, now)))
-            op_id = new_id("op")
-            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.ended(now) is None]
-            carried = 0
-            carry = (
-                old_plan is not None
-                and old_plan.is_free
-                and new_plan is not None
-                and not new_plan.is_free
-                and not w.carryover_done
-            )
-            for g in closing:
-                carried += st.close(g.id, now, kind="plan_change", operation_id=op_id)
-            closed_total = carried
-            meta: dict[str, dict[str, Any]] = {}
-            if carry and carried:
-                self._new_grant(
-                    st,
-                    meta,
-                    amount=carried,
-                    source="promo",
-                    now=now,
-                    operation_id=op_id,
-                    note=f"unused {old_plan.key if old_plan else ''} allowance carried over",
-                )
-            else:
-                carried = 0
-            repo.insert_operation(
-                s,
-                id=op_id,
-                wallet_id=w.id,
-                customer_id=customer_id,
-                kind="plan_change",
-                idempotency_key=op_id,
-                amount=carried,
-                # journal of this operation: -closed (allowances ended) +carried (a new grant)
-                properties={"from": w.plan, "to": plan_key, "closed": closed_total},
-                catalog_version=cat.version,
-                created_at=now,
-            )
-            repo.set_customer_plan(s, customer_id, plan_key, now)
-            repo.set_wallet(
-                s, w.id, allowance_until=None, carryover_done=bool(w.carryover_done or carry), updated_at=now
-            )
-            repo.persist(s, st, now, grant_meta=meta)
-            w2 = repo.lock_wallet(s, w.id)
-            self._ensure_allowance(s, w2, st, meta, cat, now)
-            repo.persist(s, st, now, grant_meta=meta)
-            return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
-
-        return fn
 
     def set_overdraft(self, customer_id: str, limit: int) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -1049,32 +901,5 @@ class LedgerService:
             )
             repo.persist(s, st, now)
             return len(gone)
-
-        return fn
-
-    # ================================================================ allowance renewal
-    def renew_allowances(self, *, limit: int = 500) -> int:
-        """Grant the new period's plan allowance to wallets whose allowance ran out (usage also
-        does this lazily, so a missed run costs nothing but freshness of displayed balances).
-        One unit of work per wallet, keyed by its customer."""
-        now = self.clock.now()
-        due = self.executor.call(lambda s: repo.wallets_due_for_allowance(s, now, limit))
-        futures = [self.executor.submit(self._renew_fn(w.id), key=w.customer_id) for w in due]
-        return sum(f.result() for f in futures)
-
-    def _renew_fn(self, wallet_id: str) -> Callable[[Tx], int]:
-        cat = self.catalog()
-
-        def fn(s: Tx) -> int:
-            now = self.clock.now()
-            w = repo.lock_wallet(s, wallet_id)
-            if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
-                return 0
-            st = self._state(s, w)
-            meta: dict[str, dict[str, Any]] = {}
-            self._ensure_allowance(s, w, st, meta, cat, now)
-            renewed = 1 if st.new_grants else 0
-            repo.persist(s, st, now, grant_meta=meta)
-            return renewed
 
         return fn

@@ -1,0 +1,5 @@
+"""Plans: a customer's plan, its allowance each period, the free → paid carry-over."""
+
+from tollkeep.plans.service import PlanService, ensure_allowance
+
+__all__ = ["PlanService", "ensure_allowance"]

@@ -13,4 +13,4 @@ def customers_plan(ref: str, plan: Annotated[str, typer.Argument(help="Plan key,
     """Move a customer to another plan."""
     with runtime() as tk:
         c = tk.customers.find(ref)
-        show(tk.ledger.change_plan(c["id"], None if plan == "none" else plan), False)
+        show(tk.plans.change_plan(c["id"], None if plan == "none" else plan), False)

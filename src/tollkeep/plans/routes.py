@@ -14,4 +14,4 @@ router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 @router.post("/customers/{customer_id}/plan", summary="Move a customer to another plan")
 def change_plan(customer_id: str, body: PlanIn, tk: Admin) -> dict[str, Any]:
-    return tk.ledger.change_plan(customer_id, body.plan)
+    return tk.plans.change_plan(customer_id, body.plan)

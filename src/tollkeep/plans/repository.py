@@ -1,0 +1,43 @@
+"""The plans domain's SQL: plan membership (``customers.plan``, ``customers.plan_changed_at``)
+and allowance state (``wallets.allowance_until``, ``wallets.carryover_done``). These columns
+are written here and nowhere else."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from tollkeep.customers.models import Customer
+from tollkeep.kit.db import Tx
+from tollkeep.kit.models import table_of
+from tollkeep.ledger.models import Wallet
+
+__all__ = ["set_allowance_state", "set_customer_plan", "wallets_due_for_allowance"]
+
+C = table_of(Customer)
+W = table_of(Wallet)
+
+
+def set_customer_plan(s: Tx, customer_id: str, plan: str | None, now: datetime) -> None:
+    s.execute(update(C).where(C.c.id == customer_id).values(plan=plan, plan_changed_at=now, updated_at=now))
+
+
+def set_allowance_state(s: Tx, wallet_id: str, now: datetime, **values: Any) -> None:
+    """``allowance_until`` (granted up to, exclusive) and/or ``carryover_done``."""
+    assert set(values) <= {"allowance_until", "carryover_done"}, values
+    s.execute(update(W).where(W.c.id == wallet_id).values(**values, updated_at=now))
+
+
+def wallets_due_for_allowance(s: Tx, now: datetime, limit: int) -> list[Any]:
+    """Active customers on a plan whose allowance is granted only up to before ``now``."""
+    return list(
+        s.execute(
+            select(W.c.id, W.c.customer_id)
+            .join(C, C.c.id == W.c.customer_id)
+            .where(C.c.plan.is_not(None), C.c.status == "active")
+            .where(or_(W.c.allowance_until.is_(None), W.c.allowance_until <= now))
+            .limit(limit)
+        ).all()
+    )

@@ -1,0 +1,168 @@
+"""Plans use cases: a customer's plan, its allowance each period, the free → paid carry-over.
+
+Allowances are granted through the ledger's grant call (:func:`tollkeep.ledger.grant_once`)
+with a key per plan and period, so granting one twice is impossible whoever asks first: the
+ledger's usage path (lazily, before a charge, through the ``before_spend`` hook it is given),
+the renewal job, or a plan change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tollkeep import ledger as ledger_repo
+from tollkeep.catalog import Catalog
+from tollkeep.kit.clock import Clock, SystemClock, period_bounds
+from tollkeep.kit.db import Database, Tx
+from tollkeep.kit.errors import InvalidInput, NotFound
+from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.ids import new_id
+from tollkeep.ledger import GrantMeta, WalletState, grant_once, new_grant
+from tollkeep.plans import repository as repo
+from tollkeep.plans.domain import allowance_period, carries_over
+
+__all__ = ["PlanService", "ensure_allowance"]
+
+
+def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catalog, now: Any) -> None:
+    """Grant the current period's plan allowance if it is not granted yet (idempotent by period).
+
+    ``w`` is the locked wallet row (with its customer's ``plan``); the grant goes into ``st``,
+    which the caller persists in the same unit of work."""
+    if not w.plan or (w.allowance_until is not None and w.allowance_until > now):
+        return
+    plan = cat.plan(w.plan)
+    period = allowance_period(plan, now)
+    if period is None:
+        # nothing to grant: look again next month (or at the next plan change)
+        repo.set_allowance_state(s, w.id, now, allowance_until=period_bounds("month", now)[1])
+        return
+    assert plan is not None
+    # once per plan and period: a lifetime allowance is granted once; coming back to a plan
+    # within a period does not grant it again
+    grant_once(
+        s,
+        w,
+        st,
+        meta,
+        kind="allowance",
+        key=period.key,
+        amount=period.amount,
+        source="plan_allowance",
+        now=now,
+        catalog_version=cat.version,
+        priority=period.priority,
+        effective_at=period.start or now,
+        expires_at=period.end,
+        note=f"plan {period.plan} allowance {period.period}",
+    )
+    repo.set_allowance_state(s, w.id, now, allowance_until=period.until)
+
+
+class PlanService:
+    def __init__(
+        self,
+        db: Database,
+        executor: WriteExecutor,
+        catalog: Callable[[], Catalog],
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.executor = executor
+        self.catalog = catalog
+        self.clock = clock or SystemClock()
+
+    # ---- plan changes -----------------------------------------------------------------------------
+    def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
+        """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
+        free plan to a paid one carries the unused free allowance into a durable grant, once."""
+        return self.executor.call(self.change_plan_fn(customer_id, plan_key), key=customer_id)
+
+    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Tx], dict[str, Any]]:
+        cat = self.catalog()
+        new_plan = cat.plan(plan_key) if plan_key is not None else None
+        if plan_key is not None and new_plan is None:
+            raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
+
+        def fn(s: Tx) -> dict[str, Any]:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            if w.plan == plan_key:
+                return {"customer_id": customer_id, "plan": plan_key, "carried_over": 0, "changed": False}
+            old_plan = cat.plan(w.plan) if w.plan else None
+            # every allowance grant not yet ended closes, also one spent to 0 or wholly held:
+            # credits an open hold gives back later must not revive it
+            st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
+            op_id = new_id("op")
+            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.ended(now) is None]
+            carry = carries_over(old_plan, new_plan, done_before=bool(w.carryover_done))
+            closed_total = sum(st.close(g.id, now, kind="plan_change", operation_id=op_id) for g in closing)
+            meta: GrantMeta = {}
+            carried = closed_total if carry else 0
+            if carried:
+                new_grant(
+                    st,
+                    meta,
+                    amount=carried,
+                    source="promo",
+                    now=now,
+                    operation_id=op_id,
+                    note=f"unused {old_plan.key if old_plan else ''} allowance carried over",
+                )
+            ledger_repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind="plan_change",
+                idempotency_key=op_id,
+                amount=carried,
+                # journal of this operation: -closed (allowances ended) +carried (a new grant)
+                properties={"from": w.plan, "to": plan_key, "closed": closed_total},
+                catalog_version=cat.version,
+                created_at=now,
+            )
+            repo.set_customer_plan(s, customer_id, plan_key, now)
+            repo.set_allowance_state(
+                s, w.id, now, allowance_until=None, carryover_done=bool(w.carryover_done or carry)
+            )
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            w2 = ledger_repo.lock_wallet(s, w.id)
+            ensure_allowance(s, w2, st, meta, cat, now)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
+
+        return fn
+
+    # ---- renewal ----------------------------------------------------------------------------------
+    def renew_allowances(self, *, limit: int = 500) -> int:
+        """Grant the new period's plan allowance to wallets whose allowance ran out (usage also
+        does this lazily, so a missed run costs nothing but freshness of displayed balances).
+        One unit of work per wallet, keyed by its customer; the scan is a read and does not
+        queue on the writer."""
+        now = self.clock.now()
+        with self.db.scope(write=False) as s:
+            due = repo.wallets_due_for_allowance(s, now, limit)
+        futures = [self.executor.submit(self._renew_fn(w.id), key=w.customer_id) for w in due]
+        return sum(f.result() for f in futures)
+
+    def _renew_fn(self, wallet_id: str) -> Callable[[Tx], int]:
+        cat = self.catalog()
+
+        def fn(s: Tx) -> int:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet(s, wallet_id)
+            if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
+                return 0
+            st = ledger_repo.load_state(s, w)
+            meta: GrantMeta = {}
+            ensure_allowance(s, w, st, meta, cat, now)
+            renewed = 1 if st.new_grants else 0
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            return renewed
+
+        return fn
