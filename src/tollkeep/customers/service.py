@@ -7,43 +7,27 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tollkeep.catalog import Catalog
-from tollkeep.customers.models import Customer
-from tollkeep.kit.clock import Clock, SystemClock, iso
+from tollkeep.customers import queries
+from tollkeep.customers import repository as repo
+from tollkeep.customers.queries import customer_view
+from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json, check_text
-from tollkeep.kit.models import table_of
-from tollkeep.kit.pagination import clamp_limit, page
 from tollkeep.ledger import LedgerService, open_wallet
 from tollkeep.plans import PlanService
 
 __all__ = ["CustomerService"]
 
-C = table_of(Customer)
 STATUSES = ("active", "suspended", "closed")
 INSTALL_PREFIX = "install:"  # reserved: the external ids of anonymous install-id customers
 _INSTALL_RE = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-
-
-def customer_view(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "external_id": row.external_id,
-        "email": row.email,
-        "name": row.name,
-        "status": row.status,
-        "anonymous": bool(row.anonymous),
-        "plan": row.plan,
-        "metadata": row.metadata or {},
-        "created_at": iso(row.created_at),
-    }
 
 
 class CustomerService:
@@ -112,26 +96,22 @@ class CustomerService:
 
         def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
-            existing = s.execute(select(C.c.id).where(C.c.external_id == external_id)).scalar()
+            existing = repo.id_by_external_id(s, external_id)
             if existing is not None:
                 raise Conflict(
                     f"a customer with external_id {external_id!r} exists",
                     code="customer_exists",
                     details={"customer_id": existing},
                 )
-            s.execute(
-                insert(C).values(
-                    id=cid,
-                    external_id=external_id,
-                    email=email,
-                    name=name,
-                    status="active",
-                    anonymous=anonymous,
-                    plan=None,
-                    metadata=metadata or {},
-                    created_at=now,
-                    updated_at=now,
-                )
+            repo.insert_customer(
+                s,
+                id=cid,
+                external_id=external_id,
+                email=email,
+                name=name,
+                anonymous=anonymous,
+                metadata=metadata,
+                now=now,
             )
             open_wallet(s, cid, now)
             # the plan and the anonymous allowance go in the same transaction: a customer never
@@ -142,7 +122,7 @@ class CustomerService:
                 give_allowance(s)
             # the response is read and rendered before the commit: nothing that was written
             # can fail to come back (and a failure here rolls the whole customer back)
-            row = s.execute(select(C).where(C.c.id == cid)).first()
+            row = repo.get(s, cid)
             view = customer_view(row)
             json.dumps(view, ensure_ascii=False).encode("utf-8")
             return view
@@ -175,7 +155,7 @@ class CustomerService:
 
     def _install_lookup(self, ext: str) -> str | None:
         with self.db.scope(write=False) as s:
-            row = s.execute(select(C.c.id, C.c.anonymous).where(C.c.external_id == ext)).first()
+            row = queries.install_customer(s, ext)
         if row is None:
             return None
         if not row.anonymous:
@@ -199,10 +179,7 @@ class CustomerService:
             raise InvalidInput("email is not a valid address", code="invalid_email")
 
         def fn(s: Tx) -> None:
-            res = s.execute(
-                update(C).where(C.c.id == customer_id).values(**values, updated_at=self.clock.now())
-            )
-            if res.rowcount == 0:  # type: ignore[attr-defined]
+            if not repo.update_customer(s, customer_id, values, self.clock.now()):
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
 
         self.executor.call(fn)
@@ -213,7 +190,7 @@ class CustomerService:
     # ---- reads --------------------------------------------------------------------------------
     def get(self, customer_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
-            row = s.execute(select(C).where(C.c.id == customer_id)).first()
+            row = repo.get(s, customer_id)
         if row is None:
             raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
         return customer_view(row)
@@ -221,7 +198,7 @@ class CustomerService:
     def find(self, ref: str) -> dict[str, Any]:
         """By id or by external id."""
         with self.db.scope(write=False) as s:
-            row = s.execute(select(C).where(or_(C.c.id == ref, C.c.external_id == ref))).first()
+            row = queries.find(s, ref)
         if row is None:
             raise NotFound(f"customer {ref!r} not found", code="customer_not_found")
         return customer_view(row)
@@ -236,17 +213,13 @@ class CustomerService:
         include_anonymous: bool = False,
         max_bytes: int | None = None,
     ) -> dict[str, Any]:
-        n = clamp_limit(limit)
-        stmt = select(C).order_by(C.c.id).limit(n + 1)
-        if after:
-            stmt = stmt.where(C.c.id > after)
-        if status:
-            stmt = stmt.where(C.c.status == status)
-        if not include_anonymous:
-            stmt = stmt.where(C.c.anonymous.is_(False))
-        if q:
-            like = f"%{q.lower()}%"
-            stmt = stmt.where(or_(func.lower(C.c.external_id).like(like), func.lower(C.c.email).like(like)))
         with self.db.scope(write=False) as s:
-            rows = [customer_view(r) for r in s.execute(stmt)]
-        return page(rows, n, max_bytes=max_bytes)
+            return queries.list_customers(
+                s,
+                limit=limit,
+                after=after,
+                status=status,
+                q=q,
+                include_anonymous=include_anonymous,
+                max_bytes=max_bytes,
+            )

@@ -22,22 +22,16 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, select, update
-
-from tollkeep.customers.models import Customer
-from tollkeep.keys.models import ApiKey
+from tollkeep.keys import repository as repo
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
-from tollkeep.kit.models import table_of
 
 __all__ = ["ALL_SCOPES", "KeyService", "Principal"]
 
-K = table_of(ApiKey)
-C = table_of(Customer)
 ALL_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
 HANDLE_CHARS = 12
 LAST_USED_EVERY = 60.0
@@ -160,16 +154,10 @@ class KeyService:
 
         def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
-            cust = s.execute(select(C.c.id, C.c.status).where(C.c.id == customer_id)).first()
-            if cust is None:
+            if repo.customer_status(s, customer_id) is None:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
             if not force_new:
-                existing = s.execute(
-                    select(K)
-                    .where(K.c.customer_id == customer_id, K.c.status == "active")
-                    .where((K.c.expires_at.is_(None)) | (K.c.expires_at > now))
-                    .order_by(K.c.created_at.desc())
-                ).first()
+                existing = repo.active_key_of(s, customer_id, now)
                 if existing is not None:
                     return {**key_view(existing), "key": None, "reused": True}
             return self._insert_key(
@@ -217,12 +205,12 @@ class KeyService:
             "created_at": now,
             "revoked_at": None,
         }
-        s.execute(insert(K).values(**row))
+        repo.insert_key(s, row)
         return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
 
     def _set_status(self, key_id: str, status: str) -> dict[str, Any]:
         def fn(s: Tx) -> dict[str, Any]:
-            row = s.execute(select(K).where(K.c.id == key_id)).first()
+            row = repo.get_key(s, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
             if row.status == "revoked" and status != "revoked":
@@ -231,7 +219,7 @@ class KeyService:
             values: dict[str, Any] = {"status": status}
             if status == "revoked" and row.revoked_at is None:
                 values["revoked_at"] = now
-            s.execute(update(K).where(K.c.id == key_id).values(**values))
+            repo.set_key(s, key_id, **values)
             return {"prefix": row.prefix}
 
         out = self.executor.call(fn)
@@ -265,12 +253,10 @@ class KeyService:
         def fn(s: Tx) -> dict[str, Any]:
             # the old key's row is locked (PostgreSQL; SQLite has one writer): two rotations of one
             # key are serialized, and the second sees the first's replacement
-            old = s.execute(select(K).where(K.c.id == key_id).with_for_update()).first()
+            old = repo.get_key(s, key_id, lock=True)
             if old is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
-            replacement = s.execute(
-                select(K.c.id).where(K.c.rotated_from == key_id).order_by(K.c.created_at)
-            ).scalar()
+            replacement = repo.replacement_of(s, key_id)
             if replacement is not None:
                 raise Conflict(
                     f"key {key_id} was already rotated into {replacement}",
@@ -295,9 +281,9 @@ class KeyService:
                 until = now + timedelta(seconds=grace_seconds)
                 if old.expires_at is not None:  # a grace never extends a key's life
                     until = min(until, old.expires_at)
-                s.execute(update(K).where(K.c.id == key_id).values(expires_at=until))
+                repo.set_key(s, key_id, expires_at=until)
             else:
-                s.execute(update(K).where(K.c.id == key_id).values(status="revoked", revoked_at=now))
+                repo.set_key(s, key_id, status="revoked", revoked_at=now)
             return {**new, "_old_prefix": old.prefix}
 
         out = self.executor.call(fn)
@@ -323,10 +309,10 @@ class KeyService:
             _networks(values["ip_allowlist"])
 
         def fn(s: Tx) -> str:
-            row = s.execute(select(K.c.prefix).where(K.c.id == key_id)).first()
+            row = repo.get_key(s, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
-            s.execute(update(K).where(K.c.id == key_id).values(**values))
+            repo.set_key(s, key_id, **values)
             return str(row.prefix)
 
         self.forget(self.executor.call(fn))
@@ -335,19 +321,14 @@ class KeyService:
     # ---- reads --------------------------------------------------------------------------------
     def get(self, key_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
-            row = s.execute(select(K).where(K.c.id == key_id)).first()
+            row = repo.get_key(s, key_id)
         if row is None:
             raise NotFound(f"key {key_id!r} not found", code="key_not_found")
         return key_view(row)
 
     def list(self, *, customer_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(K).order_by(K.c.created_at)
-        if customer_id:
-            stmt = stmt.where(K.c.customer_id == customer_id)
-        if status:
-            stmt = stmt.where(K.c.status == status)
         with self.db.scope(write=False) as s:
-            return [key_view(r) for r in s.execute(stmt)]
+            return [key_view(r) for r in repo.list_keys(s, customer_id=customer_id, status=status)]
 
     # ---- authentication ---------------------------------------------------------------------------
     def forget(self, prefix: str) -> None:
@@ -365,20 +346,7 @@ class KeyService:
 
     def _load(self, handle: str) -> _Cached | None:
         with self.db.scope(write=False) as s:
-            row = s.execute(
-                select(
-                    K.c.id,
-                    K.c.hash,
-                    K.c.customer_id,
-                    K.c.scopes,
-                    K.c.status,
-                    K.c.expires_at,
-                    K.c.ip_allowlist,
-                    C.c.status.label("customer_status"),
-                )
-                .join(C, C.c.id == K.c.customer_id)
-                .where(K.c.prefix == handle)
-            ).first()
+            row = repo.key_for_auth(s, handle)
         if row is None:
             return None
         return _Cached(
@@ -481,7 +449,7 @@ class KeyService:
         when = self.clock.now()
 
         def fn(s: Tx) -> None:
-            s.execute(update(K).where(K.c.id == key_id).values(last_used_at=when))
+            repo.set_key(s, key_id, last_used_at=when)
 
         with suppress(RuntimeError):  # shutting down
             self.executor.submit(fn)
