@@ -10,21 +10,18 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import insert, select
-
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
-from tollkeep.catalog.models import CatalogVersion
+from tollkeep.catalog import repository as catalog_repo
 from tollkeep.config import Settings, create_private_sqlite_file
-from tollkeep.customers.service import CustomerService
-from tollkeep.keys.service import KeyService
+from tollkeep.customers import CustomerService
+from tollkeep.keys import KeyService
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import upgrade
-from tollkeep.ledger import queries
+from tollkeep.ledger import LedgerService, queries
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger.service import LedgerService
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
 from tollkeep.plans import PlanService, ensure_allowance
 
@@ -74,18 +71,8 @@ class Tollkeep:
         return self.catalogs.current
 
     def _record_catalog(self, cat: Catalog) -> None:
-        def fn(s: Any) -> None:
-            if (
-                s.execute(select(CatalogVersion.version).where(CatalogVersion.version == cat.version)).first()
-                is None
-            ):
-                s.execute(
-                    insert(CatalogVersion).values(
-                        version=cat.version, source=cat.source, text=cat.text, loaded_at=self.clock.now()
-                    )
-                )
-
-        self.executor.call(fn)
+        now = self.clock.now()
+        self.executor.call(lambda s: catalog_repo.record_version(s, cat, now))
 
     def reload_catalog(self) -> Catalog:
         """Load the catalog file again as a new version; an invalid file raises and changes nothing."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tollkeep.api.schemas import ErrorOut
-from tollkeep.keys.service import ALL_SCOPES, Principal
+from tollkeep.keys import ALL_SCOPES, Principal
 from tollkeep.kit.errors import AuthError
 from tollkeep.kit.jsonsafe import check_properties
 from tollkeep.runtime import Tollkeep

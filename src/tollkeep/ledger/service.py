@@ -31,7 +31,7 @@ from tollkeep.ledger.domain import (
     subtract_draws,
 )
 from tollkeep.ledger.grants import GrantMeta, new_grant
-from tollkeep.pricing.rating import Rating, needs_aggregate, rate
+from tollkeep.pricing import Rating, needs_aggregate, rate
 
 __all__ = ["BeforeSpend", "LedgerService", "UsageRequest"]
 

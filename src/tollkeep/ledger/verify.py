@@ -22,7 +22,7 @@ from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, Wallet
 from tollkeep.ledger.repository import draw_of
-from tollkeep.pricing.rating import rate
+from tollkeep.pricing import rate
 
 __all__ = ["VerifyReport", "verify_ledger"]
 

@@ -28,8 +28,7 @@ from decimal import (
 )
 from typing import Any
 
-from tollkeep.catalog.errors import InvalidQuantity, UnknownModel
-from tollkeep.catalog.model import Catalog, Meter, Price, Tier, TokenPrice
+from tollkeep.catalog import Catalog, InvalidQuantity, Meter, Price, Tier, TokenPrice, UnknownModel
 from tollkeep.kit.errors import InvalidInput
 
 __all__ = ["ROUNDING", "Rating", "cumulative_price", "needs_aggregate", "rate", "round_amount"]
