@@ -25,7 +25,7 @@ from tollkeep.runtime import Tollkeep
 
 from ..conftest import bearer, make_settings
 from ..factories import free_port, kill_during_storm, start_server
-from . import issue5_repros
+from . import ledger_bug_repros
 
 
 def customer(tk: Tollkeep, name: str, credits: int = 0) -> str:
@@ -209,7 +209,7 @@ def _after_ttl(holds: dict[str, dict[str, Any]]) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------ issue 5, bugs 1-6
-@pytest.mark.parametrize("bug", sorted(issue5_repros.REPROS), ids=lambda n: f"bug{n}")
+@pytest.mark.parametrize("bug", sorted(ledger_bug_repros.REPROS), ids=lambda n: f"bug{n}")
 def test_issue_5_reproduction(tk: Tollkeep, clock: FrozenClock, bug: int) -> None:
-    """The issue's reproductions of bugs 1-6 (see issue5_repros.py) behave as documented."""
-    assert issue5_repros.REPROS[bug](tk, clock) == []
+    """The issue's reproductions of bugs 1-6 (see ledger_bug_repros.py) behave as documented."""
+    assert ledger_bug_repros.REPROS[bug](tk, clock) == []

@@ -2,7 +2,7 @@
 
 Each ``repro_bug_N(tk, clock)`` runs the issue's reproduction on a runtime and returns the list
 of ways the service disagrees with the documentation (empty when it behaves as documented).
-tests/ledger/test_edge_cases.py runs them on SQLite and PostgreSQL. They were strict xfails
+tests/ledger/test_exact_balances_and_bug_repros.py runs them on SQLite and PostgreSQL. They were strict xfails
 while the fixes were in progress; the fixes turned them into XPASSes and the markers went.
 """
 
