@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+PORT   ?= 8080
+
 demo: $(STAMP)
-	$(BIN)/tollkeep demo
+	$(BIN)/tollkeep demo --port $(PORT)
 
 test: $(STAMP) lint typecheck unit
 

@@ -16,10 +16,10 @@ from tollkeep.config import Settings, create_private_sqlite_file
 from tollkeep.customers import CustomerService
 from tollkeep.keys import KeyService
 from tollkeep.kit.clock import Clock, SystemClock
-from tollkeep.kit.db import Database
+from tollkeep.kit.db import Database, explain_database_error
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.executor import WriteExecutor
-from tollkeep.kit.migrate import upgrade
+from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
 from tollkeep.ledger import LedgerService, queries
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
@@ -32,15 +32,36 @@ log = logging.getLogger("tollkeep")
 
 class Tollkeep:
     def __init__(
-        self, settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        migrate: bool | None = None,
+        existing: bool = False,
     ) -> None:
+        """``migrate``: bring the schema up to date (default: ``settings.migrate_on_start``).
+        ``existing``: use a database that exists and is up to date, create and migrate nothing
+        (the CLI's commands other than init, migrate, serve and demo); else
+        :class:`DatabaseUnavailable` says which database was looked for and what to run."""
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
         s = self.settings
-        create_private_sqlite_file(s.database_url)  # 0600 from the start
+        if existing:
+            require_sqlite_file(s.database_url)
+        else:
+            create_private_sqlite_file(s.database_url)  # 0600 from the start
         self.db = Database(s.database_url, sqlite_synchronous=s.sqlite_synchronous, pool_size=s.db_pool_size)
-        if s.migrate_on_start if migrate is None else migrate:
-            upgrade(self.db)
+        try:
+            if existing:
+                require_schema(self.db)
+            elif s.migrate_on_start if migrate is None else migrate:
+                upgrade(self.db)
+        except Exception as exc:
+            self.db.dispose()
+            problem = explain_database_error(exc, self.db.url)
+            if problem is None:
+                raise
+            raise problem from None
         initial: Catalog = load_catalog(s.catalog_path) if s.catalog_path else default_catalog()
         self.catalogs = CatalogStore(initial, path=s.catalog_path)
         self.executor = WriteExecutor(self.db, batch_max=s.writer_batch_max, workers=s.db_pool_size)

@@ -68,6 +68,7 @@ def test_errors_are_clear(workdir: Path) -> None:
 def test_verify_fails_on_tampering(workdir: Path) -> None:
     import sqlite3
 
+    run("migrate")
     run("customers", "create", "bob")
     run("credits", "grant", "bob", "7")
     con = sqlite3.connect(workdir / "tollkeep.db")

@@ -108,6 +108,7 @@ def test_init_masks_the_database_password(workdir: Path, pg_schema_url: str) -> 
 
 
 def test_credits_grant_makes_and_prints_an_idempotency_key(workdir: Path) -> None:
+    run("migrate")
     run("customers", "create", "carol")
     res = runner.invoke(app, ["credits", "grant", "carol", "5", "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -119,6 +120,7 @@ def test_credits_grant_makes_and_prints_an_idempotency_key(workdir: Path) -> Non
 
 
 def test_reserved_install_prefix_and_retried_rotate(workdir: Path) -> None:
+    run("migrate")
     res = runner.invoke(app, ["customers", "create", "install:abcdefgh"])
     assert res.exit_code == 2 and "reserved_external_id" in res.output
     run("customers", "create", "dave")

@@ -65,11 +65,14 @@ def settings(**overrides: Any) -> Settings:
 
 
 @contextmanager
-def runtime(**overrides: Any) -> Iterator[Tollkeep]:
+def runtime(*, setup: bool = False, **overrides: Any) -> Iterator[Tollkeep]:
+    """The runtime on the configured database. Only ``setup`` commands (init, migrate, serve,
+    demo) create or migrate a database; the others use one that exists and is up to date, and
+    otherwise fail in one line saying which database they looked for and what to run."""
     from tollkeep.runtime import Tollkeep
 
     try:
-        tk = Tollkeep(settings(**overrides))
+        tk = Tollkeep(settings(**overrides), migrate=setup, existing=not setup)
     except TollkeepError as exc:
         fail(exc)
     try:
@@ -81,7 +84,8 @@ def runtime(**overrides: Any) -> Iterator[Tollkeep]:
 
 
 def fail(exc: TollkeepError) -> None:
-    err.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}")
+    # one line, however narrow the terminal: it may be pasted into a search or an issue
+    err.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}", soft_wrap=True)
     for issue in exc.details.get("issues", []):
         err.print(f"  {issue.get('file') or ''} {issue.get('key')}: {issue.get('reason')}")
     raise typer.Exit(2)

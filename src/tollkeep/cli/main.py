@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -141,6 +141,12 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite existing files")] = False,
 ) -> None:
     """Write a commented example catalog and a .env with a fresh admin token, then migrate."""
+    from tollkeep.kit.db import probe
+
+    try:  # a database that cannot be used is said before any file is written
+        probe(settings().database_url)
+    except TollkeepError as exc:
+        fail(exc)
     if path.exists() and not force:
         err.print(f"{path} exists (use --force to overwrite)")
     else:
@@ -159,7 +165,7 @@ def init(
         lines.append(f"TOLLKEEP_ADMIN_TOKEN={token}")
         write_private(env, "\n".join(lines) + "\n")
         out.print(f"admin token (also in .env): [bold]{token}[/bold]")
-    with runtime(catalog_path=path) as tk:
+    with runtime(setup=True, catalog_path=path) as tk:
         ignore = [".env"]
         db = sqlite_file(tk.settings.database_url)
         if db is not None:
@@ -175,14 +181,22 @@ def init(
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from tollkeep.kit.db import Database
+    from tollkeep.kit.db import Database, explain_database_error
     from tollkeep.kit.migrate import upgrade
 
     s = settings()
-    db = Database(s.database_url)
-    with out.status("migrating"):
-        rev = upgrade(db)
-    db.dispose()
+    try:
+        db = Database(s.database_url)
+        try:
+            with out.status("migrating"):
+                rev = upgrade(db)
+        finally:
+            db.dispose()
+    except Exception as exc:
+        problem = explain_database_error(exc, s.database_url)
+        if problem is None:
+            raise
+        fail(problem)
     out.print(f"schema at revision [bold]{rev}[/bold]")
 
 
@@ -241,13 +255,41 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port")] = 8080,
-    db_file: Annotated[Path, typer.Option("--db-file", help="SQLite file (made anew)")] = Path(
-        "tollkeep-demo.db"
-    ),
+    port: Annotated[int, typer.Option(help="Port (make demo PORT=8081)", min=1, max=65535)] = 8080,
+    db_file: Annotated[
+        Path | None,
+        typer.Option("--db-file", help="SQLite file, made anew (default: tollkeep-demo.db, or -PORT.db)"),
+    ] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and print, don't serve")] = False,
 ) -> None:
     """A fresh SQLite demo: catalog, a customer with credits and a key; prints curl examples and serves."""
+    if db_file is None:
+        db_file = Path("tollkeep-demo.db" if port == 8080 else f"tollkeep-demo-{port}.db")
+    # Refuse before touching anything: a demo already serving this file (its lock is held)
+    # keeps its database, and a port in use is said plainly instead of after the re-seed.
+    lock = demo_lock(db_file)
+    if lock is None:
+        err.print(
+            f"a demo is already running on {db_file}: stop it (Ctrl-C in its terminal), "
+            f"or run another one with `make demo PORT={port + 1}`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    if not no_serve and not port_free("127.0.0.1", port):
+        lock.close()
+        err.print(
+            f"port {port} is in use (another demo or server?): run `make demo PORT={port + 1}`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    try:
+        serve_demo(db_file, port, no_serve)
+    finally:
+        lock.close()
+
+
+def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
+    """Seed a fresh demo database, print how to try it, and serve it (unless ``no_serve``)."""
     import uvicorn
 
     from tollkeep.app import create_app
@@ -270,26 +312,13 @@ def demo(
             note="welcome promo",
         )
         key = tk.keys.create(c["id"], name="demo key")["key"]
-    base = f"http://127.0.0.1:{port}"
-    out.print(f"""
-[bold green]tollkeep demo[/bold green]  database {db_file}  catalog {tk.catalog.version}
-
-customer  {c["id"]} (demo-user), 1050 credits
-API key   [bold]{key}[/bold]
-admin     [bold]{token}[/bold]
-
-Try it (in another terminal):
-
-  curl -s {base}/v1/balance -H 'Authorization: Bearer {key}'
-  curl -s {base}/v1/usage -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
-       -d '{{"meter": "api_call", "quantity": 1, "idempotency_key": "req-1"}}'
-  curl -s {base}/v1/usage -H 'Authorization: Bearer {key}'
-  curl -s {base}/v1/pricing
-  curl -s {base}/admin/customers -H 'Authorization: Bearer {token}'
-  curl -s {base}/admin/customers/{c["id"]}/ledger -H 'Authorization: Bearer {token}'
-
-OpenAPI docs: {base}/docs
-""")
+    out.print(
+        f"[bold green]tollkeep demo[/bold green]  database {db_file}  catalog {tk.catalog.version}\n"
+        f"customer {c['id']} (demo-user), 1050 credits\n",
+        soft_wrap=True,
+    )
+    # Plain print, never wrapped or styled: these lines are meant to be pasted into a shell.
+    print(demo_examples(f"http://127.0.0.1:{port}", key, token, c["id"]), flush=True)
     if no_serve:
         tk.close()
         return
@@ -297,6 +326,54 @@ OpenAPI docs: {base}/docs
         uvicorn.run(create_app(runtime=tk), host="127.0.0.1", port=port, log_level="info")
     finally:
         tk.close()
+
+
+def demo_examples(base: str, key: str, admin_token: str, customer_id: str) -> str:
+    """The demo's shell session: exports first, then curl lines using them (README uses $KEY)."""
+    return f"""Try it in another terminal (paste as is):
+
+export BASE={base}
+export KEY={key}
+export ADMIN={admin_token}
+export CUSTOMER={customer_id}
+
+curl -s $BASE/v1/balance -H "Authorization: Bearer $KEY"
+curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY" \\
+  -H 'Content-Type: application/json' \\
+  -d '{{"meter": "api_call", "quantity": 1, "idempotency_key": "req-1"}}'
+curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY"
+curl -s $BASE/v1/pricing
+curl -s $BASE/admin/customers -H "Authorization: Bearer $ADMIN"
+curl -s $BASE/admin/customers/$CUSTOMER/ledger -H "Authorization: Bearer $ADMIN"
+
+OpenAPI docs: {base}/docs
+"""
+
+
+def demo_lock(db_file: Path) -> Any:
+    """An exclusive lock on ``<db_file>.lock`` held while the demo runs, or None if another
+    demo holds it. The lock goes with the process (also on kill -9)."""
+    import fcntl
+
+    f = open(f"{db_file}.lock", "a+")  # noqa: SIM115 - held open for the demo's life
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def run() -> None:  # pragma: no cover

@@ -10,14 +10,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-__all__ = ["Database", "Tx", "normalize_url"]
+from tollkeep.kit.errors import DatabaseUnavailable
+
+__all__ = ["Database", "Tx", "check_url", "explain_database_error", "normalize_url", "probe"]
 
 
 class Tx(Session):
@@ -59,19 +63,107 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SUPPORTED = "sqlite:///path/to/file.db or postgresql://user@host:5432/dbname"
+
+
+def check_url(url: str) -> str:
+    """The normalized URL, or :class:`DatabaseUnavailable` saying in one line what is wrong."""
+    url = normalize_url(url.strip())
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            f"the database URL is not a URL; use {SUPPORTED}", code="database_url_invalid"
+        ) from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if (backend, driver) not in {("sqlite", "pysqlite"), ("postgresql", "psycopg")}:
+        raise DatabaseUnavailable(
+            f"tollkeep runs on SQLite or PostgreSQL (psycopg 3), not {parsed.drivername!r}; use {SUPPORTED}",
+            code="database_url_invalid",
+        )
+    if backend == "sqlite" and (parsed.host or parsed.database in (None, "", ":memory:")):
+        hint = f" (for the file {parsed.host!r}: sqlite:///{parsed.host})" if parsed.host else ""
+        raise DatabaseUnavailable(
+            "a SQLite URL names a file with three slashes for a relative path, four for an absolute "
+            f"one: sqlite:///tollkeep.db, sqlite:////var/lib/tollkeep.db{hint}; in-memory databases "
+            "are not shared between connections",
+            code="database_url_invalid",
+        )
+    return url
+
+
+def explain_database_error(exc: BaseException, url: str) -> DatabaseUnavailable | None:
+    """One line for a connection failure the operator can fix (None if it is not one)."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    if not isinstance(exc, OperationalError):
+        return None
+    text = str(getattr(exc, "orig", None) or exc)
+    where = _printable(url)
+    reasons = (
+        (
+            "unable to open database file",
+            "cannot open the SQLite file: does its folder exist and is it writable?",
+        ),
+        ("Connection refused", "nothing answers there: is PostgreSQL running, on that host and port?"),
+        ("failed to resolve host", "the host name does not resolve"),
+        ("does not exist", ""),
+        ("password authentication failed", "wrong password for that role"),
+        ("timeout expired", "the server did not answer in time"),
+    )
+    for needle, hint in reasons:
+        if needle in text:
+            if needle == "does not exist":  # FATAL:  role "x" does not exist / database "x" ...
+                detail = text.split("FATAL:", 1)[-1].strip().splitlines()[0]
+                hint = f"{detail} (create it, or fix the URL)"
+            return DatabaseUnavailable(f"database {where}: {hint}")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return DatabaseUnavailable(f"database {where}: {first}")
+
+
+def probe(url: str) -> None:
+    """Check that ``url`` can be used before anything is written anywhere: a SQLite file's
+    folder exists; a PostgreSQL server answers and knows the role and database. Raises
+    :class:`DatabaseUnavailable` with one line on what to fix."""
+    url = check_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        folder = Path(db).parent if not db.startswith("file:") else Path(".")
+        if not folder.is_dir():
+            raise DatabaseUnavailable(
+                f"database {_printable(url)}: the folder {folder} does not exist (create it, or fix the URL)"
+            )
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        problem = explain_database_error(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
+    finally:
+        engine.dispose()
+
+
+def _printable(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
 class Database:
     def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 16) -> None:
-        self.url = normalize_url(url)
+        self.url = check_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            if parsed.database in (None, "", ":memory:"):
-                raise ValueError(
-                    "use a file for SQLite (in-memory databases are not shared between connections)"
-                )
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size

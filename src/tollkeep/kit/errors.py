@@ -12,6 +12,7 @@ __all__ = [
     "AuthError",
     "CapExceeded",
     "Conflict",
+    "DatabaseUnavailable",
     "Forbidden",
     "IdempotencyConflict",
     "InsufficientCredits",
@@ -84,3 +85,12 @@ class InsufficientCredits(TollkeepError):
 class CapExceeded(TollkeepError):
     code = "cap_exceeded"
     status = 429
+
+
+class DatabaseUnavailable(TollkeepError):
+    """The configured database cannot be used: a URL mistake, a server that does not answer,
+    a missing database or role, or a database without the tollkeep schema. The message says in
+    one line what is wrong and what to do."""
+
+    code = "database_unavailable"
+    status = 503

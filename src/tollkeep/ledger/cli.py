@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tollkeep.cli.common import JsonOpt, decimal_arg, err, out, runtime, show, when
+from tollkeep.ledger.schemas import MAX_AMOUNT
 
 credits_app = typer.Typer(help="Credits.", no_args_is_help=True)
 usage_app = typer.Typer(help="Usage.", no_args_is_help=True)
@@ -18,7 +19,7 @@ ledger_app = typer.Typer(help="The ledger.", no_args_is_help=True)
 @credits_app.command("grant")
 def credits_grant(
     customer: str,
-    amount: int,
+    amount: Annotated[int, typer.Argument(min=1, max=MAX_AMOUNT, help="Credits (ledger unit)")],
     source: Annotated[
         str, typer.Option(help="purchase | promo | plan_allowance | refund | adjustment")
     ] = "purchase",
@@ -35,12 +36,15 @@ def credits_grant(
     """Grant credits to a customer (idempotent: retry with the same --idempotency-key)."""
     from tollkeep.kit.ids import new_id
 
-    if key is None:
-        key = new_id("grant")
-        # on stderr, so that --json output stays parseable
-        err.print(f"idempotency key: {key}  (to retry this grant safely: --idempotency-key {key})")
     with runtime() as tk:
         c = tk.customers.find(customer)
+        if key is None:
+            key = new_id("grant")
+            # on stderr, so that --json output stays parseable
+            err.print(
+                f"idempotency key: {key}  (to retry this grant safely: --idempotency-key {key})",
+                soft_wrap=True,
+            )
         show(
             tk.ledger.grant(
                 c["id"], amount, source=source, expires_at=when(expires), idempotency_key=key, note=note
@@ -131,7 +135,9 @@ def ledger_sweep() -> None:
         show(tk.ledger.sweep(), False)
 
 
-def customers_overdraft(customer: str, limit: int) -> None:
+def customers_overdraft(
+    customer: str, limit: Annotated[int, typer.Argument(min=0, max=MAX_AMOUNT, help="Credits")]
+) -> None:
     """Let a customer's wallet go down to -LIMIT (0: never below zero)."""
     with runtime() as tk:
         c = tk.customers.find(customer)

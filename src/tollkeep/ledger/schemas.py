@@ -10,7 +10,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from tollkeep.api.schemas import Key, Quantity, Strict
 
-__all__ = ["GrantIn", "HoldIn", "OverdraftIn", "RefundIn", "SettleIn", "UsageIn", "UsageOut"]
+__all__ = ["MAX_AMOUNT", "GrantIn", "HoldIn", "OverdraftIn", "RefundIn", "SettleIn", "UsageIn", "UsageOut"]
+
+# the largest amount a request may carry (credits in the ledger unit); the CLI uses it too
+MAX_AMOUNT = 10**15
 
 
 def _idempotency_key_required(schema: dict[str, Any]) -> None:
@@ -20,7 +23,7 @@ def _idempotency_key_required(schema: dict[str, Any]) -> None:
 
 
 class OverdraftIn(Strict):
-    limit: StrictInt = Field(ge=0, le=10**15)
+    limit: StrictInt = Field(ge=0, le=MAX_AMOUNT)
 
 
 class GrantIn(Strict):
@@ -28,7 +31,7 @@ class GrantIn(Strict):
     # that a missing key gets the stable code `invalid_idempotency_key`
     model_config = ConfigDict(extra="forbid", json_schema_extra=_idempotency_key_required)
 
-    amount: StrictInt = Field(gt=0, le=10**15)
+    amount: StrictInt = Field(gt=0, le=MAX_AMOUNT)
     source: Literal["plan_allowance", "purchase", "promo", "refund", "adjustment"] = "purchase"
     expires_at: AwareDatetime | None = None
     effective_at: AwareDatetime | None = None
@@ -66,7 +69,7 @@ class UsageOut(BaseModel):
 
 
 class HoldIn(Strict):
-    amount: StrictInt | None = Field(None, ge=0, le=10**15)
+    amount: StrictInt | None = Field(None, ge=0, le=MAX_AMOUNT)
     meter: str | None = Field(None, min_length=1, max_length=64)
     quantity: Decimal | None = Quantity
     properties: dict[str, Any] | None = None
@@ -75,7 +78,7 @@ class HoldIn(Strict):
 
 
 class SettleIn(Strict):
-    amount: StrictInt | None = Field(None, ge=0, le=10**15)
+    amount: StrictInt | None = Field(None, ge=0, le=MAX_AMOUNT)
     quantity: Decimal | None = Quantity
     properties: dict[str, Any] | None = Field(
         None, description="actual event properties (e.g. token counts), merged over the hold's"

@@ -1,0 +1,199 @@
+"""A newcomer's first hour (issue #7, items 3-6): the demo's examples paste and run, a second
+demo does not wipe the first, commands that only read never create or migrate a database, and
+database URL mistakes are one line saying what to fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from tests.factories import cli as run
+from tests.factories import free_port
+from tollkeep.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in ("TOLLKEEP_DATABASE_URL", "TOLLKEEP_CATALOG_PATH", "TOLLKEEP_ADMIN_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def start_demo(tmp: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """``tollkeep demo`` as a user runs it, in an 80-column terminal; returns it and what it
+    printed up to the docs line, once it serves."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLKEEP_")} | {"COLUMNS": "80"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollkeep", "demo", "--port", str(port), *extra],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("OpenAPI docs"):
+            break
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, "".join(lines)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_the_demo_examples_paste_into_a_shell_and_work(tmp_path: Path) -> None:
+    port = free_port()
+    proc, printed = start_demo(tmp_path, port)
+    try:
+        assert all(len(line) <= 80 for line in printed.splitlines()), printed
+        session = printed[printed.index("export BASE=") : printed.index("OpenAPI docs")]
+        # the pasted block, as a shell would run it: each curl's output on its own line
+        script = session.replace("\ncurl", "\necho; curl")
+        done = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        balance, charge, usage, pricing, customers, ledger = outputs
+        assert balance["balance"] == 1050
+        assert charge["charged"] == 1 and charge["balance"] == 1049
+        assert usage["data"][0]["event_id"] == charge["event_id"]
+        assert pricing["meters"]
+        assert customers["data"][0]["external_id"] == "demo-user"
+        assert len(ledger["data"]) == 3  # two grants and the charge
+    finally:
+        stop(proc)
+
+
+def test_a_second_demo_refuses_and_keeps_the_first_ones_database(tmp_path: Path) -> None:
+    port = free_port()
+    proc, printed = start_demo(tmp_path, port)
+    try:
+        key = printed.split("export KEY=")[1].split()[0]
+        second = subprocess.run(
+            [sys.executable, "-m", "tollkeep", "demo", "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stderr and "PORT=" in second.stderr
+        # the first demo still serves its data
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/balance", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json()["balance"] == 1050
+        # another port is another demo, with a database of its own
+        other = free_port()
+        proc2, printed2 = start_demo(tmp_path, other)
+        try:
+            assert f"tollkeep-demo-{other}.db" in printed2
+            key2 = printed2.split("export KEY=")[1].split()[0]
+            r = httpx.get(f"http://127.0.0.1:{other}/v1/balance", headers={"Authorization": f"Bearer {key2}"})
+            assert r.status_code == 200
+        finally:
+            stop(proc2)
+    finally:
+        stop(proc)
+
+
+def test_a_demo_on_a_busy_port_says_so_before_touching_anything(workdir: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = runner.invoke(app, ["demo", "--port", str(port)])
+    assert res.exit_code == 1 and f"port {port} is in use" in res.output
+    assert not (workdir / f"tollkeep-demo-{port}.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["customers", "list"], ["ledger", "verify"], ["keys", "list"], ["credits", "grant", "alice", "5"]],
+)
+def test_commands_that_use_a_database_never_create_one(workdir: Path, command: list[str]) -> None:
+    res = runner.invoke(app, command, env={"COLUMNS": "60"})
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    assert "database_missing" in lines[0] and str(workdir) in lines[0] and "tollkeep init" in lines[0]
+    assert not list(workdir.iterdir()), "nothing may be created"
+
+
+def test_commands_never_migrate_a_postgres_database(workdir: Path, pg_schema_url: str) -> None:
+    import sqlalchemy as sa
+
+    res = runner.invoke(app, ["--database", pg_schema_url, "customers", "list"])
+    assert res.exit_code == 2 and "database_not_migrated" in res.output and "tollkeep migrate" in res.output
+    engine = sa.create_engine(pg_schema_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+    run("--database", pg_schema_url, "migrate")
+    assert "ledger OK" in run("--database", pg_schema_url, "ledger", "verify")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:///no/such/folder/x.db", "folder"),
+        ("sqlite://tollkeep.db", "sqlite:///tollkeep.db"),
+        ("not a url at all", "not a URL"),
+        ("mysql://user@localhost/db", "SQLite or PostgreSQL"),
+        ("postgresql+asyncpg://user@localhost/db", "SQLite or PostgreSQL"),
+        ("postgresql://postgres@127.0.0.1:1/test", "is PostgreSQL running"),
+        ("postgresql://no_such_role_tk@127.0.0.1:5432/test", 'role "no_such_role_tk" does not exist'),
+        ("postgresql://postgres@127.0.0.1:5432/no_such_db_tk", 'database "no_such_db_tk" does not exist'),
+    ],
+)
+@pytest.mark.parametrize("command", [["migrate"], ["customers", "list"], ["init"]])
+def test_database_url_mistakes_are_one_line(workdir: Path, url: str, says: str, command: list[str]) -> None:
+    if "5432" in url:
+        import socket
+
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", 5432)) != 0:
+                pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    res = runner.invoke(app, ["--database", url, *command], env={"COLUMNS": "60"})
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip() and "admin token" not in line]
+    assert len(lines) == 1 and says in lines[0], res.output
+
+
+def test_the_cli_validates_amounts_like_the_api(workdir: Path) -> None:
+    run("migrate")
+    run("customers", "create", "alice")
+    res = runner.invoke(app, ["credits", "grant", "alice", str(10**19), "--idempotency-key", "g"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "1000000000000000" in res.output  # the bound, as the API's 422 states it
+    assert json.loads(run("customers", "show", "alice", "--json"))["balance"]["balance"] == 0
