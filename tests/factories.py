@@ -18,9 +18,17 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tests.conftest import ADMIN
+from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.cli.main import app as cli_app
 
-__all__ = ["cli", "free_port", "kill_during_storm", "new_customer", "start_server"]
+__all__ = [
+    "anonymous_catalog",
+    "cli",
+    "free_port",
+    "kill_during_storm",
+    "new_customer",
+    "start_server",
+]
 
 _runner = CliRunner()
 
@@ -40,6 +48,17 @@ def new_customer(client: TestClient, ext: str = "cust-1", credits: int = 0) -> t
         )
         assert r.status_code == 201, r.text
     return cid, key
+
+
+ANON_OFF = "[anonymous]\nallowance = 0\n"
+
+
+def anonymous_catalog(tmp_path: Path, allowance: int = 10) -> Path:
+    """The default catalog with the anonymous allowance turned on (it is off by default)."""
+    assert ANON_OFF in DEFAULT_CATALOG_TEXT
+    path = tmp_path / "anon.toml"
+    path.write_text(DEFAULT_CATALOG_TEXT.replace(ANON_OFF, f"[anonymous]\nallowance = {allowance}\n"))
+    return path
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import ADMIN, bearer, make_settings
-from tests.factories import new_customer
+from tests.factories import anonymous_catalog, new_customer
 from tollkeep.app import create_app
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.kit.clock import FrozenClock
@@ -90,8 +90,6 @@ def test_catalog_reload_keeps_old_on_error(tmp_path: Path, db_url: str, clock: F
 
 
 def test_anonymous_install_id(db_url: str, clock: FrozenClock, tmp_path: Path) -> None:
-    from tests.api.test_security import anonymous_catalog
-
     # anonymous use is off by default: this seller turns it on in the catalog
     with (
         Tollkeep(make_settings(db_url, catalog_path=anonymous_catalog(tmp_path, 10)), clock=clock) as tk,

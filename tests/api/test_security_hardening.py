@@ -14,21 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import ADMIN, bearer, make_settings
-from tests.factories import new_customer
+from tests.factories import anonymous_catalog, new_customer
 from tollkeep.app import create_app
-from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.kit.clock import FrozenClock
 from tollkeep.runtime import Tollkeep
-
-ANON_OFF = "[anonymous]\nallowance = 0\n"
-
-
-def anonymous_catalog(tmp_path: Path, allowance: int = 10) -> Path:
-    """The default catalog with the anonymous allowance turned on (it is off by default)."""
-    assert ANON_OFF in DEFAULT_CATALOG_TEXT
-    path = tmp_path / "anon.toml"
-    path.write_text(DEFAULT_CATALOG_TEXT.replace(ANON_OFF, f"[anonymous]\nallowance = {allowance}\n"))
-    return path
 
 
 @contextmanager

@@ -137,3 +137,21 @@ def test_each_domain_declares_its_public_surface_and_boundaries(domain: str) -> 
     readme = SRC / domain / "README.md"
     assert readme.exists(), f"{domain} has no README.md"
     assert "Boundaries" in readme.read_text(), f"{domain}/README.md has no Boundaries paragraph"
+
+
+def test_no_test_imports_another_test_module() -> None:
+    tests = SRC.parents[1] / "tests"
+    problems = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if any(part.startswith("test_") for part in name.split(".")):
+                    problems.append(f"{path.relative_to(tests)}:{node.lineno} imports {name}")
+    assert not problems, "\n".join(problems)

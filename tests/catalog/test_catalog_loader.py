@@ -407,7 +407,7 @@ limit = 6
 
 
 def test_default_plan_existing_but_invalid_is_not_reported_as_unknown() -> None:
-    issues = issues_of('default_plan = "free"\n[plans.free]\nperiod = "week"\n')
+    issues = issues_of('default_plan = "free"\n[meters.m]\n[plans.free]\nperiod = "week"\n')
     assert keys(issues) == {"plans.free.period"}
 
 
@@ -442,3 +442,17 @@ def test_issue_file_defaults_to_placeholder() -> None:
     with pytest.raises(CatalogError) as info:
         parse_catalog("[credits]\nrounding = 1\n")
     assert info.value.details["issues"][0]["file"] == "<catalog>"
+
+
+def test_an_empty_catalog_is_not_valid() -> None:
+    assert keys(issues_of("")) == {"meters"}
+    assert keys(issues_of('version = "v1"\n')) == {"meters"}
+
+
+def test_the_first_example_of_the_catalog_docs_is_valid() -> None:
+    import re
+
+    docs = (Path(__file__).parents[2] / "docs" / "catalog.md").read_text()
+    first = re.findall(r"```toml\n(.*?)```", docs, re.S)[0]
+    catalog = parse_catalog(first)
+    assert catalog.default_plan == "free" and set(catalog.plans) == {"free", "pro"}

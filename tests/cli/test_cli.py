@@ -37,7 +37,7 @@ def test_full_flow(workdir: Path) -> None:
     assert use["charged"] == 1 and use["balance"] == 4
     key_out = run("keys", "create", "alice")
     assert "tk_live_" in key_out
-    keys = json.loads(run("keys", "list", "alice", "--json"))
+    keys = json.loads(run("keys", "list", "alice", "--json"))["data"]
     assert len(keys) == 1 and "key" not in keys[0]
     run("keys", "suspend", keys[0]["id"])
     run("keys", "resume", keys[0]["id"])

@@ -197,3 +197,31 @@ def test_the_cli_validates_amounts_like_the_api(workdir: Path) -> None:
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "1000000000000000" in res.output  # the bound, as the API's 422 states it
     assert json.loads(run("customers", "show", "alice", "--json"))["balance"]["balance"] == 0
+
+
+def test_lists_show_whole_ids_and_share_one_json_shape(workdir: Path) -> None:
+    run("migrate")
+    cust = json.loads(run("customers", "create", "a-customer-with-a-long-external-id", "--json"))
+    run("keys", "create", cust["id"])
+    run("credits", "grant", cust["id"], "5", "--idempotency-key", "g1")
+    narrow = {"COLUMNS": "60"}
+    key_id = json.loads(run("keys", "list", "--json"))["data"][0]["id"]
+    for command, whole in (
+        (["keys", "list"], [key_id, cust["id"]]),
+        (["customers", "list"], [cust["id"], cust["external_id"]]),
+        (["ledger", "show", cust["id"]], []),
+    ):
+        res = runner.invoke(app, command, env=narrow)
+        assert res.exit_code == 0, res.output
+        for ident in whole:
+            assert ident in res.output, (command, ident, res.output)
+        shape = json.loads(runner.invoke(app, [*command, "--json"]).output)
+        assert set(shape) >= {"data", "next"}, command
+
+
+def test_customers_show_renders_the_balance_as_a_table(workdir: Path) -> None:
+    run("migrate")
+    run("customers", "create", "alice")
+    run("credits", "grant", "alice", "7", "--idempotency-key", "g1")
+    out = runner.invoke(app, ["customers", "show", "alice"], env={"COLUMNS": "120"}).output
+    assert "balance 7 credit" in out and "purchase" in out and '"grants"' not in out

@@ -125,8 +125,8 @@ def test_reserved_install_prefix_and_retried_rotate(workdir: Path) -> None:
     assert res.exit_code == 2 and "reserved_external_id" in res.output
     run("customers", "create", "dave")
     run("keys", "create", "dave")
-    kid = json.loads(run("keys", "list", "dave", "--json"))[0]["id"]
+    kid = json.loads(run("keys", "list", "dave", "--json"))["data"][0]["id"]
     assert "tk_live_" in run("keys", "rotate", kid, "--grace", "60")
     res = runner.invoke(app, ["keys", "rotate", kid, "--grace", "60"])
     assert res.exit_code == 2 and "key_already_rotated" in res.output
-    assert len(json.loads(run("keys", "list", "dave", "--json"))) == 2
+    assert len(json.loads(run("keys", "list", "dave", "--json"))["data"]) == 2

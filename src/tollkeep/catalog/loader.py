@@ -385,6 +385,11 @@ class _Parser:
         table = self.table(value, ("meters",))
         if table is None:
             return out
+        if not table:
+            # an empty file, or one that forgot its [meters.x] tables: nothing could be charged
+            self.add(
+                ("meters",), "declare at least one meter ([meters.<name>]); nothing can be charged without"
+            )
         for key, raw in table.items():
             path: Path_ = ("meters", key)
             if not self.name_ok(key, path, "meter"):

@@ -31,8 +31,10 @@ __all__ = [
     "decimal_arg",
     "err",
     "fail",
+    "id_table",
     "options",
     "out",
+    "print_table",
     "runtime",
     "settings",
     "show",
@@ -85,9 +87,13 @@ def runtime(*, setup: bool = False, **overrides: Any) -> Iterator[Tollkeep]:
 
 def fail(exc: TollkeepError) -> None:
     # one line, however narrow the terminal: it may be pasted into a search or an issue
-    err.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {exc.message}", soft_wrap=True)
-    for issue in exc.details.get("issues", []):
-        err.print(f"  {issue.get('file') or ''} {issue.get('key')}: {issue.get('reason')}")
+    issues = exc.details.get("issues", [])
+    # a catalog error's message lists its issues too: print them once, one per line
+    message = exc.message.splitlines()[0] if issues else exc.message
+    err.print(f"[red]error[/red] [bold]{exc.code}[/bold]: {message}", soft_wrap=True, markup=True)
+    for issue in issues:
+        where = ":".join(str(p) for p in (issue.get("file"), issue.get("line")) if p)
+        err.print(f"  {where} {issue.get('key')}: {issue.get('reason')}", soft_wrap=True, markup=False)
     raise typer.Exit(2)
 
 
@@ -99,6 +105,32 @@ def show(data: Any, as_json: bool) -> None:
     for k, v in data.items():
         t.add_row(f"[bold]{k}[/bold]", json.dumps(v, default=str) if isinstance(v, dict | list) else str(v))
     out.print(t)
+
+
+def id_table(*columns: str, ids: tuple[str, ...] = ("id",), title: str | None = None) -> Table:
+    """A table whose id columns are never wrapped or cut, however narrow the terminal (ids are
+    copied from it into the next command); the other columns fold instead."""
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        if c in ids:
+            t.add_column(c, no_wrap=True, overflow="ignore", min_width=len(c))
+        else:
+            t.add_column(c, overflow="fold")
+    return t
+
+
+def print_table(t: Table) -> None:
+    """Print a table at its natural width when the terminal is narrower: a line the terminal
+    wraps keeps every id whole, where a table squeezed to the width would cut them."""
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out, out.options.update(max_width=10_000), t).maximum
+    if natural <= out.width:
+        out.print(t)
+        return
+    # rich never prints wider than its console: a console of the table's width, on the same
+    # stream (resolved at print time, like ``out``'s)
+    Console(width=natural, force_terminal=out.is_terminal, no_color=out.no_color).print(t)
 
 
 def when(value: str | None) -> datetime | None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from tollkeep.cli.common import JsonOpt, out, runtime, show
+from tollkeep.cli.common import JsonOpt, id_table, out, print_table, runtime, show
 
 app = typer.Typer(help="Customers.", no_args_is_help=True)
 
@@ -28,19 +27,22 @@ def customers_create(
 @app.command("list")
 def customers_list(
     limit: Annotated[int, typer.Option()] = 50,
+    after: Annotated[str | None, typer.Option(help="The cursor printed after the last page")] = None,
     q: Annotated[str | None, typer.Option(help="Search external id / email")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List customers."""
     with runtime() as tk:
-        page = tk.customers.list(limit=limit, q=q)
+        page = tk.customers.list(limit=limit, after=after, q=q)
     if as_json:
         show(page, True)
         return
-    t = Table("id", "external_id", "email", "plan", "status", "created")
+    t = id_table("id", "external_id", "email", "plan", "status", "created", ids=("id", "external_id"))
     for c in page["data"]:
         t.add_row(c["id"], c["external_id"], c["email"] or "", c["plan"] or "", c["status"], c["created_at"])
-    out.print(t)
+    print_table(t)
+    if page.get("next"):
+        out.print(f"more: --after {page['next']}")
 
 
 @app.command("show")
@@ -50,4 +52,28 @@ def customers_show(
     """A customer with balance and grants."""
     with runtime() as tk:
         c = tk.customers.find(ref)
-        show({**c, "balance": tk.balance(c["id"])}, as_json)
+        balance = tk.balance(c["id"])
+    if as_json:
+        show({**c, "balance": balance}, True)
+        return
+    show(c, False)
+    unit = balance["unit"]
+    out.print(
+        f"\n[bold]balance[/bold] {balance['balance']} {unit}  available {balance['available']}  "
+        f"held {balance['held']}  overdraft {balance['overdraft_used']}/{balance['overdraft_limit']}"
+    )
+    t = id_table(
+        "grant", "source", "amount", "remaining", "priority", "meter", "expires", "live", ids=("grant",)
+    )
+    for g in balance["grants"]:
+        t.add_row(
+            g["id"],
+            g["source"],
+            str(g["amount"]),
+            str(g["remaining"]),
+            str(g["priority"]),
+            g["meter"] or "",
+            g["expires_at"] or "never",
+            "yes" if g["live"] else "no",
+        )
+    print_table(t)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from tollkeep.cli.common import JsonOpt, out, runtime, show, when
+from tollkeep.cli.common import JsonOpt, id_table, out, print_table, runtime, show, when
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
 
@@ -45,14 +44,23 @@ def keys_create(
 
 @app.command("list")
 def keys_list(customer: Annotated[str | None, typer.Argument()] = None, as_json: JsonOpt = False) -> None:
-    """List keys (prefixes only)."""
+    """List keys (prefixes only, never the key)."""
     with runtime() as tk:
         cid = tk.customers.find(customer)["id"] if customer else None
         keys = tk.keys.list(customer_id=cid)
-    if as_json:
-        show(keys, True)
+    if as_json:  # the shape of every --json list: {"data": [...], "next": cursor or null}
+        show({"data": keys, "next": None}, True)
         return
-    t = Table("id", "customer", "prefix", "status", "scopes", "expires", "last used")
+    t = id_table(
+        "id",
+        "customer",
+        "prefix",
+        "status",
+        "scopes",
+        "expires",
+        "last used",
+        ids=("id", "customer", "prefix"),
+    )
     for k in keys:
         t.add_row(
             k["id"],
@@ -63,7 +71,7 @@ def keys_list(customer: Annotated[str | None, typer.Argument()] = None, as_json:
             k["expires_at"] or "",
             k["last_used_at"] or "",
         )
-    out.print(t)
+    print_table(t)
 
 
 @app.command("revoke")

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from tollkeep.cli.common import JsonOpt, decimal_arg, err, out, runtime, show, when
+from tollkeep.cli.common import JsonOpt, decimal_arg, err, id_table, out, print_table, runtime, show, when
 from tollkeep.ledger.schemas import MAX_AMOUNT
 
 credits_app = typer.Typer(help="Credits.", no_args_is_help=True)
@@ -112,7 +111,9 @@ def ledger_show(
     if as_json:
         show(page, True)
         return
-    t = Table("entry", "when", "kind", "delta", "grant", "operation", "hold")
+    t = id_table(
+        "entry", "when", "kind", "delta", "grant", "operation", "hold", ids=("grant", "operation", "hold")
+    )
     for e in page["data"]:
         t.add_row(
             str(e["id"]),
@@ -123,7 +124,7 @@ def ledger_show(
             e["operation_id"],
             e["hold_id"] or "",
         )
-    out.print(t)
+    print_table(t)
     if page["next"]:
         out.print(f"more: --after {page['next']}")
 
