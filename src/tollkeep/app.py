@@ -11,10 +11,12 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from tollkeep import __version__
 from tollkeep.api.errors import install_error_handlers
 from tollkeep.api.middleware import BodyLimitMiddleware, HotRoutes
+from tollkeep.api.openapi import install_openapi
 from tollkeep.api.ratelimit import Limiters
 from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
@@ -81,7 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
 
     # redirect_slashes=False: Starlette would answer `POST /v1/usage/` with a 307 to an absolute
     # URL built from the Host header (an open redirect); a path with a stray slash is a 404
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI, with /docs and /redoc served from local assets
         title="tollkeep",
         version=__version__,
         description=DESCRIPTION,
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     if runtime is not None:
         app.state.tollkeep = runtime
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(HotRoutes, routes=ledger_routes.HOT_ROUTES)
     # our own body limit, not FastAPI's max_body_size (that one answers 413 in plain text)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

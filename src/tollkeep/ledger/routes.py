@@ -46,7 +46,6 @@ def get_balance(caller: Caller, tk: Runtime) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": UsageIn.model_json_schema()}},
         },
-        "security": [{"APIKey": []}],
     },
 )
 async def post_usage(request: Request) -> JSONResponse:
