@@ -10,23 +10,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, make_settings
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.cli.main import app as cli_app
+from tollkeep.kit.clock import Clock
+from tollkeep.runtime import Tollkeep
 
 __all__ = [
     "anonymous_catalog",
     "cli",
+    "eventually",
     "free_port",
     "kill_during_storm",
     "new_customer",
+    "second_runtime",
     "start_server",
 ]
 
@@ -130,3 +135,24 @@ def kill_during_storm(
             t.join(timeout=10)
         if proc.poll() is None:
             proc.kill()
+
+
+def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+@contextmanager
+def second_runtime(db_url: str, clock: Clock, **settings: object) -> Iterator[Tollkeep]:
+    """Another runtime on the same database (its own pool, writer lanes and workers), as a second
+    server or worker process would have."""
+    rt = Tollkeep(make_settings(db_url, **settings), clock=clock)
+    try:
+        yield rt
+    finally:
+        rt.close()

@@ -38,8 +38,15 @@ class Settings(BaseSettings):
     )
     hold_default_ttl_seconds: int = 300
     hold_max_ttl_seconds: int = 86_400
-    sweeper_interval_seconds: float = Field(5.0, description="How often expired holds and grants are swept")
-    run_workers: bool = Field(True, description="Run the sweeper inside `serve`")
+    sweeper_interval_seconds: float = Field(
+        5.0, gt=0, description="How often expired holds and grants are swept and allowances renewed"
+    )
+    outbox_interval_seconds: float = Field(
+        1.0, gt=0, description="How often committed outbox events are handed to their sinks (webhooks)"
+    )
+    run_workers: bool = Field(
+        True, description="Run the background jobs (sweeper, renewals, outbox) inside `serve`"
+    )
     migrate_on_start: bool = True
 
     # ---- abuse limits (safe by default; every one is documented in README and docs/) -----------

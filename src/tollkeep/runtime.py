@@ -7,27 +7,36 @@ embedding Python code all use it (``Tollkeep(Settings(...))``).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
 from tollkeep.catalog import repository as catalog_repo
 from tollkeep.config import Settings, create_private_sqlite_file
-from tollkeep.customers import CustomerService
+from tollkeep.customers import CustomerService, CustomerStatusChanged
 from tollkeep.keys import KeyService
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, explain_database_error
 from tollkeep.kit.errors import NotFound
+from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
-from tollkeep.ledger import LedgerService, queries
+from tollkeep.kit.worker import WorkerRegistry, WorkerRunner
+from tollkeep.ledger import CreditsGranted, LedgerService, queries
+from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
+from tollkeep.outbox import OutboxService
+from tollkeep.outbox import jobs as outbox_jobs
 from tollkeep.plans import PlanService, ensure_allowance
+from tollkeep.plans import jobs as plans_jobs
 
 __all__ = ["Tollkeep"]
 
 log = logging.getLogger("tollkeep")
+
+# The domain events written to the outbox (in the transaction of the change) for delivery
+# outside the process. Cheap ones only: nothing on the debit path (POST /v1/usage).
+OUTBOX_EVENTS: tuple[type[Event], ...] = (CustomerStatusChanged, CreditsGranted)
 
 
 class Tollkeep:
@@ -65,6 +74,8 @@ class Tollkeep:
         initial: Catalog = load_catalog(s.catalog_path) if s.catalog_path else default_catalog()
         self.catalogs = CatalogStore(initial, path=s.catalog_path)
         self.executor = WriteExecutor(self.db, batch_max=s.writer_batch_max, workers=s.db_pool_size)
+        # domain events: emitted inside units of work, delivered after their commit (kit/events.py)
+        self.events = EventBus()
         cat = self.catalogs
         self.ledger = LedgerService(
             self.executor,
@@ -73,18 +84,35 @@ class Tollkeep:
             hold_default_ttl=s.hold_default_ttl_seconds,
             hold_max_ttl=s.hold_max_ttl_seconds,
             before_spend=ensure_allowance,
+            events=self.events,
         )
         self.plans = PlanService(self.db, self.executor, lambda: cat.current, clock=self.clock)
         self.customers = CustomerService(
-            self.db, self.executor, self.ledger, self.plans, lambda: cat.current, clock=self.clock
+            self.db,
+            self.executor,
+            self.ledger,
+            self.plans,
+            lambda: cat.current,
+            clock=self.clock,
+            events=self.events,
         )
         self.keys = KeyService(
             self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
         )
-        self.customers.on_status_change = self.keys.forget_customer
+        self.outbox = OutboxService(self.db, self.executor, clock=self.clock)
+        # cross-domain reactions, in one place
+        self.events.subscribe(CustomerStatusChanged, self.keys.customer_status_changed)
+        self.outbox.capture(self.events, *OUTBOX_EVENTS)
+        # background work: each domain declares its jobs
+        self.workers = WorkerRegistry(
+            [
+                *ledger_jobs.jobs(self.ledger, s),
+                *plans_jobs.jobs(self.plans, s),
+                *outbox_jobs.jobs(self.outbox, s),
+            ]
+        )
+        self._runner: WorkerRunner | None = None
         self._record_catalog(initial)
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
 
     # ---- catalog --------------------------------------------------------------------------------
     @property
@@ -129,26 +157,21 @@ class Tollkeep:
             return verify_ledger(s, progress=progress, catalogs=self.catalogs.get)
 
     # ---- workers --------------------------------------------------------------------------------
-    def start_workers(self) -> None:
-        if self._sweeper is not None:
-            return
-        self._stop.clear()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="tollkeep-sweeper", daemon=True)
-        self._sweeper.start()
+    def start_workers(self, names: list[str] | None = None, *, first_run_now: bool = False) -> WorkerRunner:
+        """Run the registered jobs (or the named ones) in background threads until :meth:`close`
+        (or :meth:`stop_workers`). ``tollkeep serve`` calls it when ``run_workers`` is on."""
+        if self._runner is None:
+            self._runner = WorkerRunner(self.workers.select(names), first_run_now=first_run_now)
+            self._runner.start()
+        return self._runner
 
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.settings.sweeper_interval_seconds):
-            try:
-                self.ledger.sweep()
-                self.plans.renew_allowances()
-            except Exception:
-                log.exception("sweeper failed; will retry")
+    def stop_workers(self, timeout: float = 30.0) -> None:
+        if self._runner is not None:
+            self._runner.stop(timeout)
+            self._runner = None
 
     def close(self) -> None:
-        self._stop.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=10)
-            self._sweeper = None
+        self.stop_workers()
         self.executor.close()
         self.db.dispose()
 

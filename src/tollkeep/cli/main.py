@@ -16,6 +16,7 @@ import typer
 from tollkeep import __version__
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.catalog import cli as catalog_cli
+from tollkeep.cli import worker as worker_cli
 from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out, runtime, settings
 from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.customers import cli as customers_cli
@@ -30,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Each domain owns its command group; this module only collects them (and keeps the commands
-# that set up and run the whole thing: init, migrate, serve, demo).
+# that set up and run the whole thing: init, migrate, serve, worker, demo).
 for _sub, _name in (
     (customers_cli.app, "customers"),
     (keys_cli.app, "keys"),
@@ -217,7 +218,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the HTTP API (and the sweeper) in this process."""
+    """Run the HTTP API (and the background jobs, unless TOLLKEEP_RUN_WORKERS=false) in this process."""
     import uvicorn
 
     from tollkeep.app import create_app
@@ -251,6 +252,10 @@ def serve(
         )
     finally:
         tk.close()
+
+
+# the background jobs in a process of their own (cli/worker.py)
+app.command("worker")(worker_cli.worker)
 
 
 @app.command()

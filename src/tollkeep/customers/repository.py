@@ -13,7 +13,7 @@ from tollkeep.customers.models import Customer
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
 
-__all__ = ["get", "id_by_external_id", "insert_customer", "update_customer"]
+__all__ = ["get", "id_by_external_id", "insert_customer", "lock_status", "update_customer"]
 
 C = table_of(Customer)
 WRITABLE = frozenset({"email", "name", "metadata", "status"})
@@ -48,6 +48,12 @@ def insert_customer(
             updated_at=now,
         )
     )
+
+
+def lock_status(s: Tx, customer_id: str) -> str | None:
+    """The customer's status, its row locked for the transaction (PostgreSQL; SQLite has one
+    writer): two concurrent status changes see each other's result. None: no such customer."""
+    return s.execute(select(C.c.status).where(C.c.id == customer_id).with_for_update()).scalar()
 
 
 def update_customer(s: Tx, customer_id: str, values: dict[str, Any], now: datetime) -> bool:

@@ -12,10 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from tollkeep.catalog import Catalog
 from tollkeep.customers import queries
 from tollkeep.customers import repository as repo
+from tollkeep.customers.events import CustomerStatusChanged
 from tollkeep.customers.queries import customer_view
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
+from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json, check_text
@@ -40,6 +42,7 @@ class CustomerService:
         catalog: Callable[[], Catalog],
         *,
         clock: Clock | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
@@ -47,8 +50,7 @@ class CustomerService:
         self.plans = plans
         self.catalog = catalog
         self.clock = clock or SystemClock()
-        # told when a customer's status changes (the key cache drops their keys)
-        self.on_status_change: Callable[[str], None] | None = None
+        self.events = events or EventBus()  # CustomerStatusChanged goes out here
 
     # ---- writes -------------------------------------------------------------------------------
     def create(
@@ -179,12 +181,15 @@ class CustomerService:
             raise InvalidInput("email is not a valid address", code="invalid_email")
 
         def fn(s: Tx) -> None:
-            if not repo.update_customer(s, customer_id, values, self.clock.now()):
+            previous = repo.lock_status(s, customer_id)
+            if previous is None:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            repo.update_customer(s, customer_id, values, self.clock.now())
+            status = values.get("status", previous)
+            if status != previous:
+                self.events.emit(s, CustomerStatusChanged(customer_id, status, previous))
 
-        self.executor.call(fn)
-        if "status" in values and self.on_status_change is not None:
-            self.on_status_change(customer_id)
+        self.executor.call(fn, key=customer_id)
         return self.get(customer_id)
 
     # ---- reads --------------------------------------------------------------------------------

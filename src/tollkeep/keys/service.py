@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from tollkeep.customers import CustomerStatusChanged
 from tollkeep.keys import repository as repo
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
@@ -343,6 +344,11 @@ class KeyService:
             for handle in [h for h, rec in self._cache.items() if rec.customer_id == customer_id]:
                 del self._cache[handle]
             self._generation += 1
+
+    def customer_status_changed(self, event: CustomerStatusChanged) -> None:
+        """Subscriber (wired by the runtime): a customer's status moved, so the cached records
+        of their keys, which carry the old status, go."""
+        self.forget_customer(event.customer_id)
 
     def _load(self, handle: str) -> _Cached | None:
         with self.db.scope(write=False) as s:

@@ -3,6 +3,7 @@
 SQLite runs in WAL mode with a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade.
 PostgreSQL uses the psycopg 3 driver and row locks (``FOR UPDATE``).
+Domain events emitted in a unit of work are delivered here, after the commit (kit/events.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from tollkeep.kit import events
 from tollkeep.kit.errors import DatabaseUnavailable
 
 __all__ = ["Database", "Tx", "check_url", "explain_database_error", "normalize_url", "probe"]
@@ -198,16 +200,20 @@ class Database:
 
     @contextmanager
     def scope(self, *, write: bool = True) -> Iterator[Tx]:
-        """A unit of work: commits when the block ends, rolls back on any exception."""
+        """A unit of work: commits when the block ends, rolls back on any exception. Domain
+        events emitted in it reach their subscribers after the commit (never after a rollback)."""
         s = self.session(write=write)
         try:
             yield s
             s.commit()
+            emitted = events.take(s)
         except BaseException:
             s.rollback()
+            events.take(s)
             raise
         finally:
             s.close()
+        events.deliver(emitted)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,6 +11,9 @@ PostgreSQL takes row locks, so it gets several such writer lanes, chosen by the 
 (the customer): commands for one wallet are batched into one transaction (one commit, one
 fsync) instead of queueing one by one on the wallet's row lock, while different customers
 proceed in parallel. Serialization failures, deadlocks and unique-key races are retried.
+
+Domain events a command emits (kit/events.py) are delivered after the batch's COMMIT, before its
+callers are answered; a command whose savepoint rolled back delivers none.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from tollkeep.kit import events
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.kit.rawsql import driver_cursor
@@ -174,6 +178,7 @@ class WriteExecutor:
                     # Each command in its own SAVEPOINT, issued on the driver cursor: units of
                     # work run Core statements only, so neither the ORM's nor Core's nested
                     # transaction bookkeeping is needed (both cost more than the command itself).
+                    emitted = events.mark(session)
                     if not alone:
                         cur.execute("SAVEPOINT tk_cmd")
                     try:
@@ -182,6 +187,8 @@ class WriteExecutor:
                             cur.execute("RELEASE SAVEPOINT tk_cmd")
                         outcomes.append((True, result))
                     except Exception as exc:
+                        # the command's domain events go with its savepoint
+                        events.discard_since(session, emitted)
                         if alone:
                             session.rollback()
                             failed_alone = True
@@ -207,9 +214,14 @@ class WriteExecutor:
                 for _, fut in live:
                     fut.set_exception(exc)
                 return
+            committed = events.take(session)
             session.close()
             self.batches += 1
             self.commands += len(live)
+            # subscribers hear of the batch's changes once they are committed, and before the
+            # callers are answered (a caller sees the reactions to its change done)
+            if committed:
+                events.deliver(committed)
             wakeups: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
             for (fn, fut), (ok, value) in zip(live, outcomes, strict=True):
                 if isinstance(value, _Retry):

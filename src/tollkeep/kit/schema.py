@@ -8,8 +8,9 @@ from tollkeep.customers import models as _customers
 from tollkeep.keys import models as _keys
 from tollkeep.kit.models import Base
 from tollkeep.ledger import models as _ledger
+from tollkeep.outbox import models as _outbox
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-DOMAINS = (_catalog, _customers, _keys, _ledger)
+DOMAINS = (_catalog, _customers, _keys, _ledger, _outbox)

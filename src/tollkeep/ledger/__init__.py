@@ -7,6 +7,7 @@ domain's sign-up), the wallet lock, the wallet state and its rules, the grant ca
 """
 
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
+from tollkeep.ledger.events import CreditsGranted
 from tollkeep.ledger.grants import GrantMeta, grant_once, new_grant
 from tollkeep.ledger.repository import (
     insert_operation,
@@ -16,11 +17,13 @@ from tollkeep.ledger.repository import (
     open_allowance_grant_ids,
     open_wallet,
     persist,
+    try_lock_wallet,
 )
 from tollkeep.ledger.service import BeforeSpend, LedgerService, UsageRequest
 
 __all__ = [
     "BeforeSpend",
+    "CreditsGranted",
     "Draw",
     "GrantMeta",
     "GrantState",
@@ -36,4 +39,5 @@ __all__ = [
     "open_allowance_grant_ids",
     "open_wallet",
     "persist",
+    "try_lock_wallet",
 ]

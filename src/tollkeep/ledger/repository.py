@@ -46,6 +46,14 @@ _LOCK_WALLET = RawStatement(
     .where(W.c.id == bindparam("wid"))
     .with_for_update(of=W)
 )
+# background jobs skip a wallet another transaction holds (FOR UPDATE SKIP LOCKED on
+# PostgreSQL; SQLite has one writer and no locking clause): it is done on the next run
+_TRY_LOCK_WALLET = RawStatement(
+    select(*_WALLET_COLS)
+    .join(C, C.c.id == W.c.customer_id)
+    .where(W.c.id == bindparam("wid"))
+    .with_for_update(of=W, skip_locked=True)
+)
 _LOCK_WALLET_OF_CUSTOMER = RawStatement(
     select(*_WALLET_COLS)
     .join(C, C.c.id == W.c.customer_id)
@@ -118,6 +126,14 @@ def lock_wallet(s: Tx, wallet_id: str) -> Any:
     """The wallet row with its customer's plan and status, locked for the transaction on PostgreSQL
     (SQLite already serializes writers)."""
     return _LOCK_WALLET.first(s, {"wid": wallet_id})
+
+
+def try_lock_wallet(s: Tx, wallet_id: str) -> Any:
+    """Like :func:`lock_wallet`, for background jobs: None when the wallet does not exist or, on
+    PostgreSQL, another transaction holds its lock (``SKIP LOCKED``: a second worker, or a charge
+    in flight). Several workers sweeping one database so never do one wallet's work twice, and
+    never wait on each other."""
+    return _TRY_LOCK_WALLET.first(s, {"wid": wallet_id})
 
 
 def lock_wallet_of_customer(s: Tx, customer_id: str) -> Any:

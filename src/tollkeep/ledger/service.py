@@ -17,6 +17,7 @@ from tollkeep.catalog import Catalog
 from tollkeep.kit.clock import Clock, SystemClock, iso, period_bounds
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import CapExceeded, Conflict, Forbidden, InvalidInput, NotFound
+from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json
@@ -30,6 +31,7 @@ from tollkeep.ledger.domain import (
     request_hash,
     subtract_draws,
 )
+from tollkeep.ledger.events import CreditsGranted
 from tollkeep.ledger.grants import GrantMeta, new_grant
 from tollkeep.pricing import Rating, needs_aggregate, rate
 
@@ -71,8 +73,10 @@ class LedgerService:
         hold_default_ttl: int = 300,
         hold_max_ttl: int = 86_400,
         before_spend: BeforeSpend | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.executor = executor
+        self.events = events or EventBus()  # CreditsGranted goes out here
         self.catalog = catalog
         self.clock = clock or SystemClock()
         self.hold_default_ttl = hold_default_ttl
@@ -222,6 +226,10 @@ class LedgerService:
                 created_at=now,
             )
             repo.persist(s, st, now, grant_meta=meta)
+            self.events.emit(
+                s,
+                CreditsGranted(customer_id, g.id, op_id, amount, source, self.unit, key, iso(expires_at)),
+            )
             return {**result, "balance": st.balance(now), "duplicate": False}
 
         return fn
@@ -811,7 +819,9 @@ class LedgerService:
 
         Each wallet is swept in its own unit of work, keyed by its customer like any other
         command, so the sweeper never holds two wallets' locks at once (no deadlocks with
-        charges) and its work is batched with the customer's other commands."""
+        charges) and its work is batched with the customer's other commands. On PostgreSQL a
+        wallet another transaction holds is skipped (``SKIP LOCKED``), so several workers share
+        the sweep without doing a wallet twice or waiting; what is skipped is swept next run."""
         now = self.clock.now()
         holds, wallets = self.executor.call(
             lambda s: (
@@ -832,7 +842,7 @@ class LedgerService:
             h = repo.get_hold(s, hold_id)
             if h is None or h.status != "open" or h.expires_at > now:
                 return 0
-            w = repo.lock_wallet(s, h.wallet_id)
+            w = repo.try_lock_wallet(s, h.wallet_id)  # busy (another worker): next run
             h = repo.get_hold(s, hold_id)  # re-read under the wallet lock
             if w is None or h is None or h.status != "open":
                 return 0
@@ -879,7 +889,7 @@ class LedgerService:
     def _expire_grants_fn(self, wallet_id: str) -> Callable[[Tx], int]:
         def fn(s: Tx) -> int:
             now = self.clock.now()
-            w = repo.lock_wallet(s, wallet_id)
+            w = repo.try_lock_wallet(s, wallet_id)  # busy (another worker): next run
             if w is None:
                 return 0
             st = self._state(s, w)

@@ -143,7 +143,8 @@ class PlanService:
         """Grant the new period's plan allowance to wallets whose allowance ran out (usage also
         does this lazily, so a missed run costs nothing but freshness of displayed balances).
         One unit of work per wallet, keyed by its customer; the scan is a read and does not
-        queue on the writer."""
+        queue on the writer. On PostgreSQL a wallet another transaction holds is skipped
+        (``SKIP LOCKED``): several workers share the job, and what is skipped is renewed next run."""
         now = self.clock.now()
         with self.db.scope(write=False) as s:
             due = repo.wallets_due_for_allowance(s, now, limit)
@@ -155,7 +156,7 @@ class PlanService:
 
         def fn(s: Tx) -> int:
             now = self.clock.now()
-            w = ledger_repo.lock_wallet(s, wallet_id)
+            w = ledger_repo.try_lock_wallet(s, wallet_id)  # busy (another worker): next run
             if w is None or not w.plan or (w.allowance_until is not None and w.allowance_until > now):
                 return 0
             st = ledger_repo.load_state(s, w)
