@@ -18,12 +18,14 @@ from tollkeep.api.errors import install_error_handlers
 from tollkeep.api.middleware import BodyLimitMiddleware, HotRoutes
 from tollkeep.api.openapi import install_openapi
 from tollkeep.api.ratelimit import Limiters
+from tollkeep.audit import routes as audit_routes
 from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
 from tollkeep.customers import routes as customer_routes
 from tollkeep.keys import routes as key_routes
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import routes as ledger_routes
+from tollkeep.operators import routes as operator_routes
 from tollkeep.plans import routes as plan_routes
 from tollkeep.runtime import Tollkeep
 
@@ -53,6 +55,8 @@ ROUTERS = (
     ledger_routes.admin_router,
     key_routes.router,
     catalog_routes.admin_router,
+    operator_routes.router,
+    audit_routes.router,
 )
 
 

@@ -25,6 +25,7 @@ from tollkeep.ledger import CreditsGranted, LedgerService, queries
 from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
+from tollkeep.operators import OperatorService
 from tollkeep.outbox import OutboxService
 from tollkeep.outbox import jobs as outbox_jobs
 from tollkeep.plans import PlanService, ensure_allowance
@@ -98,6 +99,13 @@ class Tollkeep:
         )
         self.keys = KeyService(
             self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
+        )
+        self.operators = OperatorService(
+            self.db,
+            self.executor,
+            env_admin_token=lambda: s.admin_token.get_secret_value() if s.admin_token else None,
+            cache_seconds=s.key_cache_seconds,
+            clock=self.clock,
         )
         self.outbox = OutboxService(self.db, self.executor, clock=self.clock)
         # cross-domain reactions, in one place

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tollkeep"
-DOMAINS = ("catalog", "customers", "keys", "ledger", "outbox", "plans", "pricing")
+DOMAINS = ("audit", "catalog", "customers", "keys", "ledger", "operators", "outbox", "plans", "pricing")
 # table -> the domains that may write it (column-level sharing is asserted in the repositories:
 # plans writes only customers.plan/plan_changed_at and wallets.allowance_until/carryover_done)
 WRITERS = {
@@ -29,6 +29,8 @@ WRITERS = {
     "usage_counters": {"ledger"},
     "unique_values": {"ledger"},
     "outbox_events": {"outbox"},
+    "operator_keys": {"operators"},
+    "audit_log": {"audit"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

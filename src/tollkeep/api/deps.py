@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from typing import Annotated, Any, TypeVar
 
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tollkeep.api.schemas import ErrorOut
 from tollkeep.keys import ALL_SCOPES, Principal
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.errors import AuthError
 from tollkeep.kit.jsonsafe import check_properties
 from tollkeep.runtime import Tollkeep
@@ -22,9 +22,13 @@ __all__ = [
     "ADMIN_ERRORS",
     "PUBLIC_ERRORS",
     "Admin",
+    "AdminActor",
+    "AdminRead",
     "Caller",
     "Runtime",
+    "actor_of",
     "admin",
+    "admin_actor",
     "count_write",
     "parse_body",
     "principal",
@@ -91,15 +95,36 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-async def admin(request: Request) -> Tollkeep:
+async def admin_actor(request: Request) -> Actor:
+    """Who is calling an /admin route: the env admin token or an admin token from the database
+    (``tka_…``), with its role; a read-only token may only read (GET). Server keys and buyer
+    keys are not admin credentials. The actor is kept on the request for the audit log."""
     tk = runtime(request)
-    expected = tk.settings.admin_token
-    if expected is None or not expected.get_secret_value():
-        raise AuthError("the admin API is off: set TOLLKEEP_ADMIN_TOKEN", code="admin_disabled")
     token = _bearer(request)
-    if token is None or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+    if token is None:
+        raise AuthError("send 'Authorization: Bearer <admin token>'", code="invalid_admin_token")
+    ip = request.client.host if request.client else None
+    try:
+        actor = tk.operators.authenticate(token, ip)
+    except AuthError:
+        actor = None
+    if actor is None or actor.kind != "admin":
         raise AuthError("invalid admin token", code="invalid_admin_token")
-    return tk
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        actor.require_write()
+    request.state.actor = actor
+    return actor
+
+
+async def admin(request: Request, actor: Annotated[Actor, Depends(admin_actor)]) -> Tollkeep:
+    """The runtime, behind an admin token (the actor is resolved once per request)."""
+    return runtime(request)
+
+
+def actor_of(request: Request) -> Actor:
+    """The actor an admin dependency authenticated for this request."""
+    actor: Actor = request.state.actor
+    return actor
 
 
 async def principal(request: Request) -> Principal:
@@ -132,7 +157,9 @@ async def principal(request: Request) -> Principal:
 
 # What a domain's routes declare: the runtime behind an admin token, the caller of a public
 # route, the runtime alone; and the documented error responses of each side.
-Admin = Annotated[Tollkeep, Depends(admin)]
+Admin = Annotated[Tollkeep, Depends(admin)]  # any admin token; a read-only one on GET only
+AdminRead = Admin
+AdminActor = Annotated[Actor, Depends(admin_actor)]
 Caller = Annotated[Principal, Depends(principal)]
 Runtime = Annotated[Tollkeep, Depends(runtime)]
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 404, 409, 413, 422)}

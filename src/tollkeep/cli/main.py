@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from tollkeep import __version__
+from tollkeep.audit import cli as audit_cli
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.catalog import cli as catalog_cli
 from tollkeep.cli import worker as worker_cli
@@ -23,6 +24,7 @@ from tollkeep.customers import cli as customers_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
+from tollkeep.operators import cli as operators_cli
 from tollkeep.plans import cli as plans_cli
 
 app = typer.Typer(
@@ -39,6 +41,8 @@ for _sub, _name in (
     (ledger_cli.usage_app, "usage"),
     (ledger_cli.ledger_app, "ledger"),
     (catalog_cli.app, "catalog"),
+    (operators_cli.server_keys_app, "server-keys"),
+    (operators_cli.admin_tokens_app, "admin-tokens"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group
@@ -256,6 +260,7 @@ def serve(
 
 # the background jobs in a process of their own (cli/worker.py)
 app.command("worker")(worker_cli.worker)
+app.command("audit")(audit_cli.audit)
 
 
 @app.command()

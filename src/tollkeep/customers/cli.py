@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tollkeep.cli.common import JsonOpt, id_table, out, print_table, runtime, show
+from tollkeep.kit.actor import cli_actor
 
 app = typer.Typer(help="Customers.", no_args_is_help=True)
 
@@ -21,7 +22,7 @@ def customers_create(
 ) -> None:
     """Create a customer."""
     with runtime() as tk:
-        show(tk.customers.create(external_id, email=email, name=name, plan=plan), as_json)
+        show(tk.customers.create(external_id, email=email, name=name, plan=plan, actor=cli_actor()), as_json)
 
 
 @app.command("list")

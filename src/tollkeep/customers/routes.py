@@ -6,16 +6,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin
+from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor
 from tollkeep.customers.schemas import CustomerIn, CustomerPatch
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 
 @router.post("/customers", status_code=201, summary="Create a customer (and their wallet)")
-def create_customer(body: CustomerIn, tk: Admin) -> dict[str, Any]:
+def create_customer(body: CustomerIn, tk: Admin, actor: AdminActor) -> dict[str, Any]:
     return tk.customers.create(
-        body.external_id, email=body.email, name=body.name, metadata=body.metadata, plan=body.plan
+        body.external_id,
+        email=body.email,
+        name=body.name,
+        metadata=body.metadata,
+        plan=body.plan,
+        actor=actor,
     )
 
 
@@ -45,5 +50,5 @@ def get_customer(customer_id: str, tk: Admin) -> dict[str, Any]:
 
 
 @router.patch("/customers/{customer_id}", summary="Update email, name, metadata or status")
-def patch_customer(customer_id: str, body: CustomerPatch, tk: Admin) -> dict[str, Any]:
-    return tk.customers.update(customer_id, **body.model_dump(exclude_none=True))
+def patch_customer(customer_id: str, body: CustomerPatch, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.customers.update(customer_id, actor=actor, **body.model_dump(exclude_none=True))

@@ -9,11 +9,13 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from tollkeep.audit import record
 from tollkeep.catalog import Catalog
 from tollkeep.customers import queries
 from tollkeep.customers import repository as repo
 from tollkeep.customers.events import CustomerStatusChanged
 from tollkeep.customers.queries import customer_view
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
@@ -62,7 +64,10 @@ class CustomerService:
         metadata: dict[str, Any] | None = None,
         plan: str | None = None,
         anonymous: bool = False,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
+        """Create a customer with its wallet (and plan, and anonymous allowance). ``actor``: who
+        asked (an admin action is audited in the same transaction)."""
         external_id = (external_id or "").strip()
         if not 1 <= len(external_id) <= 255:
             raise InvalidInput("external_id is required (1-255 characters)", code="invalid_external_id")
@@ -127,6 +132,8 @@ class CustomerService:
             row = repo.get(s, cid)
             view = customer_view(row)
             json.dumps(view, ensure_ascii=False).encode("utf-8")
+            if actor is not None:
+                record(s, actor, "customer.create", ("customer", cid), after=view, at=now)
             return view
 
         return self.executor.call(fn)
@@ -168,7 +175,7 @@ class CustomerService:
     def _unusable_install_id() -> AuthError:
         return AuthError("this install id cannot be used: send an API key", code="install_id_unavailable")
 
-    def update(self, customer_id: str, **fields: Any) -> dict[str, Any]:
+    def update(self, customer_id: str, *, actor: Actor | None = None, **fields: Any) -> dict[str, Any]:
         allowed = {"email", "name", "metadata", "status"}
         values = {k: v for k, v in fields.items() if k in allowed and v is not None}
         check_json(values.get("metadata") or {}, "metadata")
@@ -184,7 +191,14 @@ class CustomerService:
             previous = repo.lock_status(s, customer_id)
             if previous is None:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
-            repo.update_customer(s, customer_id, values, self.clock.now())
+            before = customer_view(repo.get(s, customer_id)) if actor is not None else None
+            now = self.clock.now()
+            repo.update_customer(s, customer_id, values, now)
+            if actor is not None:
+                after = customer_view(repo.get(s, customer_id))
+                record(
+                    s, actor, "customer.update", ("customer", customer_id), before=before, after=after, at=now
+                )
             status = values.get("status", previous)
             if status != previous:
                 self.events.emit(s, CustomerStatusChanged(customer_id, status, previous))

@@ -3,14 +3,16 @@ have them all registered."""
 
 from __future__ import annotations
 
+from tollkeep.audit import models as _audit
 from tollkeep.catalog import models as _catalog
 from tollkeep.customers import models as _customers
 from tollkeep.keys import models as _keys
 from tollkeep.kit.models import Base
 from tollkeep.ledger import models as _ledger
+from tollkeep.operators import models as _operators
 from tollkeep.outbox import models as _outbox
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-DOMAINS = (_catalog, _customers, _keys, _ledger, _outbox)
+DOMAINS = (_audit, _catalog, _customers, _keys, _ledger, _operators, _outbox)

@@ -115,6 +115,8 @@ class Hold(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+    # "server:<id>" when a server key opened it: then only a server key may resolve it
+    opened_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsageCounter(Base):

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin
+from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor
 from tollkeep.plans.schemas import PlanIn
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 
 @router.post("/customers/{customer_id}/plan", summary="Move a customer to another plan")
-def change_plan(customer_id: str, body: PlanIn, tk: Admin) -> dict[str, Any]:
-    return tk.plans.change_plan(customer_id, body.plan)
+def change_plan(customer_id: str, body: PlanIn, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.plans.change_plan(customer_id, body.plan, actor=actor)

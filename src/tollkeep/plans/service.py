@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tollkeep import ledger as ledger_repo
+from tollkeep.audit import record
 from tollkeep.catalog import Catalog
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock, period_bounds
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import InvalidInput, NotFound
@@ -75,12 +77,16 @@ class PlanService:
         self.clock = clock or SystemClock()
 
     # ---- plan changes -----------------------------------------------------------------------------
-    def change_plan(self, customer_id: str, plan_key: str | None) -> dict[str, Any]:
+    def change_plan(
+        self, customer_id: str, plan_key: str | None, *, actor: Actor | None = None
+    ) -> dict[str, Any]:
         """Move a customer to another plan. Allowance grants of the old plan end now; moving from a
         free plan to a paid one carries the unused free allowance into a durable grant, once."""
-        return self.executor.call(self.change_plan_fn(customer_id, plan_key), key=customer_id)
+        return self.executor.call(self.change_plan_fn(customer_id, plan_key, actor=actor), key=customer_id)
 
-    def change_plan_fn(self, customer_id: str, plan_key: str | None) -> Callable[[Tx], dict[str, Any]]:
+    def change_plan_fn(
+        self, customer_id: str, plan_key: str | None, *, actor: Actor | None = None
+    ) -> Callable[[Tx], dict[str, Any]]:
         cat = self.catalog()
         new_plan = cat.plan(plan_key) if plan_key is not None else None
         if plan_key is not None and new_plan is None:
@@ -94,6 +100,7 @@ class PlanService:
             if w.plan == plan_key:
                 return {"customer_id": customer_id, "plan": plan_key, "carried_over": 0, "changed": False}
             old_plan = cat.plan(w.plan) if w.plan else None
+            balance_before = ledger_repo.load_state(s, w).balance(now) if actor is not None else None
             # every allowance grant not yet ended closes, also one spent to 0 or wholly held:
             # credits an open hold gives back later must not revive it
             st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
@@ -134,7 +141,18 @@ class PlanService:
             w2 = ledger_repo.lock_wallet(s, w.id)
             ensure_allowance(s, w2, st, meta, cat, now)
             ledger_repo.persist(s, st, now, grant_meta=meta)
-            return {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
+            out = {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
+            if actor is not None:
+                record(
+                    s,
+                    actor,
+                    "plan.change",
+                    ("customer", customer_id),
+                    before={"plan": w.plan, "balance": balance_before},
+                    after={**out, "closed": closed_total, "balance": st.balance(now)},
+                    at=now,
+                )
+            return out
 
         return fn
 
