@@ -1,0 +1,1 @@
+"""Runnable examples of tollkeep.client (each one runs in `make test`: tests/examples)."""

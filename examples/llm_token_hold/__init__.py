@@ -1,0 +1,1 @@
+"""An LLM-style endpoint billing tokens with a hold."""

@@ -1,0 +1,1 @@
+"""A seller's FastAPI app charging each call through tollkeep.client."""

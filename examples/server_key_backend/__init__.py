@@ -1,0 +1,1 @@
+"""A seller backend metering its users by customer id with a server key."""
