@@ -117,6 +117,7 @@ def test_429_rate_limited_with_a_long_retry_after_is_raised_at_once(limited_serv
         ),
         (403, {"error": {"code": "insufficient_scope", "message": "no"}}, Forbidden, "insufficient_scope"),
         (409, {"error": {"code": "some_new_conflict", "message": "?"}}, Conflict, "some_new_conflict"),
+        (429, None, RateLimited, "http_429"),
         (418, {"error": {"code": "teapot", "message": "short and stout"}}, TollkeepError, "teapot"),
         (500, {"error": {"code": "internal_error", "message": "logged"}}, ServerError, "internal_error"),
         (502, None, ServerError, "http_502"),

@@ -185,6 +185,7 @@ STATUS_CLASSES: dict[int, type[TollkeepError]] = {
     409: Conflict,
     413: InvalidRequest,
     422: InvalidRequest,
+    429: RateLimited,
 }
 
 
