@@ -6,6 +6,10 @@ charge runs about seven statements, so on the single SQLite writer that overhead
 the work. A :class:`RawStatement` is compiled once per dialect by SQLAlchemy, and keeps
 SQLAlchemy's own type processors, so values are stored and read exactly as the ORM and Core
 would (datetimes, JSON, decimals): only the per-call bookkeeping is skipped.
+
+The fast path may change cost, never meaning: with ``Settings.raw_sql`` off
+(``TOLLKEEP_RAW_SQL=0``) the very same statements go through SQLAlchemy's plain
+``Session.execute``, and the parity tests run the ledger suite both ways.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class RawStatement:
         return c
 
     def execute(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+        if s.info.get("tk_plain"):
+            return self._plain(s, params)
         cur, dialect = driver_cursor(s)
         c = self._for(dialect)
         if isinstance(params, Mapping):
@@ -68,12 +74,23 @@ class RawStatement:
             cur.executemany(c.sql, [c.args(p) for p in params])
         return cur
 
-    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow]:
+    def _plain(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+        """The same statement through SQLAlchemy's ``Session.execute``, binds left out as NULL."""
+        nulls = self._for(s.get_bind().dialect).nulls
+        if isinstance(params, Mapping):
+            return s.execute(self.stmt, {**nulls, **params})
+        return s.execute(self.stmt, [{**nulls, **p} for p in params])
+
+    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow] | list[Any]:
+        if s.info.get("tk_plain"):
+            return list(self._plain(s, params).all())
         cur = self.execute(s, params)
         c = self._for(s.info["tk_dialect"])
         return [c.row(r) for r in cur.fetchall()]
 
-    def first(self, s: Tx, params: Mapping[str, Any]) -> RawRow | None:
+    def first(self, s: Tx, params: Mapping[str, Any]) -> Any:
+        if s.info.get("tk_plain"):
+            return self._plain(s, params).first()
         cur = self.execute(s, params)
         r = cur.fetchone()
         return None if r is None else self._for(s.info["tk_dialect"]).row(r)
@@ -88,6 +105,7 @@ class _Compiled:
         self.names: list[str] = list(compiled.positiontup or []) if self.positional else list(binds)
         # literal values in the statement (``remaining > 0``) are binds with a value of their own
         self.defaults: dict[str, Any] = {n: v for n, v in compiled.params.items() if v is not None}
+        self.nulls: dict[str, None] = {n: None for n in binds if n not in self.defaults}
         self.binders: dict[str, Callable[[Any], Any]] = {}
         for name in self.names:
             bind = binds[name]
