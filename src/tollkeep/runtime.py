@@ -84,6 +84,7 @@ class Tollkeep:
         self.events = EventBus()
         cat = self.catalogs
         self.ledger = LedgerService(
+            self.db,
             self.executor,
             lambda: cat.current,
             clock=self.clock,

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import Select
 
@@ -77,9 +78,10 @@ class RawStatement:
     def _plain(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
         """The same statement through SQLAlchemy's ``Session.execute``, binds left out as NULL."""
         nulls = self._for(s.get_bind().dialect).nulls
+        stmt = cast(Executable, self.stmt)
         if isinstance(params, Mapping):
-            return s.execute(self.stmt, {**nulls, **params})
-        return s.execute(self.stmt, [{**nulls, **p} for p in params])
+            return s.execute(stmt, {**nulls, **params})
+        return s.execute(stmt, [{**nulls, **p} for p in params])
 
     def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow] | list[Any]:
         if s.info.get("tk_plain"):

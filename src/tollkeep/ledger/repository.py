@@ -268,9 +268,22 @@ def draw_of(rows: Iterable[tuple[str | None, int, str]]) -> Draw:
     return Draw(tuple((g, a) for g, a in totals.items() if a > 0), max(od, 0))
 
 
-def refund_attributions(s: Tx, op_id: str) -> list[Draw]:
-    rows = s.execute(select(O.c.result).where(O.c.kind == "refund", O.c.ref_id == op_id)).scalars().all()
-    return [Draw.from_json(r["attribution"]) for r in rows if r and "attribution" in r]
+def earlier_refunds(s: Tx, charge_id: str) -> list[tuple[int, Draw | None]]:
+    """A charge's refunds, oldest first: each one's amount, and the attribution it recorded in
+    its result (refunds recorded before the result held only the response; None since: the
+    amount says which parts it accounts for, see ``rules.refund_left``)."""
+    rows = s.execute(
+        select(O.c.amount, O.c.result)
+        .where(O.c.kind == "refund", O.c.ref_id == charge_id)
+        .order_by(O.c.created_at, O.c.id)
+    ).all()
+    return [
+        (
+            int(r.amount),
+            Draw.from_json(r.result["attribution"]) if r.result and "attribution" in r.result else None,
+        )
+        for r in rows
+    ]
 
 
 def add_refunded(s: Tx, op_id: str, amount: int) -> None:
