@@ -107,7 +107,10 @@ class _Compiled:
         self.names: list[str] = list(compiled.positiontup or []) if self.positional else list(binds)
         # literal values in the statement (``remaining > 0``) are binds with a value of their own
         self.defaults: dict[str, Any] = {n: v for n, v in compiled.params.items() if v is not None}
-        self.nulls: dict[str, None] = {n: None for n in binds if n not in self.defaults}
+        # for Session.execute: the named binds a caller left out (literals keep their value)
+        self.nulls: dict[str, None] = {
+            b.key: None for b in compiled.bind_names if b.value is None and b.callable is None
+        }
         self.binders: dict[str, Callable[[Any], Any]] = {}
         for name in self.names:
             bind = binds[name]
