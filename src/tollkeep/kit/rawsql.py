@@ -63,9 +63,30 @@ class RawStatement:
         return c
 
     def execute(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
-        if s.info.get("tk_plain"):
+        fast = _fast_path(s)
+        if fast is None:
             return self._plain(s, params)
-        cur, dialect = driver_cursor(s)
+        return self._run(fast, params)[0]
+
+    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow] | list[Any]:
+        fast = _fast_path(s)
+        if fast is None:
+            return list(self._plain(s, params).all())
+        cur, c = self._run(fast, params)
+        return [c.row(r) for r in cur.fetchall()]
+
+    def first(self, s: Tx, params: Mapping[str, Any]) -> Any:
+        fast = _fast_path(s)
+        if fast is None:
+            return self._plain(s, params).first()
+        cur, c = self._run(fast, params)
+        r = cur.fetchone()
+        return None if r is None else c.row(r)
+
+    def _run(
+        self, fast: tuple[Any, Dialect], params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> tuple[Any, _Compiled]:
+        cur, dialect = fast
         c = self._for(dialect)
         if isinstance(params, Mapping):
             cur.execute(c.sql, c.args(params))
@@ -73,7 +94,7 @@ class RawStatement:
             cur.execute(c.sql, c.args(params[0]))
         else:
             cur.executemany(c.sql, [c.args(p) for p in params])
-        return cur
+        return cur, c
 
     def _plain(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
         """The same statement through SQLAlchemy's ``Session.execute``, binds left out as NULL."""
@@ -83,19 +104,17 @@ class RawStatement:
             return s.execute(stmt, {**nulls, **params})
         return s.execute(stmt, [{**nulls, **p} for p in params])
 
-    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow] | list[Any]:
-        if s.info.get("tk_plain"):
-            return list(self._plain(s, params).all())
-        cur = self.execute(s, params)
-        c = self._for(s.info["tk_dialect"])
-        return [c.row(r) for r in cur.fetchall()]
 
-    def first(self, s: Tx, params: Mapping[str, Any]) -> Any:
-        if s.info.get("tk_plain"):
-            return self._plain(s, params).first()
-        cur = self.execute(s, params)
-        r = cur.fetchone()
-        return None if r is None else self._for(s.info["tk_dialect"]).row(r)
+def _fast_path(s: Tx) -> tuple[Any, Dialect] | None:
+    """The driver cursor and dialect RawStatements run on, or None when the fast path is off
+    for this session (``Database(raw_sql=False)``: then they go through ``Session.execute``)."""
+    info = s.info
+    fast = info.get("tk_fast")
+    if fast is None:
+        if info.get("tk_plain"):
+            return None
+        fast = info["tk_fast"] = driver_cursor(s)
+    return fast
 
 
 class _Compiled:

@@ -21,7 +21,7 @@ from tollkeep.kit.errors import Forbidden, NotFound
 from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger.domain import Draw, WalletState
+from tollkeep.ledger.domain import WalletState
 from tollkeep.ledger.rules import GrantMeta
 
 __all__ = ["BeforeSpend", "LedgerContext"]
@@ -86,11 +86,6 @@ class LedgerContext:
         """The wallet's state: its grants with credits left, and those named (what a hold or a
         charge drew from, to give back to)."""
         return repo.load_state(s, w, grant_ids=grant_ids)
-
-    @staticmethod
-    def draw(s: Tx, st: WalletState, amount: int, now: datetime, **kw: Any) -> Draw:
-        """Take ``amount`` in spend order (``WalletState.draw``); InsufficientCredits changes nothing."""
-        return st.draw(amount, now, **kw)
 
     @staticmethod
     def balance(s: Tx, st: WalletState, now: datetime) -> int:

@@ -64,9 +64,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         assert held is not None
         op_id = new_id("hop")
         hold_id = new_id("hld")
-        ctx.draw(
-            s,
-            st,
+        st.draw(
             held,
             now,
             kind=EntryKind.HOLD,
@@ -158,9 +156,7 @@ def resolve_command(
                 give_back_hold(st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id)
                 extra = Draw(())
             else:
-                extra = ctx.draw(
-                    s,
-                    st,
+                extra = st.draw(
                     final - hold.amount,
                     now,
                     kind=EntryKind.DEBIT,

@@ -175,9 +175,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
             s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
         )
         op_id = new_id("evt")
-        draw = ctx.draw(
-            s,
-            st,
+        draw = st.draw(
             rating.amount,
             now,
             kind=EntryKind.DEBIT,
