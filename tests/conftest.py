@@ -84,8 +84,15 @@ def make_settings(db_url: str, **kw: object) -> Settings:
 
 
 @pytest.fixture
-def tk(db_url: str, clock: FrozenClock) -> Iterator[Tollkeep]:
-    runtime = Tollkeep(make_settings(db_url), clock=clock)
+def raw_sql(request: pytest.FixtureRequest) -> bool:
+    """The ledger's raw-statement fast path (kit/rawsql.py): on, unless a module asks for both
+    (tests/ledger/conftest.py runs its parity modules with it off too)."""
+    return bool(getattr(request, "param", True))
+
+
+@pytest.fixture
+def tk(db_url: str, clock: FrozenClock, raw_sql: bool) -> Iterator[Tollkeep]:
+    runtime = Tollkeep(make_settings(db_url, raw_sql=raw_sql), clock=clock)
     try:
         yield runtime
         report = runtime.verify()

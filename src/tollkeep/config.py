@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = 16
     writer_batch_max: int = Field(256, description="Most ledger operations committed in one transaction")
+    raw_sql: bool = Field(
+        True,
+        description="Run the ledger's prebuilt hot-path statements on the driver cursor (kit/rawsql.py); "
+        "off: through SQLAlchemy's plain execute (same meaning, slower; the parity tests run both)",
+    )
 
     max_body_bytes: int = Field(65_536, description="Largest request body accepted (413 above)")
     key_prefix: str = Field("tk_live_", description="Readable prefix of new API keys")

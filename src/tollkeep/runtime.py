@@ -60,7 +60,12 @@ class Tollkeep:
             require_sqlite_file(s.database_url)
         else:
             create_private_sqlite_file(s.database_url)  # 0600 from the start
-        self.db = Database(s.database_url, sqlite_synchronous=s.sqlite_synchronous, pool_size=s.db_pool_size)
+        self.db = Database(
+            s.database_url,
+            sqlite_synchronous=s.sqlite_synchronous,
+            pool_size=s.db_pool_size,
+            raw_sql=s.raw_sql,
+        )
         try:
             if existing:
                 require_schema(self.db)
@@ -79,6 +84,7 @@ class Tollkeep:
         self.events = EventBus()
         cat = self.catalogs
         self.ledger = LedgerService(
+            self.db,
             self.executor,
             lambda: cat.current,
             clock=self.clock,

@@ -2,11 +2,12 @@
 holds, settles, releases, refunds, plan-change closes, expiries and overdraft changes.
 
 They drive the REAL rules — :class:`WalletState` (``add_grant``, ``draw``, ``give_back``,
-``close``, ``expire``), :func:`subtract_draws`, :func:`request_hash` / :func:`check_replay`, and
-the service's own helpers where the logic lives in the service (``_give_back_hold``,
-``_new_grant``) — and compare every outcome with the independent model of ledger_model.py:
-each grant's credits, the overdraft, the refund attribution (``==``, not ``>=``), closed grants
-staying out of use, and a conservation law over the in-memory journal.
+``close``, ``expire``), :func:`take_back`, :func:`request_hash` / :func:`check_replay`, and the
+use cases' pure rules of ``ledger/rules.py`` (``give_back_hold``, ``refund_left``,
+``give_back_refund``, ``new_grant``), the very functions the service calls — and compare every
+outcome with the independent model of ledger_model.py: each grant's credits, the overdraft, the
+refund attribution (``==``, not ``>=``), closed grants staying out of use, and a conservation law
+over the in-memory journal.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from tollkeep.ledger.domain import (
     check_replay,
     request_hash,
     subtract_draws,
+    take_back,
 )
-from tollkeep.ledger.grants import new_grant
-from tollkeep.ledger.service import LedgerService
+from tollkeep.ledger.rules import give_back_hold, give_back_refund, refund_left
 
 from .ledger_model import MOVES, PRIORITY, Insufficient, MCharge, MHold, Model, Parts, merged, minus
 
@@ -38,11 +39,6 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 SOURCES = ("plan_allowance", "purchase", "promo", "refund", "adjustment")
 
 prop = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-
-
-def service_helpers() -> LedgerService:
-    """The service's helpers that work on a WalletState alone (no database is touched)."""
-    return LedgerService(None, lambda: None)  # type: ignore[arg-type,return-value]
 
 
 def close_grant(ws: WalletState, gid: str, now: datetime, op: str) -> int:
@@ -64,7 +60,7 @@ def domain_revives_closed_grants() -> bool:
     )
     held = ws.draw(18, now, kind="hold", operation_id="h", hold_id="hld")
     close_grant(ws, "a", now, "close")
-    service_helpers()._give_back_hold(ws, {}, held, 18, now, operation_id="r", hold_id="hld")
+    give_back_hold(ws, {}, held, 18, now, operation_id="r", hold_id="hld")
     return ws.balance(now) != 0
 
 
@@ -72,7 +68,6 @@ def domain_revives_closed_grants() -> bool:
 class LedgerRulesMachine(RuleBasedStateMachine):
     @initialize(limit=st.integers(0, 30))
     def setup(self, limit: int) -> None:
-        self.svc = service_helpers()
         self.ws = WalletState("wal_test", overdraft_limit=limit)
         self.m = Model(now=START, od_limit=limit)
         self.seq = 0
@@ -80,7 +75,8 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         self.usage_keys: dict[str, tuple[dict[str, Any], str]] = {}  # key -> (first payload, its hash)
         self.charged: dict[str, int] = {}
         self.hold_draws: dict[str, Draw] = {}
-        self.attributions: dict[str, list[Draw]] = {}
+        self.charge_draws: dict[str, Draw] = {}  # what each charge took, as the journal folds it
+        self.refunds: dict[str, list[tuple[int, Draw]]] = {}  # each refund's amount and attribution
         self.hold_expect: dict[str, int] = {}
 
     def _id(self, prefix: str) -> str:
@@ -184,6 +180,7 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         self.usage_keys[key] = (payload, h)
         self.charged[key] = self.charged.get(key, 0) + 1
         self.m.charges[op] = MCharge(op, amount, self.m.now, expected)
+        self.charge_draws[op] = d
 
     def _model_draw(self, amount: int, meter: str | None) -> Parts | None:
         saved = copy.deepcopy(self.m)
@@ -234,22 +231,24 @@ class LedgerRulesMachine(RuleBasedStateMachine):
             charge = merged(h.parts, extra)
         else:
             taken, _ = self.m.give_back(h.parts, h.amount - final, to_dead=True)
-            self.svc._give_back_hold(
+            back = give_back_hold(
                 self.ws, self.meta, held, h.amount - final, self.m.now, operation_id=op, hold_id=hid
             )
             self.bind()
+            assert back.returned == as_draw(taken) and back.returned == take_back(held, h.amount - final)
             charge = minus(h.parts, taken)
         h.status = "settled"
         self.hold_expect[hid] = final
         self.m.charges[op] = MCharge(op, final, self.m.now, charge, hold_id=hid)
+        self.charge_draws[op] = as_draw(charge)
 
     @precondition(lambda self: bool(self._open()))
     @rule(pick=st.integers(0, 100))
     def release(self, pick: int) -> None:
         hid = self._open()[pick % len(self._open())]
         h = self.m.holds[hid]
-        self.m.give_back(h.parts, h.amount, to_dead=True)
-        self.svc._give_back_hold(
+        taken, od_unplaced = self.m.give_back(h.parts, h.amount, to_dead=True)
+        back = give_back_hold(
             self.ws,
             self.meta,
             self.hold_draws[hid],
@@ -259,6 +258,8 @@ class LedgerRulesMachine(RuleBasedStateMachine):
             hold_id=hid,
         )
         self.bind()
+        assert back.returned == as_draw(taken)
+        assert back.unplaced == od_unplaced, "only a repaid overdraft part comes back as a new grant"
         h.status = "released"
         self.hold_expect[hid] = 0
 
@@ -272,34 +273,24 @@ class LedgerRulesMachine(RuleBasedStateMachine):
         want = refundable if part is None else part
         if want <= 0 or want > refundable:
             return  # the service answers 409 before touching the wallet
-        # what is left to attribute, by the real subtract_draws, is exactly what is left to refund
-        first_draw = as_draw(
-            merged(
-                c.parts,
-                *[
-                    [(g, a) for g, a in d.parts] + ([(None, d.overdraft)] if d.overdraft else [])
-                    for d in self.attributions.get(op_id, [])
-                ],
-            )
-        )
-        left = subtract_draws(first_draw, self.attributions.get(op_id, []))
+        # what is left to attribute, by the real rule: from what the charge took and the amounts
+        # of its earlier refunds alone; the attributions they recorded (older versions kept them
+        # in the replay cache) say the same
+        earlier = self.refunds.get(op_id, [])
+        left = refund_left(self.charge_draws[op_id], [(a, None) for a, _ in earlier])
+        assert left == refund_left(self.charge_draws[op_id], earlier)
         assert left.total == refundable, "what is left to attribute is what is left to refund"
         assert sorted(left.parts) == sorted((k, a) for k, a in c.parts if k is not None)
         bal = self.ws.balance(self.m.now)
         taken, _ = self.m.give_back(c.parts, want, to_dead=False)
-        ref = self._id("ref")
-        attribution, unplaced = self.ws.give_back(
-            left, want, self.m.now, kind="refund", operation_id=ref, live_only=True
-        )
-        assert attribution.total == want
-        if unplaced:
-            new_grant(self.ws, self.meta, amount=unplaced, source="refund", now=self.m.now, operation_id=ref)
+        back = give_back_refund(self.ws, self.meta, left, want, self.m.now, operation_id=self._id("ref"))
         self.bind()
+        assert back.returned.total == want
         assert self.ws.balance(self.m.now) == bal + want, "a refund adds exactly its amount to the balance"
-        assert sorted(attribution.parts) == sorted((k, a) for k, a in taken if k is not None)
+        assert sorted(back.returned.parts) == sorted((k, a) for k, a in taken if k is not None)
         c.refunded += want
         c.parts = minus(c.parts, taken)
-        self.attributions.setdefault(op_id, []).append(attribution)
+        self.refunds.setdefault(op_id, []).append((want, back.returned))
 
     # ---- time, expiry, overdraft, plan changes
     @rule(hours=st.integers(1, 30))
@@ -503,7 +494,7 @@ def test_releasing_to_an_ended_grant_never_raises_the_balance(held: int, back: i
     d = ws.draw(held, now, kind="hold", operation_id="h", hold_id="hld")
     later = now + timedelta(hours=hours)
     bal = ws.balance(later)
-    service_helpers()._give_back_hold(ws, {}, d, min(back, held), later, operation_id="r", hold_id="hld")
+    give_back_hold(ws, {}, d, min(back, held), later, operation_id="r", hold_id="hld")
     if hours >= 1:
         assert ws.balance(later) == bal, "credits came back to life after their grant expired"
     else:
@@ -512,3 +503,28 @@ def test_releasing_to_an_ended_grant_never_raises_the_balance(held: int, back: i
 
 def test_releasing_to_a_closed_grant_never_raises_the_balance() -> None:
     assert not domain_revives_closed_grants()
+
+
+@prop
+@given(specs=grant_specs, od=st.integers(0, 10), first=st.integers(0, 400), second=st.integers(0, 400))
+def test_returns_add_up(
+    specs: list[tuple[int, int, int | None, int]], od: int, first: int, second: int
+) -> None:
+    """take_back is the walk of give_back, and returns compose: taking ``a`` then ``b`` from what
+    is left accounts for the same parts as ``a + b`` at once (so a refund's amount alone says
+    which parts it accounted for)."""
+    drawn = Draw(tuple((f"g{i}", amt) for i, (amt, *_rest) in enumerate(specs)), od)
+    a = min(first, drawn.total)
+    b = min(second, drawn.total - a)
+    once = take_back(drawn, a + b)
+    rest = subtract_draws(drawn, [take_back(drawn, a)])
+    assert subtract_draws(rest, [take_back(rest, b)]) == subtract_draws(drawn, [once])
+    assert once.total == a + b
+    ws = WalletState("w", overdraft_limit=od, overdraft_used=od)
+    for gid, amt in drawn.parts:
+        ws.add_grant(GrantState(gid, amt, 0, "purchase", 50, START, None, START), now=START, operation_id="g")
+    ws.overdraft_used = od  # the grants above repaid it: draw it again
+    for gid, _ in drawn.parts:
+        ws.grants[gid].remaining = 0
+    returned, unplaced = ws.give_back(drawn, a + b, START, kind="refund", operation_id="r", live_only=True)
+    assert returned == once and unplaced == 0

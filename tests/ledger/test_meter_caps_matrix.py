@@ -13,20 +13,28 @@ max, not a sum; unique_count: distinct values; tokens: input + output tokens):
 * each event's recorded quantity;
 * hard: every event up to the limit is admitted, the next is refused, and nothing is counted;
   allowance: the allowance pays for every event up to the limit, a purchase pays the next.
+
+Below the matrix, a property drives the pure cap rules the service calls
+(``rules.check_caps``, ``rules.counter_updates``) with random events, open-hold reservations and
+limits, against a model of a few lines.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tollkeep.catalog import parse_catalog
+from tollkeep.catalog import Cap, parse_catalog
 from tollkeep.kit.clock import period_bounds
 from tollkeep.kit.errors import CapExceeded
 from tollkeep.ledger import repository as repo
+from tollkeep.ledger.rules import NO_ALLOWANCE, check_caps, counter_updates
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
@@ -236,3 +244,88 @@ def test_open_holds_reserve_the_hard_cap(cat: Tollkeep) -> None:
     cat.ledger.create_hold(cid, idempotency_key="h1", meter="m_count", quantity=2)
     with pytest.raises(CapExceeded):
         cat.ledger.create_hold(cid, idempotency_key="h2", meter="m_count", quantity=2)
+
+
+# ------------------------------------------------------------------------------ the pure rules, by property
+def model_aggregate(aggregation: str, values: list[int]) -> int:
+    return max(values, default=0) if aggregation == "max" else sum(values)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    aggregation=st.sampled_from(["count", "sum", "max"]),
+    mode=st.sampled_from(["hard", "allowance"]),
+    limit=st.integers(0, 15),
+    # (the event's quantity, what open holds reserve, whether the allowance is there to pay)
+    events=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.booleans()), max_size=20),
+)
+def test_cap_rules_follow_a_model(
+    aggregation: str, mode: str, limit: int, events: list[tuple[int, int, bool]]
+) -> None:
+    """A hard cap admits an event while used + reserved + it stays within the limit (a max
+    meter: the largest of them) and counts nothing it refuses; an allowance cap excludes the
+    plan allowance once what the allowance paid for would pass the limit. The counters hold the
+    period's aggregate of the admitted events, and of those the allowance paid for."""
+    now = datetime(2026, 5, 10, 12, tzinfo=UTC)
+    cap = Cap("m", Decimal(limit), "month", mode)
+    key = period_bounds("month", now)[2]
+    is_max = aggregation == "max"
+    counters: dict[str, tuple[Decimal, Decimal]] = {}
+    admitted: list[int] = []
+    paid_by_allowance: list[int] = []
+    for quantity, reserved, allowance_there in events:
+        step = 1 if aggregation == "count" else quantity  # a max meter's step is its reading
+        if is_max:
+            refused = mode == "hard" and max(model_aggregate("max", admitted), reserved, step) > limit
+        else:
+            refused = mode == "hard" and sum(admitted) + reserved + step > limit
+        excluded = mode == "allowance" and model_aggregate(aggregation, [*paid_by_allowance, step]) > limit
+        try:
+            exclude = check_caps(
+                (cap,),
+                counters,
+                now,
+                meter="m",
+                plan="p",
+                is_max=is_max,
+                step=Decimal(step),
+                reserved=Decimal(reserved),
+            )
+        except CapExceeded as exc:
+            assert refused, f"refused {step} after {admitted} (reserved {reserved}, limit {limit})"
+            assert Decimal(exc.details["used"]) == model_aggregate(aggregation, admitted)
+            continue
+        assert not refused, f"admitted {step} after {admitted} (reserved {reserved}, limit {limit})"
+        assert exclude == (NO_ALLOWANCE if excluded else frozenset())
+        used_allowance = allowance_there and not exclude  # the draw took from the allowance
+        for period, value, allowance_used, existed in counter_updates(
+            counters,
+            [key],
+            is_max=is_max,
+            quantity=Decimal(quantity),
+            step=Decimal(step),
+            used_allowance=used_allowance,
+        ):
+            assert existed == (period in counters)
+            counters[period] = (value, allowance_used)
+        admitted.append(step)
+        if used_allowance:
+            paid_by_allowance.append(step)
+        assert counters[key] == (
+            model_aggregate(aggregation, admitted),
+            model_aggregate(aggregation, paid_by_allowance),
+        )
+    # a settle (enforce_hard False) is never refused by a hard cap: its capacity was reserved
+    assert (
+        check_caps(
+            (Cap("m", Decimal(0), "month", "hard"),),
+            counters,
+            now,
+            meter="m",
+            plan="p",
+            is_max=is_max,
+            step=Decimal(5),
+            enforce_hard=False,
+        )
+        == frozenset()
+    )

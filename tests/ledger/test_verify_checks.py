@@ -97,3 +97,25 @@ def test_charge_that_took_more_than_it_charged(tk: Tollkeep) -> None:
     run_sql(tk, "UPDATE operations SET amount = 0 WHERE id = :id", id=out["event_id"])
     found = problems(tk)
     assert any("amount 0 but it took 1" in p for p in found)
+
+
+def test_refund_that_put_back_more_than_the_charge_took(tk: Tollkeep) -> None:
+    cid = tk.customers.create("a")["id"]
+    gid = tk.ledger.grant(cid, 20, idempotency_key="g")["id"]
+    hold = tk.ledger.create_hold(cid, idempotency_key="h", amount=2)
+    charge = tk.ledger.resolve_hold(cid, hold["id"], action="settle", amount=2)
+    refund = tk.ledger.refund(charge["operation_id"], idempotency_key="r")
+    assert problems(tk) == []
+    wid = tk.executor.call(lambda s: s.execute(text("SELECT wallet_id FROM grants")).scalar())
+    # one more refund entry into the grant, grant and journal kept in agreement
+    run_sql(
+        tk,
+        "INSERT INTO journal_entries (wallet_id, grant_id, operation_id, hold_id, kind, delta, created_at) "
+        "VALUES (:w, :g, :op, NULL, 'refund', 3, '2026-05-10 00:00:00')",
+        w=wid,
+        g=gid,
+        op=refund["id"],
+    )
+    run_sql(tk, "UPDATE grants SET remaining = remaining + 3 WHERE id = :g", g=gid)
+    found = problems(tk)
+    assert any(f"refunds return 5 to {gid}, which it took 2 from" in p for p in found), found

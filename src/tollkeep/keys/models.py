@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, String, Text
@@ -10,7 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tollkeep.kit.models import Base
 
-__all__ = ["ApiKey"]
+__all__ = ["ApiKey", "KeyStatus"]
+
+
+class KeyStatus(StrEnum):
+    """``api_keys.status``. A suspended key can be resumed; a revoked key stays revoked."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
 
 
 class ApiKey(Base):
@@ -23,7 +32,7 @@ class ApiKey(Base):
     note: Mapped[str | None] = mapped_column(Text)
     scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     ip_allowlist: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended | revoked
+    status: Mapped[str] = mapped_column(String(16), default=KeyStatus.ACTIVE.value)  # a KeyStatus
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
     rotated_from: Mapped[str | None] = mapped_column(String(40))

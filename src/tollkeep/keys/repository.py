@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from tollkeep.customers.models import Customer
-from tollkeep.keys.models import ApiKey
+from tollkeep.keys.models import ApiKey, KeyStatus
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
 
@@ -36,7 +36,7 @@ def active_key_of(s: Tx, customer_id: str, now: datetime) -> Any:
     """The customer's newest active, unexpired key, or None."""
     return s.execute(
         select(K)
-        .where(K.c.customer_id == customer_id, K.c.status == "active")
+        .where(K.c.customer_id == customer_id, K.c.status == KeyStatus.ACTIVE)
         .where((K.c.expires_at.is_(None)) | (K.c.expires_at > now))
         .order_by(K.c.created_at.desc())
     ).first()

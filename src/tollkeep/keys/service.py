@@ -24,6 +24,7 @@ from typing import Any
 
 from tollkeep.customers import CustomerStatusChanged
 from tollkeep.keys import repository as repo
+from tollkeep.keys.models import KeyStatus
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
@@ -199,7 +200,7 @@ class KeyService:
             "note": note,
             "scopes": scopes,
             "ip_allowlist": allow,
-            "status": "active",
+            "status": KeyStatus.ACTIVE.value,
             "expires_at": expires_at,
             "last_used_at": None,
             "rotated_from": rotated_from,
@@ -209,16 +210,16 @@ class KeyService:
         repo.insert_key(s, row)
         return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
 
-    def _set_status(self, key_id: str, status: str) -> dict[str, Any]:
+    def _set_status(self, key_id: str, status: KeyStatus) -> dict[str, Any]:
         def fn(s: Tx) -> dict[str, Any]:
             row = repo.get_key(s, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
-            if row.status == "revoked" and status != "revoked":
+            if row.status == KeyStatus.REVOKED and status != KeyStatus.REVOKED:
                 raise Conflict("a revoked key stays revoked", code="key_revoked")
             now = self.clock.now()
             values: dict[str, Any] = {"status": status}
-            if status == "revoked" and row.revoked_at is None:
+            if status == KeyStatus.REVOKED and row.revoked_at is None:
                 values["revoked_at"] = now
             repo.set_key(s, key_id, **values)
             return {"prefix": row.prefix}
@@ -228,13 +229,13 @@ class KeyService:
         return self.get(key_id)
 
     def revoke(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, "revoked")
+        return self._set_status(key_id, KeyStatus.REVOKED)
 
     def suspend(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, "suspended")
+        return self._set_status(key_id, KeyStatus.SUSPENDED)
 
     def resume(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, "active")
+        return self._set_status(key_id, KeyStatus.ACTIVE)
 
     def rotate(
         self, key_id: str, *, grace_seconds: int = 0, expires_at: datetime | None = None
@@ -264,7 +265,7 @@ class KeyService:
                     code="key_already_rotated",
                     details={"replacement_id": replacement},
                 )
-            if old.status != "active":
+            if old.status != KeyStatus.ACTIVE:
                 raise Conflict(f"cannot rotate a {old.status} key", code=f"key_{old.status}")
             now = self.clock.now()
             new = self._insert_key(
@@ -284,7 +285,7 @@ class KeyService:
                     until = min(until, old.expires_at)
                 repo.set_key(s, key_id, expires_at=until)
             else:
-                repo.set_key(s, key_id, status="revoked", revoked_at=now)
+                repo.set_key(s, key_id, status=KeyStatus.REVOKED, revoked_at=now)
             return {**new, "_old_prefix": old.prefix}
 
         out = self.executor.call(fn)
@@ -417,9 +418,9 @@ class KeyService:
         """Turn a looked-up record into a Principal, or raise 401/403. Constant-time comparison."""
         if rec is None or not hmac.compare_digest(rec.digest, _digest(raw)):
             raise AuthError("invalid API key", code="invalid_api_key")
-        if rec.status == "revoked":
+        if rec.status == KeyStatus.REVOKED:
             raise AuthError("this API key was revoked", code="key_revoked")
-        if rec.status != "active":
+        if rec.status != KeyStatus.ACTIVE:
             raise AuthError("this API key is suspended", code="key_suspended")
         if rec.expires_at is not None and rec.expires_at <= self.clock.now():
             raise AuthError("this API key has expired", code="key_expired")

@@ -158,8 +158,11 @@ def _printable(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 16) -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 16, raw_sql: bool = True
+    ) -> None:
         self.url = check_url(url)
+        self.raw_sql = raw_sql
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
@@ -173,7 +176,10 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             self._setup_sqlite(self.engine, sqlite_synchronous)
-        self._factory = sessionmaker(self.engine, class_=Tx, expire_on_commit=False)
+        # ``tk_plain``: run kit.rawsql's statements through Session.execute (see RawStatement)
+        self._factory = sessionmaker(
+            self.engine, class_=Tx, expire_on_commit=False, info=None if raw_sql else {"tk_plain": True}
+        )
 
     @staticmethod
     def _setup_sqlite(engine: Engine, synchronous: str) -> None:

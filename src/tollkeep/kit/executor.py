@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -36,12 +36,32 @@ from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.kit.rawsql import driver_cursor
 
-__all__ = ["WriteExecutor"]
+__all__ = ["Command", "WriteExecutor"]
 
 T = TypeVar("T")
 log = logging.getLogger("tollkeep.executor")
 
 _STOP = object()
+
+
+class Command(NamedTuple, Generic[T]):
+    """A unit of work and its executor key: the customer whose wallet it touches, which picks
+    its lane (PostgreSQL) and its place in a batch's lock order. Services build commands, so
+    callers never choose a lane. Calling a command runs it in a transaction the caller already
+    holds (a unit of work composed of others, e.g. a customer's sign-up). Immutable (a named
+    tuple: the hot path builds one per charge)."""
+
+    fn: Callable[[Tx], T]
+    key: str | None = None
+
+    def __call__(self, s: Tx) -> T:
+        return self.fn(s)
+
+
+def _unpack(cmd: Command[T] | Callable[[Tx], T], key: str | None) -> tuple[Callable[[Tx], T], str]:
+    if isinstance(cmd, Command):
+        return cmd.fn, (cmd.key if key is None else key) or ""
+    return cmd, key or ""
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -80,30 +100,34 @@ class WriteExecutor:
         for t in self._threads:
             t.start()
 
-    def _lane(self, key: str | None) -> queue.SimpleQueue[Any]:
+    def _lane(self, key: str) -> queue.SimpleQueue[Any]:
         if len(self._lanes) == 1:
             return self._lanes[0]
-        index = hash(key) if key is not None else next(self._next)
+        index = hash(key) if key else next(self._next)
         return self._lanes[index % len(self._lanes)]
 
     # ---- public -------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[Tx], T], *, key: str | None = None) -> Future[T]:
+    # Each takes a Command (which carries its key) or a bare ``fn(session)`` with an optional key
+    # (commands of no customer: catalog versions, keys, tests).
+    def submit(self, cmd: Command[T] | Callable[[Tx], T], *, key: str | None = None) -> Future[T]:
         if self._closed:
             raise RuntimeError("executor closed")
+        fn, k = _unpack(cmd, key)
         fut: Future[T] = Future()
-        self._lane(key).put((fn, fut, key or ""))
+        self._lane(k).put((fn, fut, k))
         return fut
 
-    def call(self, fn: Callable[[Tx], T], *, key: str | None = None) -> T:
-        return self.submit(fn, key=key).result()
+    def call(self, cmd: Command[T] | Callable[[Tx], T], *, key: str | None = None) -> T:
+        return self.submit(cmd, key=key).result()
 
-    async def acall(self, fn: Callable[[Tx], T], *, key: str | None = None) -> T:
+    async def acall(self, cmd: Command[T] | Callable[[Tx], T], *, key: str | None = None) -> T:
         if self._closed:
             raise RuntimeError("executor closed")
+        fn, k = _unpack(cmd, key)
         # the writer answers straight into this event loop, one wake-up per batch
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._lane(key).put((fn, _LoopWaiter(loop, fut), key or ""))
+        self._lane(k).put((fn, _LoopWaiter(loop, fut), k))
         return await fut
 
     def close(self) -> None:

@@ -6,6 +6,10 @@ charge runs about seven statements, so on the single SQLite writer that overhead
 the work. A :class:`RawStatement` is compiled once per dialect by SQLAlchemy, and keeps
 SQLAlchemy's own type processors, so values are stored and read exactly as the ORM and Core
 would (datetimes, JSON, decimals): only the per-call bookkeeping is skipped.
+
+The fast path may change cost, never meaning: with ``Settings.raw_sql`` off
+(``TOLLKEEP_RAW_SQL=0``) the very same statements go through SQLAlchemy's plain
+``Session.execute``, and the parity tests run the ledger suite both ways.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import Select
 
@@ -58,7 +63,30 @@ class RawStatement:
         return c
 
     def execute(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
-        cur, dialect = driver_cursor(s)
+        fast = _fast_path(s)
+        if fast is None:
+            return self._plain(s, params)
+        return self._run(fast, params)[0]
+
+    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow] | list[Any]:
+        fast = _fast_path(s)
+        if fast is None:
+            return list(self._plain(s, params).all())
+        cur, c = self._run(fast, params)
+        return [c.row(r) for r in cur.fetchall()]
+
+    def first(self, s: Tx, params: Mapping[str, Any]) -> Any:
+        fast = _fast_path(s)
+        if fast is None:
+            return self._plain(s, params).first()
+        cur, c = self._run(fast, params)
+        r = cur.fetchone()
+        return None if r is None else c.row(r)
+
+    def _run(
+        self, fast: tuple[Any, Dialect], params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> tuple[Any, _Compiled]:
+        cur, dialect = fast
         c = self._for(dialect)
         if isinstance(params, Mapping):
             cur.execute(c.sql, c.args(params))
@@ -66,17 +94,27 @@ class RawStatement:
             cur.execute(c.sql, c.args(params[0]))
         else:
             cur.executemany(c.sql, [c.args(p) for p in params])
-        return cur
+        return cur, c
 
-    def rows(self, s: Tx, params: Mapping[str, Any]) -> list[RawRow]:
-        cur = self.execute(s, params)
-        c = self._for(s.info["tk_dialect"])
-        return [c.row(r) for r in cur.fetchall()]
+    def _plain(self, s: Tx, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+        """The same statement through SQLAlchemy's ``Session.execute``, binds left out as NULL."""
+        nulls = self._for(s.get_bind().dialect).nulls
+        stmt = cast(Executable, self.stmt)
+        if isinstance(params, Mapping):
+            return s.execute(stmt, {**nulls, **params})
+        return s.execute(stmt, [{**nulls, **p} for p in params])
 
-    def first(self, s: Tx, params: Mapping[str, Any]) -> RawRow | None:
-        cur = self.execute(s, params)
-        r = cur.fetchone()
-        return None if r is None else self._for(s.info["tk_dialect"]).row(r)
+
+def _fast_path(s: Tx) -> tuple[Any, Dialect] | None:
+    """The driver cursor and dialect RawStatements run on, or None when the fast path is off
+    for this session (``Database(raw_sql=False)``: then they go through ``Session.execute``)."""
+    info = s.info
+    fast = info.get("tk_fast")
+    if fast is None:
+        if info.get("tk_plain"):
+            return None
+        fast = info["tk_fast"] = driver_cursor(s)
+    return fast
 
 
 class _Compiled:
@@ -88,6 +126,10 @@ class _Compiled:
         self.names: list[str] = list(compiled.positiontup or []) if self.positional else list(binds)
         # literal values in the statement (``remaining > 0``) are binds with a value of their own
         self.defaults: dict[str, Any] = {n: v for n, v in compiled.params.items() if v is not None}
+        # for Session.execute: the named binds a caller left out (literals keep their value)
+        self.nulls: dict[str, None] = {
+            b.key: None for b in compiled.bind_names if b.value is None and b.callable is None
+        }
         self.binders: dict[str, Callable[[Any], Any]] = {}
         for name in self.names:
             bind = binds[name]

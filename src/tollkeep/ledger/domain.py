@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from tollkeep.kit.errors import IdempotencyConflict, InsufficientCredits, InvalidInput
+from tollkeep.ledger.kinds import GrantSource
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -35,9 +36,10 @@ __all__ = [
     "request_hash",
     "spend_order",
     "subtract_draws",
+    "take_back",
 ]
 
-SOURCES = ("plan_allowance", "purchase", "promo", "refund", "adjustment")
+SOURCES = tuple(GrantSource)
 DEFAULT_PRIORITY = {"plan_allowance": 10, "promo": 20, "adjustment": 30, "refund": 40, "purchase": 50}
 
 
@@ -266,30 +268,22 @@ class WalletState:
         the amount that could not go back)."""
         if amount < 0 or amount > drawn.total:
             raise InvalidInput("cannot give back more than was drawn", code="invalid_amount")
-        left = amount
-        attributed: list[tuple[str, int]] = []
+        back = take_back(drawn, amount)
         unplaced = 0
-        od = min(drawn.overdraft, left)
-        if od:
-            to_overdraft = min(od, self.overdraft_used)
+        if back.overdraft:
+            to_overdraft = min(back.overdraft, self.overdraft_used)
             self._move(None, to_overdraft, kind, operation_id, hold_id)
-            unplaced += od - to_overdraft
-            left -= od
-        for gid, took in reversed(drawn.parts):
-            if left == 0:
-                break
-            back = min(took, left)
+            unplaced += back.overdraft - to_overdraft
+        for gid, amt in back.parts:
             g = self.grants.get(gid)
             ended = None if g is None else g.ended(now)
             if g is not None and (not live_only or ended is None):
-                self._move(gid, back, kind, operation_id, hold_id)
+                self._move(gid, amt, kind, operation_id, hold_id)
                 if ended is not None:  # the grant ends again: not the hold's doing, so untied
-                    self._move(gid, -back, ended, operation_id, None)
+                    self._move(gid, -amt, ended, operation_id, None)
             else:
-                unplaced += back
-            attributed.append((gid, back))
-            left -= back
-        return Draw(tuple(attributed), od), unplaced
+                unplaced += amt
+        return back, unplaced
 
     def close(self, grant_id: str, now: datetime, *, kind: str, operation_id: str) -> int:
         """End a grant for good (plan change, manual close): what is left leaves use, and credits
@@ -317,6 +311,24 @@ class WalletState:
         for g in self.grants.values():
             if not 0 <= g.remaining <= g.amount:
                 raise AssertionError(f"grant {g.id} remaining {g.remaining} outside 0..{g.amount}")
+
+
+def take_back(drawn: Draw, amount: int) -> Draw:
+    """Which parts of ``drawn`` a return of ``amount`` accounts for, newest part first: the
+    overdraft, then grants in reverse spend order. The walk of :meth:`WalletState.give_back`
+    (it depends on nothing else), so returns add up: taking ``a`` then ``b`` from what is left
+    accounts for the same parts as taking ``a + b`` at once."""
+    left = amount
+    od = min(drawn.overdraft, left)
+    left -= od
+    parts: list[tuple[str, int]] = []
+    for gid, took in reversed(drawn.parts):
+        if left == 0:
+            break
+        back = min(took, left)
+        parts.append((gid, back))
+        left -= back
+    return Draw(tuple(parts), od)
 
 
 def subtract_draws(drawn: Draw, returned: Iterable[Draw]) -> Draw:

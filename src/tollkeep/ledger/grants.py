@@ -1,8 +1,9 @@
-"""Granting credit inside a unit of work: the one call every domain uses to add a grant.
+"""Granting credit: the ledger's grant use case, and the grant calls every domain uses inside a
+unit of work of its own.
 
-The ledger's own grant use case (``LedgerService.grant``), the plans domain's allowances and
-carry-overs, refunds and hold give-backs all make their grants here, so a grant always gets
-its priority default, its journal entry and its metadata the same way.
+The grant use case (``LedgerService.grant``), the plans domain's allowances and carry-overs,
+refunds and hold give-backs all make their grants with :func:`~tollkeep.ledger.rules.new_grant`,
+so a grant always gets its priority default, its journal entry and its metadata the same way.
 """
 
 from __future__ import annotations
@@ -10,46 +11,91 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tollkeep.kit.clock import iso
 from tollkeep.kit.db import Tx
+from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger.domain import DEFAULT_PRIORITY, GrantState, WalletState
+from tollkeep.ledger.context import LedgerContext
+from tollkeep.ledger.domain import GrantState, WalletState, check_replay
+from tollkeep.ledger.events import CreditsGranted
+from tollkeep.ledger.kinds import OpKind
+from tollkeep.ledger.requests import GrantRequest
+from tollkeep.ledger.results import GrantResult, answer, replayed
+from tollkeep.ledger.rules import GrantMeta, new_grant
 
-__all__ = ["GrantMeta", "grant_once", "new_grant"]
-
-GrantMeta = dict[str, dict[str, Any]]  # grant id -> {"operation_id", "note"}: written with the grant
+__all__ = ["GrantMeta", "grant_command", "grant_once", "new_grant"]
 
 
-def new_grant(
-    st: WalletState,
-    meta: GrantMeta,
-    *,
-    amount: int,
-    source: str,
-    now: datetime,
-    operation_id: str,
-    priority: int | None = None,
-    effective_at: datetime | None = None,
-    expires_at: datetime | None = None,
-    meter: str | None = None,
-    note: str | None = None,
-    hold_id: str | None = None,
-) -> GrantState:
-    """Add a grant of ``amount`` to ``st`` (journal entry included) under ``operation_id``."""
-    g = GrantState(
-        id=new_id("grt"),
-        amount=amount,
-        remaining=0,
-        source=source,
-        priority=DEFAULT_PRIORITY.get(source, 50) if priority is None else priority,
-        effective_at=effective_at or now,
-        expires_at=expires_at,
-        created_at=now,
-        meter=meter,
-    )
-    st.add_grant(g, now=now, operation_id=operation_id, hold_id=hold_id)
-    meta[g.id] = {"operation_id": operation_id, "note": note}
-    return g
+def grant_command(ctx: LedgerContext, req: GrantRequest) -> Command[dict[str, Any]]:
+    """Grant credits, once per (wallet, idempotency key); emits ``CreditsGranted`` in the same
+    transaction (a replay emits nothing)."""
+    req = req.validate()
+    if req.meter is not None:
+        ctx.catalog().meter(req.meter)  # credits scoped to a meter that does not exist: 422
+    key = req.idempotency_key or new_id("auto")
+    h = req.fingerprint()
+
+    def fn(s: Tx) -> dict[str, Any]:
+        now = ctx.clock.now()
+        w = ctx.wallet(s, req.customer_id)
+        prior = repo.find_operation(s, w.id, OpKind.GRANT, key)
+        if prior is not None:
+            check_replay(prior.request_hash, h, key)
+            return replayed(prior.result)
+        req.check_window(now)
+        st = ctx.state(s, w)
+        meta: GrantMeta = {}
+        op_id = new_id("op")
+        g = new_grant(
+            st,
+            meta,
+            amount=req.amount,
+            source=req.source,
+            now=now,
+            operation_id=op_id,
+            priority=req.priority,
+            effective_at=req.effective_at,
+            expires_at=req.expires_at,
+            meter=req.meter,
+            note=req.note,
+        )
+        result = GrantResult(
+            g.id,
+            op_id,
+            req.customer_id,
+            req.amount,
+            req.source,
+            g.priority,
+            req.meter,
+            g.effective_at,
+            req.expires_at,
+            ctx.unit,
+        ).to_json()
+        repo.insert_operation(
+            s,
+            id=op_id,
+            wallet_id=w.id,
+            customer_id=req.customer_id,
+            kind=OpKind.GRANT,
+            idempotency_key=key,
+            request_hash=h,
+            amount=req.amount,
+            meter=req.meter,
+            properties={"note": req.note} if req.note else None,
+            result=result,
+            created_at=now,
+        )
+        repo.persist(s, st, now, grant_meta=meta)
+        ctx.events.emit(
+            s,
+            CreditsGranted(
+                req.customer_id, g.id, op_id, req.amount, str(req.source), ctx.unit, key, iso(req.expires_at)
+            ),
+        )
+        return answer(result, ctx.balance(s, st, now))
+
+    return Command(fn, req.customer_id)
 
 
 def grant_once(

@@ -20,8 +20,8 @@ from tollkeep.api.deps import (
     properties,
 )
 from tollkeep.kit.errors import InvalidInput
+from tollkeep.ledger.requests import UsageRequest
 from tollkeep.ledger.schemas import GrantIn, HoldIn, OverdraftIn, RefundIn, SettleIn, UsageIn, UsageOut
-from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
 router = APIRouter(prefix="/v1", tags=["public"])
@@ -93,7 +93,7 @@ def list_usage(
 async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     count_write(request, caller)
-    fn = tk.ledger.hold_fn(
+    cmd = tk.ledger.hold_fn(
         caller.customer_id,
         idempotency_key=body.idempotency_key,
         amount=body.amount,
@@ -103,7 +103,7 @@ async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtim
         ttl_seconds=body.ttl_seconds,
         api_key_id=caller.key_id,
     )
-    out = await tk.executor.acall(fn, key=caller.customer_id)
+    out = await tk.executor.acall(cmd)
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
 
 
@@ -121,7 +121,7 @@ async def settle_hold(
 ) -> JSONResponse:
     caller.require("holds:write")
     count_write(request, caller)
-    fn = tk.ledger.resolve_fn(
+    cmd = tk.ledger.resolve_fn(
         caller.customer_id,
         hold_id,
         action="settle",
@@ -129,7 +129,7 @@ async def settle_hold(
         quantity=body.quantity,
         properties=properties(tk, body.properties),
     )
-    return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
+    return JSONResponse(await tk.executor.acall(cmd))
 
 
 @router.post(
@@ -138,8 +138,8 @@ async def settle_hold(
 async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     count_write(request, caller)
-    fn = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")
-    return JSONResponse(await tk.executor.acall(fn, key=caller.customer_id))
+    cmd = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")
+    return JSONResponse(await tk.executor.acall(cmd))
 
 
 # ---- admin --------------------------------------------------------------------------------

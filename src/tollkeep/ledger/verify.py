@@ -2,7 +2,8 @@
 
 Beyond "the journal sums to the balances" it checks that each operation's entries sum to the
 amount it recorded, that every charge's attribution (what it took, grant by grant, with the
-overdraft) adds up to the charge, that no credit flows into a grant after it ended (expired or
+overdraft) adds up to the charge, that refunds put back into a grant (or the overdraft) no more
+than the charge took from it, that no credit flows into a grant after it ended (expired or
 closed) unless it ends again in the same operation, that closed grants hold nothing, and, given
 the catalogs, that tokens events recorded ``input + output`` tokens as their quantity."""
 
@@ -160,14 +161,15 @@ def verify_ledger(
                 rep.problems.append(f"charge {o.id}: amount {o.amount} but it took {taken}")
         if o.kind == "refund" and o.ref_id:
             refunds[o.ref_id] += o.amount
-            att = (o.result or {}).get("attribution")
+            # what the refund's own entries put back, grant by grant (and to the overdraft)
+            for gid, delta, kind in rows_by.get(o.id, ()):
+                if kind == "refund":
+                    returned[o.ref_id][gid] += delta
+            att = (o.result or {}).get("attribution")  # recorded by refunds of older versions
             if att is not None:
                 total = sum(int(a) for _, a in att.get("parts", [])) + int(att.get("overdraft", 0))
                 if total != o.amount:
                     rep.problems.append(f"refund {o.id}: amount {o.amount} but attributed {total}")
-                for gid, a in att.get("parts", []):
-                    returned[o.ref_id][gid] += int(a)
-                returned[o.ref_id][None] += int(att.get("overdraft", 0))
         if o.kind in ("usage", "settle") and not 0 <= o.refunded <= o.amount:
             rep.problems.append(f"charge {o.id}: refunded {o.refunded} outside 0..{o.amount}")
         if o.kind in ("usage", "hold", "settle") and o.meter and o.quantity is not None and o.catalog_version:

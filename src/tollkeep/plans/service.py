@@ -20,7 +20,7 @@ from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import InvalidInput, NotFound
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
-from tollkeep.ledger import GrantMeta, WalletState, grant_once, new_grant
+from tollkeep.ledger import EntryKind, GrantMeta, GrantSource, OpKind, WalletState, grant_once, new_grant
 from tollkeep.plans import repository as repo
 from tollkeep.plans.domain import allowance_period, carries_over
 
@@ -48,10 +48,10 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
         w,
         st,
         meta,
-        kind="allowance",
+        kind=OpKind.ALLOWANCE,
         key=period.key,
         amount=period.amount,
-        source="plan_allowance",
+        source=GrantSource.PLAN_ALLOWANCE,
         now=now,
         catalog_version=cat.version,
         priority=period.priority,
@@ -105,9 +105,15 @@ class PlanService:
             # credits an open hold gives back later must not revive it
             st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
             op_id = new_id("op")
-            closing = [g for g in st.grants.values() if g.source == "plan_allowance" and g.ended(now) is None]
+            closing = [
+                g
+                for g in st.grants.values()
+                if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
+            ]
             carry = carries_over(old_plan, new_plan, done_before=bool(w.carryover_done))
-            closed_total = sum(st.close(g.id, now, kind="plan_change", operation_id=op_id) for g in closing)
+            closed_total = sum(
+                st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing
+            )
             meta: GrantMeta = {}
             carried = closed_total if carry else 0
             if carried:
@@ -115,7 +121,7 @@ class PlanService:
                     st,
                     meta,
                     amount=carried,
-                    source="promo",
+                    source=GrantSource.PROMO,
                     now=now,
                     operation_id=op_id,
                     note=f"unused {old_plan.key if old_plan else ''} allowance carried over",
@@ -125,7 +131,7 @@ class PlanService:
                 id=op_id,
                 wallet_id=w.id,
                 customer_id=customer_id,
-                kind="plan_change",
+                kind=OpKind.PLAN_CHANGE,
                 idempotency_key=op_id,
                 amount=carried,
                 # journal of this operation: -closed (allowances ended) +carried (a new grant)

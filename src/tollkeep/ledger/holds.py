@@ -1,0 +1,302 @@
+"""Holds: reserve credits now, settle (charge) or release them later, once; the sweeper
+releases them at ``expires_at``.
+
+A hold takes its credits at once (journal entries tagged with the hold id). Whatever a hold
+gives back (release, expiry, settling for less) goes through
+:func:`~tollkeep.ledger.rules.give_back_hold`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from tollkeep.kit.clock import iso
+from tollkeep.kit.db import Tx
+from tollkeep.kit.errors import Conflict, InvalidInput, NotFound
+from tollkeep.kit.executor import Command
+from tollkeep.kit.ids import new_id
+from tollkeep.ledger import repository as repo
+from tollkeep.ledger.context import LedgerContext
+from tollkeep.ledger.domain import Draw, check_replay, merge_draws
+from tollkeep.ledger.kinds import EntryKind, GrantSource, HoldStatus, OpKind
+from tollkeep.ledger.requests import HoldRequest, ReleaseRequest, SettleRequest
+from tollkeep.ledger.results import HoldResolution, HoldView, answer, replayed
+from tollkeep.ledger.rules import GrantMeta, give_back_hold
+from tollkeep.ledger.usage import Metering, meter_event, write_counters
+
+__all__ = ["expire_hold_command", "hold_command", "resolve_command"]
+
+
+def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]]:
+    """Reserve credits, once per (wallet, idempotency key)."""
+    req = req.validate(default_ttl=ctx.hold_default_ttl, max_ttl=ctx.hold_max_ttl)
+    assert req.ttl_seconds is not None
+    ttl = timedelta(seconds=req.ttl_seconds)
+    qty = req.counted
+    props = req.properties or {}
+    cat = ctx.catalog()
+    h = req.fingerprint()
+
+    def fn(s: Tx) -> dict[str, Any]:
+        now = ctx.clock.now()
+        w = ctx.wallet(s, req.customer_id)
+        prior = repo.find_operation(s, w.id, OpKind.HOLD, req.idempotency_key)
+        if prior is not None:
+            check_replay(prior.request_hash, h, req.idempotency_key)
+            return replayed(HoldView.of(repo.find_hold(s, prior.id), ctx.unit).to_json())
+        ctx.check_active(w)
+        st = ctx.state(s, w)
+        meta: GrantMeta = {}
+        if ctx.before_spend is not None:
+            ctx.before_spend(s, w, st, meta, cat, now)
+        exclude: frozenset[str] = frozenset()
+        held = req.amount
+        hold_qty = qty
+        if req.meter is not None and qty is not None:
+            rating, mt = meter_event(
+                s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
+            )
+            exclude = mt.exclude
+            hold_qty = mt.quantity
+            if held is None:
+                held = rating.amount
+        assert held is not None
+        op_id = new_id("hop")
+        hold_id = new_id("hld")
+        st.draw(
+            held,
+            now,
+            kind=EntryKind.HOLD,
+            operation_id=op_id,
+            hold_id=hold_id,
+            meter=req.meter,
+            exclude=exclude,
+        )
+        repo.insert_operation(
+            s,
+            id=op_id,
+            wallet_id=w.id,
+            customer_id=req.customer_id,
+            kind=OpKind.HOLD,
+            idempotency_key=req.idempotency_key,
+            request_hash=h,
+            amount=held,
+            meter=req.meter,
+            quantity=hold_qty,
+            properties=req.properties or None,
+            catalog_version=cat.version,
+            ref_id=hold_id,
+            api_key_id=req.api_key_id,
+            created_at=now,
+        )
+        row = {
+            "id": hold_id,
+            "wallet_id": w.id,
+            "customer_id": req.customer_id,
+            "operation_id": op_id,
+            "amount": held,
+            "status": HoldStatus.OPEN,
+            "meter": req.meter,
+            "quantity": hold_qty,
+            "properties": req.properties or None,
+            "catalog_version": cat.version,
+            "expires_at": now + ttl,
+            "created_at": now,
+        }
+        repo.insert_hold(s, **row)
+        repo.persist(s, st, now, grant_meta=meta)
+        return answer(HoldView.of(row, ctx.unit).to_json(), ctx.balance(s, st, now))
+
+    return Command(fn, req.customer_id)
+
+
+def resolve_command(
+    ctx: LedgerContext, req: SettleRequest | ReleaseRequest, *, key: str | None
+) -> Command[dict[str, Any]]:
+    """Settle or release a hold; a hold resolves once. ``key``: the hold's customer."""
+    req = req.validate()
+    h = req.fingerprint()
+    cat = ctx.catalog()
+    settle = req if isinstance(req, SettleRequest) else None
+    amount = settle.amount if settle else None
+    qty = settle.quantity if settle else None
+    extra_props = (settle.properties if settle else None) or {}
+    hold_id = req.hold_id
+
+    def fn(s: Tx) -> dict[str, Any]:
+        now = ctx.clock.now()
+        hold = repo.get_hold(s, hold_id)
+        if hold is None or (req.customer_id is not None and hold.customer_id != req.customer_id):
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+        w = repo.lock_wallet(s, hold.wallet_id)
+        hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+        assert hold is not None and w is not None
+        if hold.status != HoldStatus.OPEN:
+            if hold.resolution_hash == h and hold.result is not None:
+                return replayed(hold.result)
+            raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
+        if settle and hold.expires_at <= now:
+            raise Conflict(
+                f"hold {hold_id} expired at {iso(hold.expires_at)}; its credits go back to the wallet",
+                code="hold_expired",
+            )
+        held = repo.drawn_by(s, hold_id=hold_id)
+        st = ctx.state(s, w, grant_ids=tuple(g for g, _ in held.parts))
+        op_id = new_id("sop" if settle else "rop")
+        meta: GrantMeta = {}
+        final = 0
+        status = HoldStatus.RELEASED
+        counted = qty if qty is not None else hold.quantity
+        props = {**(hold.properties or {}), **extra_props}
+        if settle:
+            status = HoldStatus.SETTLED
+            final, counted, mt = _settle_amount(s, w, cat, hold, amount, qty, counted, props, now)
+            if final <= hold.amount:
+                give_back_hold(st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id)
+                extra = Draw(())
+            else:
+                extra = st.draw(
+                    final - hold.amount,
+                    now,
+                    kind=EntryKind.DEBIT,
+                    operation_id=op_id,
+                    hold_id=hold_id,
+                    meter=hold.meter,
+                    exclude=mt.exclude if mt else frozenset(),
+                )
+            if mt is not None and hold.meter is not None and counted is not None:
+                used_allowance = GrantSource.PLAN_ALLOWANCE in merge_draws(held, extra).sources(st.grants)
+                write_counters(s, w.id, hold.meter, mt, used_allowance=used_allowance)
+        else:
+            give_back_hold(st, meta, held, hold.amount, now, operation_id=op_id, hold_id=hold_id)
+        result = HoldResolution(
+            hold_id, status, hold.amount, final if settle else None, final, op_id, ctx.unit
+        ).to_json()
+        repo.insert_operation(
+            s,
+            id=op_id,
+            wallet_id=w.id,
+            customer_id=hold.customer_id,
+            # "settle" and "release" have key namespaces of their own: no caller-chosen
+            # usage key can collide with a hold's resolution
+            kind=req.action,
+            idempotency_key=f"hold:{hold_id}",
+            request_hash=h,
+            amount=final,
+            meter=hold.meter,
+            quantity=counted,
+            properties=props or None,
+            catalog_version=cat.version if settle else hold.catalog_version,
+            ref_id=hold_id,
+            result=result,
+            created_at=now,
+        )
+        repo.update_hold(
+            s,
+            hold_id,
+            status=status,
+            settled_amount=final if settle else None,
+            resolution_hash=h,
+            resolution_operation_id=op_id,
+            result=result,
+            resolved_at=now,
+        )
+        repo.persist(s, st, now, grant_meta=meta)
+        return answer(result, ctx.balance(s, st, now))
+
+    return Command(fn, key)
+
+
+def _settle_amount(
+    s: Tx,
+    w: Any,
+    cat: Any,
+    hold: Any,
+    amount: int | None,
+    qty: Any,
+    counted: Any,
+    props: dict[str, Any],
+    now: Any,
+) -> tuple[int, Any, Metering | None]:
+    """What settling charges, the quantity it counts, and its effect on the meter (None: none).
+    An amount is charged as is; a quantity (or a tokens meter's actual token counts) is rated
+    now with the active catalog; with both, the amount is charged and the quantity counted."""
+    if amount is None and qty is None:
+        m = cat.meters.get(hold.meter) if hold.meter else None
+        if m is None or m.price is None or m.price.model != "tokens":
+            raise InvalidInput(
+                "settle takes an amount or a quantity (properties alone settle only a tokens meter's hold)",
+                code="invalid_settle",
+            )
+    if hold.meter is not None and hold.meter not in cat.meters:
+        # the meter left the catalog since the hold was made: its credits are not stranded, an
+        # amount settles it (nothing to count), a release returns them
+        if amount is None:
+            raise InvalidInput(
+                f"meter {hold.meter!r} is no longer in the catalog: settle this hold with an amount, "
+                "or release it",
+                code="unknown_meter",
+            )
+        return amount, None, None
+    if hold.meter is not None and counted is not None:
+        rating, mt = meter_event(
+            s,
+            w,
+            cat,
+            hold.meter,
+            counted,
+            props,
+            now,
+            enforce_hard_caps=False,
+            quantity_given=qty is not None,
+        )
+        return (rating.amount if amount is None else amount), mt.quantity, mt
+    if amount is not None:
+        return amount, counted, None
+    raise InvalidInput("this hold has no meter: settle it with an amount", code="invalid_settle")
+
+
+def expire_hold_command(ctx: LedgerContext, hold_id: str, customer_id: str) -> Command[int]:
+    """The sweeper's release of a hold past ``expires_at`` (1 if it did, 0 if it was resolved)."""
+
+    def fn(s: Tx) -> int:
+        now = ctx.clock.now()
+        h = repo.get_hold(s, hold_id)
+        if h is None or h.status != HoldStatus.OPEN or h.expires_at > now:
+            return 0
+        w = repo.try_lock_wallet(s, h.wallet_id)  # busy (another worker): next run
+        h = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+        if w is None or h is None or h.status != HoldStatus.OPEN:
+            return 0
+        held = repo.drawn_by(s, hold_id=h.id)
+        st = ctx.state(s, w, grant_ids=tuple(g for g, _ in held.parts))
+        op_id = new_id("rop")
+        meta: GrantMeta = {}
+        give_back_hold(st, meta, held, h.amount, now, operation_id=op_id, hold_id=h.id)
+        result = HoldResolution(h.id, HoldStatus.EXPIRED, h.amount, None, 0, op_id, ctx.unit).to_json()
+        repo.insert_operation(
+            s,
+            id=op_id,
+            wallet_id=w.id,
+            customer_id=h.customer_id,
+            kind=OpKind.RELEASE,
+            idempotency_key=f"hold:{h.id}",
+            amount=0,
+            ref_id=h.id,
+            result=result,
+            created_at=now,
+        )
+        repo.update_hold(
+            s,
+            h.id,
+            status=HoldStatus.EXPIRED,
+            resolution_operation_id=op_id,
+            result=result,
+            resolution_hash="expired",
+            resolved_at=now,
+        )
+        repo.persist(s, st, now, grant_meta=meta)
+        return 1
+
+    return Command(fn, customer_id)
