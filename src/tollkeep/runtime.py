@@ -104,7 +104,12 @@ class Tollkeep:
             events=self.events,
         )
         self.keys = KeyService(
-            self.db, self.executor, prefix=s.key_prefix, cache_seconds=s.key_cache_seconds, clock=self.clock
+            self.db,
+            self.executor,
+            prefix=s.key_prefix,
+            cache_seconds=s.key_cache_seconds,
+            clock=self.clock,
+            default_scopes=lambda: cat.current.keys.default_scopes,
         )
         self.operators = OperatorService(
             self.db,
@@ -151,9 +156,14 @@ class Tollkeep:
         with self.db.scope(write=False) as s:
             return queries.balance(s, customer_id, self.clock.now(), self.catalog.credits.name)
 
-    def hold(self, customer_id: str, hold_id: str) -> dict[str, Any]:
+    def hold(self, customer_id: str | None, hold_id: str) -> dict[str, Any]:
+        """A hold as the API shows it: of ``customer_id``, or (None: a server key, the admin)
+        of anyone."""
         with self.db.scope(write=False) as s:
-            row = repo.get_hold_of_customer(s, customer_id, hold_id)
+            if customer_id is None:
+                row = repo.get_hold(s, hold_id)
+            else:
+                row = repo.get_hold_of_customer(s, customer_id, hold_id)
         if row is None:
             raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
         return self.ledger.hold_view(row)

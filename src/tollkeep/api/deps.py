@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -14,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from tollkeep.api.schemas import ErrorOut
 from tollkeep.keys import ALL_SCOPES, Principal
 from tollkeep.kit.actor import Actor
-from tollkeep.kit.errors import AuthError
+from tollkeep.kit.errors import AuthError, Forbidden, InvalidInput
 from tollkeep.kit.jsonsafe import check_properties
+from tollkeep.operators import SERVER_PREFIX
 from tollkeep.runtime import Tollkeep
 
 __all__ = [
@@ -24,16 +26,20 @@ __all__ = [
     "Admin",
     "AdminActor",
     "AdminRead",
+    "AnyCaller",
     "Caller",
     "Runtime",
+    "ServerCaller",
     "actor_of",
     "admin",
     "admin_actor",
     "count_write",
+    "customer_for",
     "parse_body",
     "principal",
     "properties",
     "runtime",
+    "server_only",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,9 +71,47 @@ def parse_body(model: type[M], raw: bytes) -> M:
 _UNREADABLE = object()
 
 
-def count_write(request: Request, caller: Principal) -> None:
-    """One usage or hold write by ``caller``'s customer: 429 ``rate_limited`` past the limit."""
-    request.app.state.limiters.writes.hit(caller.customer_id)
+def count_write(request: Request, customer_id: str) -> None:
+    """One usage or hold write for a customer: 429 ``rate_limited`` past the limit."""
+    request.app.state.limiters.writes.hit(customer_id)
+
+
+@dataclass(frozen=True)
+class ServerCaller:
+    """The seller's backend, calling /v1 with a server key (``tk_sk_…``): acts for any customer
+    it names (``customer_id``), within its scopes."""
+
+    actor: Actor
+
+    @property
+    def key_id(self) -> str:
+        return self.actor.id
+
+    def require(self, scope: str) -> None:
+        self.actor.require_scope(scope)
+
+
+AnyCaller = Principal | ServerCaller
+
+
+def customer_for(caller: AnyCaller, customer_id: str | None) -> str:
+    """The customer a public call acts for: a buyer key's own (naming another is refused), or
+    the one a server key names (it must name one)."""
+    if isinstance(caller, ServerCaller):
+        if not customer_id:
+            raise InvalidInput(
+                "a server key acts for the customer named by customer_id", code="customer_id_required"
+            )
+        return customer_id
+    if customer_id is not None and customer_id != caller.customer_id:
+        raise Forbidden("an API key acts for its own customer only", code="customer_mismatch")
+    return caller.customer_id
+
+
+def server_only(caller: AnyCaller) -> ServerCaller:
+    if not isinstance(caller, ServerCaller):
+        raise Forbidden("this call takes a server key (tk_sk_…)", code="server_key_required")
+    return caller
 
 
 def properties(tk: Tollkeep, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -127,11 +171,17 @@ def actor_of(request: Request) -> Actor:
     return actor
 
 
-async def principal(request: Request) -> Principal:
-    """The caller of a public route: an API key, or an anonymous ``X-Install-Id``."""
+async def principal(request: Request) -> AnyCaller:
+    """The caller of a public route: a buyer's API key, an anonymous ``X-Install-Id``, or the
+    seller's server key."""
     tk = runtime(request)
     raw = _bearer(request)
     ip = request.client.host if request.client else None
+    if raw is not None and raw.startswith(SERVER_PREFIX):
+        actor = await run_in_threadpool(tk.operators.authenticate, raw, ip)
+        if actor.kind != "server":
+            raise AuthError("invalid API key", code="invalid_api_key")
+        return ServerCaller(actor)
     if raw is None:
         install = request.headers.get("x-install-id")
         if install is None:
@@ -160,7 +210,7 @@ async def principal(request: Request) -> Principal:
 Admin = Annotated[Tollkeep, Depends(admin)]  # any admin token; a read-only one on GET only
 AdminRead = Admin
 AdminActor = Annotated[Actor, Depends(admin_actor)]
-Caller = Annotated[Principal, Depends(principal)]
+Caller = Annotated[AnyCaller, Depends(principal)]
 Runtime = Annotated[Tollkeep, Depends(runtime)]
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 404, 409, 413, 422)}
 PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {

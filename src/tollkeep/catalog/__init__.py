@@ -13,11 +13,13 @@ from tollkeep.catalog.loader import (
     parse_catalog,
 )
 from tollkeep.catalog.model import (
+    BUYER_KEY_SCOPES,
     Allowance,
     AnonymousPolicy,
     Cap,
     Catalog,
     CreditUnit,
+    KeysPolicy,
     Meter,
     Plan,
     Price,
@@ -27,6 +29,7 @@ from tollkeep.catalog.model import (
 from tollkeep.catalog.store import CatalogStore
 
 __all__ = [
+    "BUYER_KEY_SCOPES",
     "DEFAULT_CATALOG_TEXT",
     "Allowance",
     "AnonymousPolicy",
@@ -36,6 +39,7 @@ __all__ = [
     "CatalogStore",
     "CreditUnit",
     "InvalidQuantity",
+    "KeysPolicy",
     "Meter",
     "Plan",
     "Price",

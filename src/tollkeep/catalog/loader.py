@@ -24,6 +24,7 @@ from typing import Any
 from tollkeep.catalog.errors import CatalogError
 from tollkeep.catalog.model import (
     AGGREGATIONS,
+    BUYER_KEY_SCOPES,
     CAP_MODES,
     CAP_PERIODS,
     PERIODS,
@@ -35,6 +36,7 @@ from tollkeep.catalog.model import (
     Cap,
     Catalog,
     CreditUnit,
+    KeysPolicy,
     Meter,
     Plan,
     Price,
@@ -54,9 +56,10 @@ DEFAULT_CATALOG_TEXT: str = (
     resources.files("tollkeep.catalog").joinpath("default.toml").read_text(encoding="utf-8")
 )
 
-_TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "anonymous")
+_TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "anonymous", "keys")
 _CREDIT_KEYS = ("unit", "per_credit", "rounding")
 _ANON_KEYS = ("allowance",)
+_KEYS_KEYS = ("default_scopes",)
 _METER_KEYS = ("aggregation", "description", "unit", "price", "property")
 _PRICE_KEYS: dict[str, tuple[str, ...]] = {
     "flat": ("amount",),
@@ -312,6 +315,7 @@ class _Parser:
         label = self.label(data.get("version"))
         credits = self.credits(data.get("credits", {}))
         anonymous = self.anonymous(data.get("anonymous", {}))
+        keys = self.keys(data.get("keys", {}))
         raw_meters, raw_plans = data.get("meters", {}), data.get("plans", {})
         meters = self.meters(raw_meters)
         # names as written (a meter/plan with its own issues still counts as declared)
@@ -322,7 +326,7 @@ class _Parser:
         if default_plan is not None and default_plan not in plan_names:
             known = ", ".join(plan_names) or "no plans are defined"
             self.add(("default_plan",), f"unknown plan {default_plan!r} (known: {known})")
-        if self.issues or credits is None or anonymous is None:
+        if self.issues or credits is None or anonymous is None or keys is None:
             return None
         return Catalog(
             version=catalog_version(text, label),
@@ -334,6 +338,7 @@ class _Parser:
             plans=MappingProxyType(plans),
             default_plan=default_plan,
             anonymous=anonymous,
+            keys=keys,
         )
 
     def label(self, value: Any) -> str | None:
@@ -377,6 +382,25 @@ class _Parser:
         self.check_keys(table, _ANON_KEYS, path, "[anonymous]")
         allowance = self.integer(table, "allowance", path, minimum=0, default=0)
         return None if allowance is None else AnonymousPolicy(allowance=allowance)
+
+    def keys(self, value: Any) -> KeysPolicy | None:
+        path: Path_ = ("keys",)
+        table = self.table(value, path)
+        if table is None:
+            return None
+        self.check_keys(table, _KEYS_KEYS, path, "[keys]")
+        raw = table.get("default_scopes")
+        if raw is None:
+            return KeysPolicy()
+        where = (*path, "default_scopes")
+        if not isinstance(raw, list) or not raw or not all(isinstance(v, str) for v in raw):
+            self.add(where, f"expected a non-empty list of scopes ({', '.join(BUYER_KEY_SCOPES)})")
+            return None
+        bad = [v for v in raw if v not in BUYER_KEY_SCOPES]
+        if bad:
+            self.add(where, f"unknown scopes {bad}; known: {', '.join(BUYER_KEY_SCOPES)}")
+            return None
+        return KeysPolicy(tuple(dict.fromkeys(raw)))
 
     # -- meters --
 

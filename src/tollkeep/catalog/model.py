@@ -250,6 +250,22 @@ class AnonymousPolicy:
         return {"allowance": self.allowance}
 
 
+# the scopes a buyer's API key can have (tollkeep.keys.ALL_SCOPES; a test keeps them equal)
+BUYER_KEY_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
+
+
+@dataclass(frozen=True)
+class KeysPolicy:
+    """``[keys]``: the scopes a new buyer key gets when none are asked for (None: all of them).
+    A seller whose backend meters with a server key can give buyers read-only keys
+    (``default_scopes = ["balance:read", "usage:read"]``)."""
+
+    default_scopes: tuple[str, ...] | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"default_scopes": None if self.default_scopes is None else list(self.default_scopes)}
+
+
 @dataclass(frozen=True)
 class Catalog:
     """One validated version of the catalog file.
@@ -267,6 +283,7 @@ class Catalog:
     plans: Mapping[str, Plan] = field(default_factory=_empty, hash=False)
     default_plan: str | None = None
     anonymous: AnonymousPolicy = field(default_factory=AnonymousPolicy)
+    keys: KeysPolicy = field(default_factory=KeysPolicy)
 
     def meter(self, key: str) -> Meter:
         """The meter ``key``; raises ``UnknownMeter`` (code ``unknown_meter``, 422)."""

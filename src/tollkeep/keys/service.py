@@ -16,6 +16,7 @@ import ipaddress
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -117,8 +118,10 @@ class KeyService:
         prefix: str = "tk_live_",
         cache_seconds: float = 5.0,
         clock: Clock | None = None,
+        default_scopes: Callable[[], Sequence[str] | None] = lambda: None,
     ) -> None:
         self.db = db
+        self.default_scopes = default_scopes
         self.executor = executor
         self.prefix = prefix
         self.cache_seconds = cache_seconds
@@ -144,7 +147,8 @@ class KeyService:
     ) -> dict[str, Any]:
         """A new key (its plaintext in ``key``, the only time it is shown). Unless ``force_new``,
         a customer who already has an active key gets that one back (``reused``, no plaintext)."""
-        scopes = list(ALL_SCOPES) if scopes is None else scopes
+        if scopes is None:  # the catalog's [keys] default_scopes, else every scope
+            scopes = list(self.default_scopes() or ALL_SCOPES)
         _check_texts(name=name, note=note)
         bad = [sc for sc in scopes if sc not in ALL_SCOPES]
         if bad:

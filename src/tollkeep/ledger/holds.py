@@ -13,7 +13,7 @@ from typing import Any
 
 from tollkeep.kit.clock import iso
 from tollkeep.kit.db import Tx
-from tollkeep.kit.errors import Conflict, InvalidInput, NotFound
+from tollkeep.kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import repository as repo
@@ -103,6 +103,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
             "catalog_version": cat.version,
             "expires_at": now + ttl,
             "created_at": now,
+            "opened_by": req.opened_by,
         }
         repo.insert_hold(s, **row)
         repo.persist(s, st, now, grant_meta=meta)
@@ -129,6 +130,13 @@ def resolve_command(
         hold = repo.get_hold(s, hold_id)
         if hold is None or (req.customer_id is not None and hold.customer_id != req.customer_id):
             raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+        if hold.opened_by and req.customer_id is not None and not req.by_server:
+            # the seller's backend reserved these credits: the buyer's key must not be able to
+            # release them (or settle at 0) and undo the seller's charge
+            raise Forbidden(
+                "this hold was opened with a server key: only a server key can settle or release it",
+                code="hold_owned_by_server",
+            )
         w = repo.lock_wallet(s, hold.wallet_id)
         hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
         assert hold is not None and w is not None

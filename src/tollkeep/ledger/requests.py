@@ -170,6 +170,9 @@ class HoldRequest:
     properties: Mapping[str, Any] | None = None
     ttl_seconds: int | None = None
     api_key_id: str | None = None
+    # "server:<id>" when the seller's server key opens it: then only a server key (or the
+    # admin) may settle or release it, never the buyer's own key
+    opened_by: str | None = None
 
     def validate(self, *, default_ttl: int, max_ttl: int) -> HoldRequest:
         """Checked, with the TTL filled in (``default_ttl`` when none is given)."""
@@ -185,7 +188,15 @@ class HoldRequest:
         # a quantity only counts on a meter (an amount-only hold ignores it)
         qty = None if self.meter is None or self.quantity is None else check_quantity(self.quantity)
         return HoldRequest(
-            self.customer_id, self.idempotency_key, self.amount, self.meter, qty, props, ttl, self.api_key_id
+            self.customer_id,
+            self.idempotency_key,
+            self.amount,
+            self.meter,
+            qty,
+            props,
+            ttl,
+            self.api_key_id,
+            self.opened_by,
         )
 
     @property
@@ -219,6 +230,7 @@ class SettleRequest:
     amount: int | None = None
     quantity: Any = None
     properties: Mapping[str, Any] | None = None
+    by_server: bool = False  # a server key asks (may resolve a hold a server key opened)
 
     action = OpKind.SETTLE
 
@@ -233,7 +245,7 @@ class SettleRequest:
             check_amount(self.amount, minimum=0)
         qty = None if self.quantity is None else check_quantity(self.quantity)
         props = _properties(self.properties)
-        return SettleRequest(self.customer_id, self.hold_id, self.amount, qty, props)
+        return SettleRequest(self.customer_id, self.hold_id, self.amount, qty, props, self.by_server)
 
     def fingerprint(self) -> str:
         return _resolution_hash(self.action, self.amount, self.quantity, self.properties)
@@ -245,6 +257,7 @@ class ReleaseRequest:
 
     customer_id: str | None
     hold_id: str
+    by_server: bool = False
 
     action = OpKind.RELEASE
 

@@ -7,21 +7,35 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tollkeep.api.deps import (
     ADMIN_ERRORS,
     PUBLIC_ERRORS,
     Admin,
+    AnyCaller,
     Caller,
     Runtime,
+    ServerCaller,
     count_write,
+    customer_for,
     parse_body,
     principal,
     properties,
+    server_only,
 )
-from tollkeep.kit.errors import InvalidInput
+from tollkeep.kit.errors import AuthError, CapExceeded, Forbidden, InsufficientCredits, InvalidInput
 from tollkeep.ledger.requests import UsageRequest
-from tollkeep.ledger.schemas import GrantIn, HoldIn, OverdraftIn, RefundIn, SettleIn, UsageIn, UsageOut
+from tollkeep.ledger.schemas import (
+    GrantIn,
+    HoldIn,
+    KeyVerifyIn,
+    OverdraftIn,
+    RefundIn,
+    SettleIn,
+    UsageIn,
+    UsageOut,
+)
 from tollkeep.runtime import Tollkeep
 
 router = APIRouter(prefix="/v1", tags=["public"])
@@ -29,11 +43,18 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS
 ERRORS = PUBLIC_ERRORS
 
 
-# ---- public: the caller's own wallet --------------------------------------------------
-@router.get("/balance", summary="The caller's balance, grants and holds")
-def get_balance(caller: Caller, tk: Runtime) -> dict[str, Any]:
+# ---- public: a buyer's own wallet (API key), or any customer's (server key) ---------------
+@router.get(
+    "/balance", summary="The balance, grants and holds of the caller (or, with a server key, of customer_id)"
+)
+async def get_balance(
+    caller: Caller,
+    tk: Runtime,
+    customer_id: Annotated[str | None, Query(max_length=40, description="with a server key")] = None,
+) -> dict[str, Any]:
     caller.require("balance:read")
-    return tk.balance(caller.customer_id)
+    cid = customer_for(caller, customer_id)
+    return await run_in_threadpool(tk.balance, cid)
 
 
 @router.post(
@@ -55,10 +76,11 @@ async def post_usage(request: Request) -> JSONResponse:
     tk: Tollkeep = request.app.state.tollkeep
     caller = await principal(request)
     caller.require("usage:write")
-    count_write(request, caller)
     body = parse_body(UsageIn, await request.body())
+    cid = customer_for(caller, body.customer_id)
+    count_write(request, cid)
     req = UsageRequest(
-        customer_id=caller.customer_id,
+        customer_id=cid,
         meter=body.meter,
         quantity=body.quantity,
         idempotency_key=body.idempotency_key,
@@ -68,7 +90,9 @@ async def post_usage(request: Request) -> JSONResponse:
     return JSONResponse(await tk.ledger.arecord_usage(req))
 
 
-@router.get("/usage", summary="The caller's own usage events, newest first")
+@router.get(
+    "/usage", summary="Usage events of the caller (or, with a server key, of customer_id), newest first"
+)
 def list_usage(
     caller: Caller,
     tk: Runtime,
@@ -77,11 +101,11 @@ def list_usage(
         str | None, Query(max_length=64, description="the `next` cursor of the last page")
     ] = None,
     meter: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(max_length=40, description="with a server key")] = None,
 ) -> dict[str, Any]:
     caller.require("usage:read")
-    return tk.usage(
-        caller.customer_id, limit=limit, after=after, meter=meter, max_bytes=tk.settings.list_max_bytes
-    )
+    cid = customer_for(caller, customer_id)
+    return tk.usage(cid, limit=limit, after=after, meter=meter, max_bytes=tk.settings.list_max_bytes)
 
 
 @router.post(
@@ -92,9 +116,11 @@ def list_usage(
 )
 async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
-    count_write(request, caller)
+    cid = customer_for(caller, body.customer_id)
+    count_write(request, cid)
+    server = isinstance(caller, ServerCaller)
     cmd = tk.ledger.hold_fn(
-        caller.customer_id,
+        cid,
         idempotency_key=body.idempotency_key,
         amount=body.amount,
         meter=body.meter,
@@ -102,44 +128,128 @@ async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtim
         properties=properties(tk, body.properties),
         ttl_seconds=body.ttl_seconds,
         api_key_id=caller.key_id,
+        opened_by=f"server:{caller.key_id}" if server else None,
     )
     out = await tk.executor.acall(cmd)
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
 
 
-@router.get("/holds/{hold_id}", summary="A hold of the caller's: amount, status, expiry", responses=ERRORS)
+@router.get("/holds/{hold_id}", summary="A hold: amount, status, expiry", responses=ERRORS)
 def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> dict[str, Any]:
     caller.require("balance:read")
-    return tk.hold(caller.customer_id, hold_id)
+    return tk.hold(None if isinstance(caller, ServerCaller) else caller.customer_id, hold_id)
+
+
+def _resolver(caller: AnyCaller) -> tuple[str | None, bool]:
+    """(the customer whose holds the caller may resolve: None for any, is it a server key)."""
+    if isinstance(caller, ServerCaller):
+        return None, True
+    return caller.customer_id, False
 
 
 @router.post(
-    "/holds/{hold_id}/settle", summary="Charge a hold for the actual amount or quantity", responses=ERRORS
+    "/holds/{hold_id}/settle",
+    summary="Charge a hold for the actual amount or quantity (a server key's hold: a server key only)",
+    responses=ERRORS,
 )
 async def settle_hold(
     request: Request, hold_id: str, body: SettleIn, caller: Caller, tk: Runtime
 ) -> JSONResponse:
     caller.require("holds:write")
-    count_write(request, caller)
-    cmd = tk.ledger.resolve_fn(
-        caller.customer_id,
+    cid, server = _resolver(caller)
+    cmd = await run_in_threadpool(
+        tk.ledger.resolve_fn,
+        cid,
         hold_id,
         action="settle",
         amount=body.amount,
         quantity=body.quantity,
         properties=properties(tk, body.properties),
+        by_server=server,
     )
+    count_write(request, cmd.key or hold_id)
     return JSONResponse(await tk.executor.acall(cmd))
 
 
 @router.post(
-    "/holds/{hold_id}/release", summary="Give a hold's credits back without charging", responses=ERRORS
+    "/holds/{hold_id}/release",
+    summary="Give a hold's credits back without charging (a server key's hold: a server key only)",
+    responses=ERRORS,
 )
 async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
-    count_write(request, caller)
-    cmd = tk.ledger.resolve_fn(caller.customer_id, hold_id, action="release")
+    cid, server = _resolver(caller)
+    cmd = await run_in_threadpool(tk.ledger.resolve_fn, cid, hold_id, action="release", by_server=server)
+    count_write(request, cmd.key or hold_id)
     return JSONResponse(await tk.executor.acall(cmd))
+
+
+@router.post(
+    "/keys/verify",
+    summary="Server keys: check a buyer's API key and (optionally) charge it, in one round trip",
+    responses=ERRORS,
+)
+async def verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Runtime) -> dict[str, Any]:
+    """An invalid buyer key (unknown, revoked, suspended, expired, wrong address, customer not
+    active) is ``valid: false`` with its ``code`` — never a 401 of the server key — and nothing
+    is charged. A valid key that cannot pay (``insufficient_credits``, ``cap_exceeded``) is
+    ``valid: false`` with that code and the balance; nothing is charged either."""
+    server = server_only(caller)
+    server.require("keys:verify")
+    if body.charge is not None:
+        server.require("usage:write")
+    keys = tk.keys
+    try:
+        if not keys.well_formed(body.key):
+            raise AuthError("invalid API key", code="invalid_api_key")
+        rec = keys.cached(body.key) or await run_in_threadpool(keys.lookup, body.key)
+        buyer = keys.check(body.key, rec, body.ip)
+    except (AuthError, Forbidden) as exc:
+        # charged: null when no charge was asked for, else what was charged (0: refused)
+        charged = None if body.charge is None else 0
+        return {"valid": False, "code": exc.code, "customer_id": None, "balance": None, "charged": charged}
+    cid = buyer.customer_id
+    if body.charge is None:
+        wallet = await run_in_threadpool(tk.balance, cid)
+        return {
+            "valid": True,
+            "code": None,
+            "customer_id": cid,
+            "balance": wallet["balance"],
+            "charged": None,
+        }
+    charge = body.charge
+    if charge.customer_id is not None and charge.customer_id != cid:
+        raise Forbidden("the charge names another customer than the key's", code="customer_mismatch")
+    count_write(request, cid)
+    req = UsageRequest(
+        customer_id=cid,
+        meter=charge.meter,
+        quantity=charge.quantity,
+        idempotency_key=charge.idempotency_key,
+        properties=properties(tk, charge.properties),
+        api_key_id=buyer.key_id,
+    )
+    try:
+        out = await tk.ledger.arecord_usage(req)
+    except (InsufficientCredits, CapExceeded) as exc:
+        wallet = await run_in_threadpool(tk.balance, cid)
+        return {
+            "valid": False,
+            "code": exc.code,
+            "customer_id": cid,
+            "balance": wallet["balance"],
+            "charged": 0,
+            "details": exc.details,
+        }
+    return {
+        "valid": True,
+        "code": None,
+        "customer_id": cid,
+        "balance": out["balance"],
+        "charged": out["charged"],
+        "charge": out,
+    }
 
 
 # ---- admin --------------------------------------------------------------------------------

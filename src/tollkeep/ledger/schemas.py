@@ -10,7 +10,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from tollkeep.api.schemas import Key, Quantity, Strict
 
-__all__ = ["MAX_AMOUNT", "GrantIn", "HoldIn", "OverdraftIn", "RefundIn", "SettleIn", "UsageIn", "UsageOut"]
+__all__ = [
+    "MAX_AMOUNT",
+    "GrantIn",
+    "HoldIn",
+    "KeyVerifyIn",
+    "OverdraftIn",
+    "RefundIn",
+    "SettleIn",
+    "UsageIn",
+    "UsageOut",
+]
 
 # the largest amount a request may carry (credits in the ledger unit); the CLI uses it too
 MAX_AMOUNT = 10**15
@@ -49,11 +59,20 @@ class RefundIn(Strict):
     idempotency_key: str = Key
 
 
+CustomerId = Field(
+    None,
+    min_length=1,
+    max_length=40,
+    description="with a server key: the customer to charge (required); with an API key: its own, or omitted",
+)
+
+
 class UsageIn(Strict):
     meter: str = Field(min_length=1, max_length=64)
     quantity: Decimal | None = Quantity
     idempotency_key: str = Key
     properties: dict[str, Any] | None = None
+    customer_id: str | None = CustomerId
 
 
 class UsageOut(BaseModel):
@@ -75,6 +94,7 @@ class HoldIn(Strict):
     properties: dict[str, Any] | None = None
     ttl_seconds: StrictInt | None = Field(None, ge=1)
     idempotency_key: str = Key
+    customer_id: str | None = CustomerId
 
 
 class SettleIn(Strict):
@@ -82,4 +102,12 @@ class SettleIn(Strict):
     quantity: Decimal | None = Quantity
     properties: dict[str, Any] | None = Field(
         None, description="actual event properties (e.g. token counts), merged over the hold's"
+    )
+
+
+class KeyVerifyIn(Strict):
+    key: str = Field(min_length=1, max_length=256, description="the buyer's API key (tk_live_…)")
+    charge: UsageIn | None = Field(None, description="a /v1/usage body: charged when the key is valid")
+    ip: str | None = Field(
+        None, max_length=64, description="the buyer's address, for keys with an IP allowlist"
     )

@@ -87,9 +87,18 @@ class LedgerService(LedgerContext):
         properties: Mapping[str, Any] | None = None,
         ttl_seconds: int | None = None,
         api_key_id: str | None = None,
+        opened_by: str | None = None,
     ) -> Command[dict[str, Any]]:
         req = HoldRequest(
-            customer_id, idempotency_key, amount, meter, quantity, properties, ttl_seconds, api_key_id
+            customer_id,
+            idempotency_key,
+            amount,
+            meter,
+            quantity,
+            properties,
+            ttl_seconds,
+            api_key_id,
+            opened_by,
         )
         return holds.hold_command(self, req)
 
@@ -122,15 +131,16 @@ class LedgerService(LedgerContext):
         amount: int | None = None,
         quantity: Any = None,
         properties: Mapping[str, Any] | None = None,
+        by_server: bool = False,
     ) -> Command[dict[str, Any]]:
         """Settle (for an amount, or for the actual quantity rated now, or both: the amount is
         charged and the quantity counted) or release a hold. A hold resolves once.
         ``customer_id`` None (the admin): any customer's hold."""
         req: SettleRequest | ReleaseRequest
         if action == OpKind.SETTLE:
-            req = SettleRequest(customer_id, hold_id, amount, quantity, properties)
+            req = SettleRequest(customer_id, hold_id, amount, quantity, properties, by_server)
         elif action == OpKind.RELEASE:
-            req = ReleaseRequest(customer_id, hold_id)
+            req = ReleaseRequest(customer_id, hold_id, by_server)
         else:
             raise InvalidInput("action must be settle or release")
         req = req.validate()
