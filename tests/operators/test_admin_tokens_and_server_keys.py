@@ -3,10 +3,15 @@ issue and revocation is in the audit log (issue #7, items 1 and 2)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import bearer
+from tests.conftest import bearer, make_settings
+from tollkeep.app import create_app
+from tollkeep.kit.actor import cli_actor
+from tollkeep.kit.clock import FrozenClock
 from tollkeep.runtime import Tollkeep
 
 
@@ -88,3 +93,13 @@ def test_the_audit_log_is_append_only(client: TestClient, tk: Tollkeep) -> None:
         else:
             raise AssertionError(f"{statement} was allowed")
     assert client.get("/admin/audit").json()["data"][0]["action"] == "server_key.create"
+
+
+def test_without_any_admin_token_the_admin_api_is_off(tmp_path: Path, clock: FrozenClock) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'off.db'}").model_copy(update={"admin_token": None})
+    with Tollkeep(settings, clock=clock) as tk, TestClient(create_app(runtime=tk)) as client:
+        r = client.get("/admin/customers", headers=bearer("anything"))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "admin_disabled"
+        tk.operators.create_admin_token("ops", "admin", actor=cli_actor())
+        r = client.get("/admin/customers", headers=bearer("anything"))
+        assert r.json()["error"]["code"] == "invalid_admin_token"

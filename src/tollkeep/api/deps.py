@@ -153,6 +153,8 @@ async def admin_actor(request: Request) -> Actor:
     except AuthError:
         actor = None
     if actor is None or actor.kind != "admin":
+        if tk.settings.admin_token is None and not await run_in_threadpool(tk.operators.any_admin_tokens):
+            raise AuthError("the admin API is off: set TOLLKEEP_ADMIN_TOKEN", code="admin_disabled")
         raise AuthError("invalid admin token", code="invalid_admin_token")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         actor.require_write()

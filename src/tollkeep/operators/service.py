@@ -144,6 +144,11 @@ class OperatorService:
             self._cache.pop(out["prefix"], None)
         return out
 
+    def any_admin_tokens(self) -> bool:
+        """Is there an active admin token in the database (besides TOLLKEEP_ADMIN_TOKEN)?"""
+        with self.db.scope(write=False) as s:
+            return any(r.status == "active" for r in repo.list_keys(s, OperatorKind.ADMIN))
+
     def list(self, kind: str) -> list[dict[str, Any]]:
         with self.db.scope(write=False) as s:
             return [operator_view(r) for r in repo.list_keys(s, kind)]
