@@ -55,6 +55,7 @@ def pg_schema_url() -> Iterator[str]:
     with psycopg.connect(raw, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
+    _pg_state["ran"] = str(int(_pg_state.get("ran") or 0) + 1)
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(raw, autocommit=True) as c:
         c.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -113,9 +114,16 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say loudly when the PostgreSQL runs were skipped: a green run on SQLite alone must not
-    pass for a run on both databases."""
+    """Say whether the PostgreSQL runs happened — loudly when they were skipped: a green run on
+    SQLite alone must not pass for a run on both databases."""
     why = _pg_state.get("why")
+    ran = int(_pg_state.get("ran") or 0)
+    if ran and not why:
+        terminalreporter.write_line(
+            f"PostgreSQL: tested ({ran} tests on fresh schemas at {PG_URL}) as well as SQLite", green=True
+        )
+    elif not why:
+        terminalreporter.write_line("PostgreSQL: no test of this selection needed it")
     if why:
         terminalreporter.write_sep("!", "PostgreSQL tests SKIPPED", red=True, bold=True)
         terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {why}", red=True, bold=True)
