@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tollkeep.cli.common import JsonOpt, id_table, out, print_table, runtime, show, when
+from tollkeep.kit.actor import cli_actor
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
 
@@ -33,6 +34,7 @@ def keys_create(
             ip_allowlist=allow_ip or None,
             expires_at=when(expires),
             force_new=new,
+            actor=cli_actor(),
         )
     if as_json:
         show(k, True)
@@ -78,21 +80,21 @@ def keys_list(customer: Annotated[str | None, typer.Argument()] = None, as_json:
 def keys_revoke(key_id: str) -> None:
     """Revoke a key for good."""
     with runtime() as tk:
-        show(tk.keys.revoke(key_id), False)
+        show(tk.keys.revoke(key_id, actor=cli_actor()), False)
 
 
 @app.command("suspend")
 def keys_suspend(key_id: str) -> None:
     """Suspend a key (it can be resumed)."""
     with runtime() as tk:
-        show(tk.keys.suspend(key_id), False)
+        show(tk.keys.suspend(key_id, actor=cli_actor()), False)
 
 
 @app.command("resume")
 def keys_resume(key_id: str) -> None:
     """Resume a suspended key."""
     with runtime() as tk:
-        show(tk.keys.resume(key_id), False)
+        show(tk.keys.resume(key_id, actor=cli_actor()), False)
 
 
 @app.command("rotate")
@@ -105,5 +107,5 @@ def keys_rotate(
 ) -> None:
     """Replace a key with a new one (a key rotates once; the new key has no expiry unless given)."""
     with runtime() as tk:
-        k = tk.keys.rotate(key_id, grace_seconds=grace, expires_at=when(expires))
+        k = tk.keys.rotate(key_id, grace_seconds=grace, expires_at=when(expires), actor=cli_actor())
     out.print(f"new key {k['id']}: [bold]{k['key']}[/bold]\n(shown once: store it now)")

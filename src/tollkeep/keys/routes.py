@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin
+from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor
 from tollkeep.keys.schemas import KeyIn, KeyPatch, RotateIn
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 
 @router.post("/customers/{customer_id}/keys", status_code=201, summary="Issue an API key (shown once)")
-def create_key(customer_id: str, tk: Admin, body: KeyIn | None = None) -> JSONResponse:
+def create_key(customer_id: str, tk: Admin, actor: AdminActor, body: KeyIn | None = None) -> JSONResponse:
     b = body or KeyIn()
     out = tk.keys.create(
         customer_id,
@@ -24,6 +24,7 @@ def create_key(customer_id: str, tk: Admin, body: KeyIn | None = None) -> JSONRe
         ip_allowlist=b.ip_allowlist,
         expires_at=b.expires_at,
         force_new=b.force_new,
+        actor=actor,
     )
     return JSONResponse(out, status_code=200 if out["reused"] else 201)
 
@@ -44,26 +45,26 @@ def get_key(key_id: str, tk: Admin) -> dict[str, Any]:
 
 
 @router.patch("/keys/{key_id}", summary="Change scopes, IP allowlist, expiry, name or note")
-def patch_key(key_id: str, body: KeyPatch, tk: Admin) -> dict[str, Any]:
-    return tk.keys.update(key_id, **body.model_dump(exclude_unset=True))
+def patch_key(key_id: str, body: KeyPatch, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.keys.update(key_id, actor=actor, **body.model_dump(exclude_unset=True))
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke a key for good")
-def revoke_key(key_id: str, tk: Admin) -> dict[str, Any]:
-    return tk.keys.revoke(key_id)
+def revoke_key(key_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.keys.revoke(key_id, actor=actor)
 
 
 @router.post("/keys/{key_id}/suspend", summary="Suspend a key (can be resumed)")
-def suspend_key(key_id: str, tk: Admin) -> dict[str, Any]:
-    return tk.keys.suspend(key_id)
+def suspend_key(key_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.keys.suspend(key_id, actor=actor)
 
 
 @router.post("/keys/{key_id}/resume", summary="Resume a suspended key")
-def resume_key(key_id: str, tk: Admin) -> dict[str, Any]:
-    return tk.keys.resume(key_id)
+def resume_key(key_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.keys.resume(key_id, actor=actor)
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, summary="Issue a replacement key; revoke the old one")
-def rotate_key(key_id: str, tk: Admin, body: RotateIn | None = None) -> dict[str, Any]:
+def rotate_key(key_id: str, tk: Admin, actor: AdminActor, body: RotateIn | None = None) -> dict[str, Any]:
     b = body or RotateIn()
-    return tk.keys.rotate(key_id, grace_seconds=b.grace_seconds, expires_at=b.expires_at)
+    return tk.keys.rotate(key_id, grace_seconds=b.grace_seconds, expires_at=b.expires_at, actor=actor)

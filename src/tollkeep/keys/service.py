@@ -23,9 +23,11 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from tollkeep.audit import record
 from tollkeep.customers import CustomerStatusChanged
 from tollkeep.keys import repository as repo
 from tollkeep.keys.models import KeyStatus
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
@@ -91,6 +93,11 @@ def _check_texts(**texts: str | None) -> None:
             check_text(text, label)
 
 
+def _public(created: dict[str, Any]) -> dict[str, Any]:
+    """A key as the audit log keeps it: its view, never its plaintext."""
+    return {k: v for k, v in created.items() if k not in ("key", "reused")}
+
+
 def key_view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -144,9 +151,12 @@ class KeyService:
         expires_at: datetime | None = None,
         force_new: bool = False,
         rotated_from: str | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """A new key (its plaintext in ``key``, the only time it is shown). Unless ``force_new``,
-        a customer who already has an active key gets that one back (``reused``, no plaintext)."""
+        a customer who already has an active key gets that one back (``reused``, no plaintext).
+        ``actor``: who asked (a new key is audited in the same transaction, without its
+        plaintext; a reused one changed nothing and is not)."""
         if scopes is None:  # the catalog's [keys] default_scopes, else every scope
             scopes = list(self.default_scopes() or ALL_SCOPES)
         _check_texts(name=name, note=note)
@@ -166,7 +176,7 @@ class KeyService:
                 existing = repo.active_key_of(s, customer_id, now)
                 if existing is not None:
                     return {**key_view(existing), "key": None, "reused": True}
-            return self._insert_key(
+            new = self._insert_key(
                 s,
                 customer_id,
                 now=now,
@@ -177,6 +187,9 @@ class KeyService:
                 expires_at=expires_at,
                 rotated_from=rotated_from,
             )
+            if actor is not None:
+                record(s, actor, "key.create", ("api_key", new["id"]), after=_public(new), at=now)
+            return new
 
         return self.executor.call(fn)
 
@@ -214,7 +227,7 @@ class KeyService:
         repo.insert_key(s, row)
         return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
 
-    def _set_status(self, key_id: str, status: KeyStatus) -> dict[str, Any]:
+    def _set_status(self, key_id: str, status: KeyStatus, action: str, actor: Actor | None) -> dict[str, Any]:
         def fn(s: Tx) -> dict[str, Any]:
             row = repo.get_key(s, key_id)
             if row is None:
@@ -226,23 +239,38 @@ class KeyService:
             if status == KeyStatus.REVOKED and row.revoked_at is None:
                 values["revoked_at"] = now
             repo.set_key(s, key_id, **values)
+            if actor is not None:
+                self._audit(s, actor, action, key_id, key_view(row), now)
             return {"prefix": row.prefix}
 
         out = self.executor.call(fn)
         self.forget(out["prefix"])
         return self.get(key_id)
 
-    def revoke(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, KeyStatus.REVOKED)
+    @staticmethod
+    def _audit(s: Tx, actor: Actor, action: str, key_id: str, before: dict[str, Any], now: datetime) -> None:
+        """Audit a change to a key (its row re-read: what was committed), unless it changed
+        nothing (suspending a suspended key)."""
+        after = key_view(repo.get_key(s, key_id))
+        if after != before:
+            record(s, actor, action, ("api_key", key_id), before=before, after=after, at=now)
 
-    def suspend(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, KeyStatus.SUSPENDED)
+    def revoke(self, key_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        return self._set_status(key_id, KeyStatus.REVOKED, "key.revoke", actor)
 
-    def resume(self, key_id: str) -> dict[str, Any]:
-        return self._set_status(key_id, KeyStatus.ACTIVE)
+    def suspend(self, key_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        return self._set_status(key_id, KeyStatus.SUSPENDED, "key.suspend", actor)
+
+    def resume(self, key_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        return self._set_status(key_id, KeyStatus.ACTIVE, "key.resume", actor)
 
     def rotate(
-        self, key_id: str, *, grace_seconds: int = 0, expires_at: datetime | None = None
+        self,
+        key_id: str,
+        *,
+        grace_seconds: int = 0,
+        expires_at: datetime | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """A new key with the same scopes, allowlist, name and note; the old one is revoked now, or
         keeps working for ``grace_seconds`` (never past its own expiry).
@@ -290,13 +318,18 @@ class KeyService:
                 repo.set_key(s, key_id, expires_at=until)
             else:
                 repo.set_key(s, key_id, status=KeyStatus.REVOKED, revoked_at=now)
+            if actor is not None:
+                # before: the old key; after: the new one (never its plaintext) and what became
+                # of the old one (revoked, or its grace deadline)
+                after = {**_public(new), "old_key": key_view(repo.get_key(s, key_id))}
+                record(s, actor, "key.rotate", ("api_key", key_id), before=key_view(old), after=after, at=now)
             return {**new, "_old_prefix": old.prefix}
 
         out = self.executor.call(fn)
         self.forget(out.pop("_old_prefix"))
         return out
 
-    def update(self, key_id: str, **fields: Any) -> dict[str, Any]:
+    def update(self, key_id: str, *, actor: Actor | None = None, **fields: Any) -> dict[str, Any]:
         values = {
             k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}
         }
@@ -318,7 +351,10 @@ class KeyService:
             row = repo.get_key(s, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found", code="key_not_found")
-            repo.set_key(s, key_id, **values)
+            if values:
+                repo.set_key(s, key_id, **values)
+            if actor is not None:
+                self._audit(s, actor, "key.update", key_id, key_view(row), self.clock.now())
             return str(row.prefix)
 
         self.forget(self.executor.call(fn))
