@@ -23,6 +23,7 @@ from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
 from tollkeep.customers import routes as customer_routes
 from tollkeep.keys import routes as key_routes
+from tollkeep.kit.actor import SYSTEM
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import routes as ledger_routes
 from tollkeep.operators import routes as operator_routes
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
 
 def _reload(tk: Tollkeep) -> None:
     try:
-        tk.reload_catalog()
+        tk.reload_catalog(actor=SYSTEM)
     except TollkeepError as exc:
         log.error("catalog reload refused, keeping %s: %s", tk.catalog.version, exc.message)
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tollkeep.audit import record
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
 from tollkeep.catalog import repository as catalog_repo
 from tollkeep.config import Settings, create_private_sqlite_file
 from tollkeep.customers import CustomerService, CustomerStatusChanged
 from tollkeep.keys import KeyService
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock
-from tollkeep.kit.db import Database, explain_database_error
+from tollkeep.kit.db import Database, Tx, explain_database_error
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
@@ -138,15 +140,35 @@ class Tollkeep:
     def catalog(self) -> Catalog:
         return self.catalogs.current
 
-    def _record_catalog(self, cat: Catalog) -> None:
+    def _record_catalog(
+        self, cat: Catalog, *, previous: str | None = None, actor: Actor | None = None
+    ) -> None:
+        """Store ``cat``'s version (once) and, when ``actor`` made it replace ``previous``, audit
+        the reload in the same transaction."""
         now = self.clock.now()
-        self.executor.call(lambda s: catalog_repo.record_version(s, cat, now))
 
-    def reload_catalog(self) -> Catalog:
-        """Load the catalog file again as a new version; an invalid file raises and changes nothing."""
+        def fn(s: Tx) -> None:
+            catalog_repo.record_version(s, cat, now)
+            if actor is not None and previous is not None and cat.version != previous:
+                record(
+                    s,
+                    actor,
+                    "catalog.reload",
+                    ("catalog", None),  # a version (80 characters) may not fit a target id
+                    before={"version": previous},
+                    after={"version": cat.version, "source": cat.source},
+                    at=now,
+                )
+
+        self.executor.call(fn)
+
+    def reload_catalog(self, *, actor: Actor | None = None) -> Catalog:
+        """Load the catalog file again as a new version; an invalid file raises and changes nothing.
+        ``actor``: who asked (an admin, or ``kit.actor.SYSTEM`` on SIGHUP): a reload that changed
+        the version is audited; one that found the same file changed nothing and is not."""
         previous = self.catalogs.current.version
         cat = self.catalogs.reload()
-        self._record_catalog(cat)
+        self._record_catalog(cat, previous=previous, actor=actor)
         if cat.version != previous:
             log.info("catalog reloaded: %s -> %s", previous, cat.version)
         return cat

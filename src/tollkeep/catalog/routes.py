@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin, Runtime
+from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor, Runtime
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 public_router = APIRouter(prefix="/v1", tags=["public"])
@@ -25,9 +25,9 @@ def get_catalog(tk: Admin) -> dict[str, Any]:
 
 
 @admin_router.post("/catalog/reload", summary="Load the catalog file again (an invalid file changes nothing)")
-async def reload_catalog(tk: Admin) -> dict[str, Any]:
+async def reload_catalog(tk: Admin, actor: AdminActor) -> dict[str, Any]:
     before = tk.catalog.version
-    cat = await run_in_threadpool(tk.reload_catalog)
+    cat = await run_in_threadpool(lambda: tk.reload_catalog(actor=actor))
     return {"version": cat.version, "previous": before, "changed": cat.version != before}
 
 

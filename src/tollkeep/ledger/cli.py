@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tollkeep.cli.common import JsonOpt, decimal_arg, err, id_table, out, print_table, runtime, show, when
+from tollkeep.kit.actor import cli_actor
 from tollkeep.ledger.schemas import MAX_AMOUNT
 
 credits_app = typer.Typer(help="Credits.", no_args_is_help=True)
@@ -46,7 +47,13 @@ def credits_grant(
             )
         show(
             tk.ledger.grant(
-                c["id"], amount, source=source, expires_at=when(expires), idempotency_key=key, note=note
+                c["id"],
+                amount,
+                source=source,
+                expires_at=when(expires),
+                idempotency_key=key,
+                note=note,
+                actor=cli_actor(),
             ),
             as_json,
         )
@@ -133,7 +140,7 @@ def ledger_show(
 def ledger_sweep() -> None:
     """Release expired holds and expire grants now."""
     with runtime() as tk:
-        show(tk.ledger.sweep(), False)
+        show(tk.ledger.sweep(actor=cli_actor()), False)
 
 
 def customers_overdraft(
@@ -142,4 +149,4 @@ def customers_overdraft(
     """Let a customer's wallet go down to -LIMIT (0: never below zero)."""
     with runtime() as tk:
         c = tk.customers.find(customer)
-        show(tk.ledger.set_overdraft(c["id"], limit), False)
+        show(tk.ledger.set_overdraft(c["id"], limit, actor=cli_actor()), False)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tollkeep.audit import record
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import iso
 from tollkeep.kit.db import Tx
 from tollkeep.kit.executor import Command
@@ -27,9 +29,12 @@ from tollkeep.ledger.rules import GrantMeta, new_grant
 __all__ = ["GrantMeta", "grant_command", "grant_once", "new_grant"]
 
 
-def grant_command(ctx: LedgerContext, req: GrantRequest) -> Command[dict[str, Any]]:
+def grant_command(
+    ctx: LedgerContext, req: GrantRequest, *, actor: Actor | None = None
+) -> Command[dict[str, Any]]:
     """Grant credits, once per (wallet, idempotency key); emits ``CreditsGranted`` in the same
-    transaction (a replay emits nothing)."""
+    transaction (a replay emits nothing). ``actor``: who asked (the grant is audited in the same
+    transaction, with the balance before and after; a replay changes nothing and is not)."""
     req = req.validate()
     if req.meter is not None:
         ctx.catalog().meter(req.meter)  # credits scoped to a meter that does not exist: 422
@@ -45,6 +50,7 @@ def grant_command(ctx: LedgerContext, req: GrantRequest) -> Command[dict[str, An
             return replayed(prior.result)
         req.check_window(now)
         st = ctx.state(s, w)
+        balance_before = st.balance(now) if actor is not None else None
         meta: GrantMeta = {}
         op_id = new_id("op")
         g = new_grant(
@@ -93,7 +99,18 @@ def grant_command(ctx: LedgerContext, req: GrantRequest) -> Command[dict[str, An
                 req.customer_id, g.id, op_id, req.amount, str(req.source), ctx.unit, key, iso(req.expires_at)
             ),
         )
-        return answer(result, ctx.balance(s, st, now))
+        out = answer(result, ctx.balance(s, st, now))
+        if actor is not None:
+            record(
+                s,
+                actor,
+                "grant.create",
+                ("customer", req.customer_id),
+                before={"balance": balance_before},
+                after={**result, "idempotency_key": key, "note": req.note, "balance": out["balance"]},
+                at=now,
+            )
+        return out
 
     return Command(fn, req.customer_id)
 

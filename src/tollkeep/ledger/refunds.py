@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollkeep.audit import record
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import Conflict, NotFound
 from tollkeep.kit.executor import Command
@@ -25,8 +27,12 @@ from tollkeep.ledger.rules import GrantMeta, give_back_refund, refund_left
 __all__ = ["refund_command"]
 
 
-def refund_command(ctx: LedgerContext, req: RefundRequest, *, key: str | None) -> Command[dict[str, Any]]:
-    """Refund once per (wallet, idempotency key). ``key``: the charge's customer."""
+def refund_command(
+    ctx: LedgerContext, req: RefundRequest, *, key: str | None, actor: Actor | None = None
+) -> Command[dict[str, Any]]:
+    """Refund once per (wallet, idempotency key). ``key``: the charge's customer. ``actor``: who
+    asked (the refund is audited in the same transaction, with the balance and the charge's
+    refundable amount before and after; a replay changes nothing and is not)."""
     req = req.validate()
     h = req.fingerprint()
 
@@ -55,6 +61,7 @@ def refund_command(ctx: LedgerContext, req: RefundRequest, *, key: str | None) -
         drawn = repo.drawn_by(s, hold_id=hold_id) if hold_id else repo.drawn_by(s, operation_id=op.id)
         left = refund_left(drawn, repo.earlier_refunds(s, op.id))
         st = ctx.state(s, w, grant_ids=tuple(g for g, _ in left.parts))
+        balance_before = st.balance(now) if actor is not None else None
         ref_id = new_id("ref")
         meta: GrantMeta = {}
         back = give_back_refund(st, meta, left, want, now, operation_id=ref_id, note=req.reason)
@@ -83,6 +90,22 @@ def refund_command(ctx: LedgerContext, req: RefundRequest, *, key: str | None) -
         )
         repo.add_refunded(s, op.id, want)
         repo.persist(s, st, now, grant_meta=meta)
-        return answer(result, ctx.balance(s, st, now))
+        out = answer(result, ctx.balance(s, st, now))
+        if actor is not None:
+            record(
+                s,
+                actor,
+                "refund.create",
+                ("customer", op.customer_id),
+                before={"balance": balance_before, "charge_id": op.id, "refundable": refundable},
+                after={
+                    **result,
+                    "idempotency_key": req.idempotency_key,
+                    "refundable": refundable - want,
+                    "balance": out["balance"],
+                },
+                at=now,
+            )
+        return out
 
     return Command(fn, key)

@@ -13,6 +13,7 @@ from tollkeep.api.deps import (
     ADMIN_ERRORS,
     PUBLIC_ERRORS,
     Admin,
+    AdminActor,
     AnyCaller,
     Caller,
     Runtime,
@@ -254,12 +255,12 @@ async def verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Ru
 
 # ---- admin --------------------------------------------------------------------------------
 @admin_router.post("/customers/{customer_id}/overdraft", summary="Set how far below zero a wallet may go")
-def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin) -> dict[str, Any]:
-    return tk.ledger.set_overdraft(customer_id, body.limit)
+def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.ledger.set_overdraft(customer_id, body.limit, actor=actor)
 
 
 @admin_router.post("/customers/{customer_id}/grants", status_code=201, summary="Grant credits (idempotent)")
-def grant(customer_id: str, body: GrantIn, tk: Admin) -> JSONResponse:
+def grant(customer_id: str, body: GrantIn, tk: Admin, actor: AdminActor) -> JSONResponse:
     if not body.idempotency_key:
         raise InvalidInput(
             "idempotency_key is required: a retried grant with the same key credits once",
@@ -275,6 +276,7 @@ def grant(customer_id: str, body: GrantIn, tk: Admin) -> JSONResponse:
         priority=body.priority,
         meter=body.meter,
         note=body.note,
+        actor=actor,
     )
     return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
 
@@ -309,9 +311,9 @@ def usage(
 
 
 @admin_router.post("/charges/{event_id}/refund", status_code=201, summary="Refund a charge, whole or in part")
-def refund(event_id: str, body: RefundIn, tk: Admin) -> JSONResponse:
+def refund(event_id: str, body: RefundIn, tk: Admin, actor: AdminActor) -> JSONResponse:
     out = tk.ledger.refund(
-        event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason
+        event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason, actor=actor
     )
     return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
 
@@ -323,8 +325,8 @@ def verify(tk: Admin) -> JSONResponse:
 
 
 @admin_router.post("/sweep", summary="Release expired holds and expire grants now")
-def sweep(tk: Admin) -> dict[str, Any]:
-    return tk.ledger.sweep()
+def sweep(tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return tk.ledger.sweep(actor=actor)
 
 
 # served ahead of the router by api.middleware.HotRoutes (see post_usage)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tollkeep.audit import record
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import InvalidInput
 from tollkeep.kit.executor import Command
@@ -55,11 +57,13 @@ class LedgerService(LedgerContext):
         priority: int | None = None,
         meter: str | None = None,
         note: str | None = None,
+        actor: Actor | None = None,
     ) -> Command[dict[str, Any]]:
+        """``actor``: who asked, for the audit log (None: an internal grant, not audited)."""
         req = GrantRequest(
             customer_id, amount, source, idempotency_key, expires_at, effective_at, priority, meter, note
         )
-        return grants.grant_command(self, req)
+        return grants.grant_command(self, req, actor=actor)
 
     # ================================================================ usage (debit)
     def record_usage(self, req: UsageRequest) -> dict[str, Any]:
@@ -149,23 +153,49 @@ class LedgerService(LedgerContext):
 
     # ================================================================ refunds
     def refund(
-        self, operation_id: str, *, idempotency_key: str, amount: int | None = None, reason: str | None = None
+        self,
+        operation_id: str,
+        *,
+        idempotency_key: str,
+        amount: int | None = None,
+        reason: str | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         req = RefundRequest(operation_id, idempotency_key, amount, reason).validate()
-        return self.executor.call(refunds.refund_command(self, req, key=self.owner("charge", operation_id)))
+        owner = self.owner("charge", operation_id)
+        return self.executor.call(refunds.refund_command(self, req, key=owner, actor=actor))
 
     # ================================================================ overdraft
-    def set_overdraft(self, customer_id: str, limit: int) -> dict[str, Any]:
+    def set_overdraft(self, customer_id: str, limit: int, *, actor: Actor | None = None) -> dict[str, Any]:
+        """``actor``: who asked (a changed limit is audited in the same transaction, before and
+        after; setting the limit a wallet has already changes nothing and is not)."""
         check_amount(limit, minimum=0, what="overdraft limit")
 
         def fn(s: Tx) -> dict[str, Any]:
+            now = self.clock.now()
             w = self.wallet(s, customer_id)
-            repo.set_wallet(s, w.id, overdraft_limit=limit, updated_at=self.clock.now())
-            return OverdraftResult(customer_id, limit, w.overdraft_used).to_json()
+            repo.set_wallet(s, w.id, overdraft_limit=limit, updated_at=now)
+            out = OverdraftResult(customer_id, limit, w.overdraft_used).to_json()
+            if actor is not None and w.overdraft_limit != limit:
+                before = OverdraftResult(customer_id, w.overdraft_limit, w.overdraft_used).to_json()
+                record(s, actor, "overdraft.set", ("customer", customer_id), before=before, after=out, at=now)
+            return out
 
         return self.executor.call(Command(fn, customer_id))
 
     # ================================================================ sweeper
-    def sweep(self, *, limit: int = 500) -> dict[str, int]:
-        """Release expired holds, then expire grants past their end (see ``sweep.py``)."""
-        return sweeper.sweep(self, limit=limit).to_json()
+    def sweep(self, *, limit: int = 500, actor: Actor | None = None) -> dict[str, int]:
+        """Release expired holds, then expire grants past their end (see ``sweep.py``).
+
+        ``actor``: who asked (an admin's sweep that moved anything is audited with its counts;
+        the background job's sweeps are not). A sweep is many units of work, one per wallet,
+        each committed on its own: the entry is written once they have, in a unit of work of
+        its own."""
+        out = sweeper.sweep(self, limit=limit).to_json()
+        if actor is not None and any(out.values()):
+
+            def fn(s: Tx) -> None:
+                record(s, actor, "ledger.sweep", ("ledger", None), after=out, at=self.clock.now())
+
+            self.executor.call(Command(fn, None))
+        return out
