@@ -74,3 +74,12 @@ def test_refused_admin_calls_write_nothing(
     for r, status in refused:
         assert r.status_code == status, (r.request.url, r.text)
     assert last_id() == newest
+
+
+def test_a_customer_update_that_changes_nothing_leaves_no_entry(client: TestClient) -> None:
+    cid = client.post("/admin/customers", json={"external_id": "same", "email": "a@example.com"}).json()["id"]
+    client.patch(f"/admin/customers/{cid}", json={"email": "a@example.com"})
+    actions = [e["action"] for e in client.get("/admin/audit").json()["data"]]
+    assert actions.count("customer.update") == 0 and actions.count("customer.create") == 1
+    client.patch(f"/admin/customers/{cid}", json={"email": "b@example.com"})
+    assert client.get("/admin/audit").json()["data"][0]["action"] == "customer.update"

@@ -196,9 +196,9 @@ class CustomerService:
             repo.update_customer(s, customer_id, values, now)
             if actor is not None:
                 after = customer_view(repo.get(s, customer_id))
-                record(
-                    s, actor, "customer.update", ("customer", customer_id), before=before, after=after, at=now
-                )
+                if after != before:  # a PATCH that changes nothing leaves no entry
+                    target = ("customer", customer_id)
+                    record(s, actor, "customer.update", target, before=before, after=after, at=now)
             status = values.get("status", previous)
             if status != previous:
                 self.events.emit(s, CustomerStatusChanged(customer_id, status, previous))
