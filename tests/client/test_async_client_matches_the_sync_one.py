@@ -91,3 +91,17 @@ def test_async_with_a_hold_settles_releases_on_exception_and_refuses_to_end_unse
             assert (bal.balance, bal.held) == (45, 0)
 
     asyncio.run(main())
+
+
+def test_an_async_hold_is_extended(server: str, customer: Customer) -> None:
+    _, key = customer(10)
+
+    async def main() -> None:
+        async with AsyncClient(server, key) as tk, tk.hold(amount=4, ttl_seconds=30) as h:
+            first = h.state.expires_at
+            state = await h.extend(600)
+            assert first is not None and state.expires_at is not None and state.expires_at > first
+            assert (await tk.get_hold(h.id)).expires_at == state.expires_at
+            await h.release()
+
+    asyncio.run(main())

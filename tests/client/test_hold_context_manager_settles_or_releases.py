@@ -88,3 +88,16 @@ def test_a_tokens_hold_settles_from_the_actual_token_counts(server: str, custome
         event = next(iter(tk.iter_usage()))
         assert event.quantity == 2480 and event.hold_id == h.id
         assert event.properties == {"model": "gpt-4o", "input_tokens": 980, "output_tokens": 1500}
+
+
+def test_a_hold_is_extended_for_a_long_stream(server: str, customer: Customer) -> None:
+    _, key = customer(100)
+    with Client(server, key) as tk:
+        with tk.hold(amount=40, ttl_seconds=30) as h:
+            first = h.state.expires_at
+            state = h.extend(3600)
+            assert state is h.state and state.status == "open" and state.balance == 60
+            assert first is not None and state.expires_at is not None and state.expires_at > first
+            assert tk.get_hold(h.id).expires_at == state.expires_at
+            h.settle(amount=10)
+        assert tk.balance().balance == 90

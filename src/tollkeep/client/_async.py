@@ -221,6 +221,10 @@ class AsyncClient:
     async def release_hold(self, hold_id: str) -> Settlement:
         return Settlement.from_json(await self._request("POST", _core.hold_path(hold_id, "release")))
 
+    async def extend_hold(self, hold_id: str, ttl_seconds: int) -> HoldState:
+        body = {"ttl_seconds": ttl_seconds}
+        return HoldState.from_json(await self._request("POST", _core.hold_path(hold_id, "extend"), json=body))
+
     # ---- server keys ----------------------------------------------------------------------
     async def verify_key(self, buyer_key: str, charge: Mapping[str, Any] | None = None) -> KeyVerification:
         if not self._opts.server_mode:
@@ -294,6 +298,10 @@ class AsyncHold:
     async def release(self) -> Settlement:
         self.settlement = await self._client.release_hold(self.id)
         return self.settlement
+
+    async def extend(self, ttl_seconds: int) -> HoldState:
+        self.state = await self._client.extend_hold(self.id, ttl_seconds)
+        return self.state
 
     async def refresh(self) -> HoldState:
         self.state = await self._client.get_hold(self.id)

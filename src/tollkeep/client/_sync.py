@@ -232,6 +232,12 @@ class Client:
         """Give a hold's credits back without charging (``POST /v1/holds/{id}/release``)."""
         return Settlement.from_json(self._request("POST", _core.hold_path(hold_id, "release")))
 
+    def extend_hold(self, hold_id: str, ttl_seconds: int) -> HoldState:
+        """Keep an open hold longer (``POST /v1/holds/{id}/extend``): it now expires
+        ``ttl_seconds`` from now (never earlier than it did). Safe to send again."""
+        body = {"ttl_seconds": ttl_seconds}
+        return HoldState.from_json(self._request("POST", _core.hold_path(hold_id, "extend"), json=body))
+
     # ---- server keys ----------------------------------------------------------------------
     def verify_key(self, buyer_key: str, charge: Mapping[str, Any] | None = None) -> KeyVerification:
         """Server keys: is ``buyer_key`` valid, whose is it, and (with ``charge``, a
@@ -301,6 +307,12 @@ class Hold:
         """Give the hold's credits back; nothing is charged."""
         self.settlement = self._client.release_hold(self.id)
         return self.settlement
+
+    def extend(self, ttl_seconds: int) -> HoldState:
+        """Keep the hold open ``ttl_seconds`` from now (a long stream): see
+        :meth:`Client.extend_hold`. ``state`` is updated (its new ``expires_at``)."""
+        self.state = self._client.extend_hold(self.id, ttl_seconds)
+        return self.state
 
     def refresh(self) -> HoldState:
         """The hold as the server has it now."""

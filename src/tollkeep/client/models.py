@@ -230,7 +230,7 @@ class HoldState:
 @dataclass(frozen=True)
 class Settlement:
     """The result of settling or releasing a hold. ``charged`` is what the hold cost (0 for
-    a release); ``balance`` is absent when the answer is a replay (``duplicate``)."""
+    a release); ``balance`` is the wallet's balance now, also on a replay (``duplicate``)."""
 
     id: str
     status: str

@@ -47,7 +47,7 @@ def grant_command(
         prior = repo.find_operation(s, w.id, OpKind.GRANT, key)
         if prior is not None:
             check_replay(prior.request_hash, h, key)
-            return replayed(prior.result)
+            return replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
         req.check_window(now)
         st = ctx.state(s, w)
         balance_before = st.balance(now) if actor is not None else None

@@ -20,12 +20,12 @@ from tollkeep.ledger import repository as repo
 from tollkeep.ledger.context import LedgerContext
 from tollkeep.ledger.domain import Draw, check_replay, merge_draws
 from tollkeep.ledger.kinds import EntryKind, GrantSource, HoldStatus, OpKind
-from tollkeep.ledger.requests import HoldRequest, ReleaseRequest, SettleRequest
+from tollkeep.ledger.requests import ExtendRequest, HoldRequest, ReleaseRequest, SettleRequest
 from tollkeep.ledger.results import HoldResolution, HoldView, answer, replayed
 from tollkeep.ledger.rules import GrantMeta, give_back_hold
 from tollkeep.ledger.usage import Metering, meter_event, write_counters
 
-__all__ = ["expire_hold_command", "hold_command", "resolve_command"]
+__all__ = ["expire_hold_command", "extend_command", "hold_command", "resolve_command"]
 
 
 def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]]:
@@ -44,7 +44,8 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         prior = repo.find_operation(s, w.id, OpKind.HOLD, req.idempotency_key)
         if prior is not None:
             check_replay(prior.request_hash, h, req.idempotency_key)
-            return replayed(HoldView.of(repo.find_hold(s, prior.id), ctx.unit).to_json())
+            view = HoldView.of(repo.find_hold(s, prior.id), ctx.unit).to_json()
+            return replayed(view, balance=ctx.wallet_balance(s, w, now))
         ctx.check_active(w)
         st = ctx.state(s, w)
         meta: GrantMeta = {}
@@ -127,22 +128,10 @@ def resolve_command(
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        hold = repo.get_hold(s, hold_id)
-        if hold is None or (req.customer_id is not None and hold.customer_id != req.customer_id):
-            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
-        if hold.opened_by and req.customer_id is not None and not req.by_server:
-            # the seller's backend reserved these credits: the buyer's key must not be able to
-            # release them (or settle at 0) and undo the seller's charge
-            raise Forbidden(
-                "this hold was opened with a server key: only a server key can settle or release it",
-                code="hold_owned_by_server",
-            )
-        w = repo.lock_wallet(s, hold.wallet_id)
-        hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
-        assert hold is not None and w is not None
+        w, hold = _locked_hold(s, req.customer_id, hold_id, by_server=req.by_server)
         if hold.status != HoldStatus.OPEN:
             if hold.resolution_hash == h and hold.result is not None:
-                return replayed(hold.result)
+                return replayed(hold.result, balance=ctx.wallet_balance(s, w, now))
             raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
         if settle and hold.expires_at <= now:
             raise Conflict(
@@ -212,6 +201,52 @@ def resolve_command(
         )
         repo.persist(s, st, now, grant_meta=meta)
         return answer(result, ctx.balance(s, st, now))
+
+    return Command(fn, key)
+
+
+def _locked_hold(s: Tx, customer_id: str | None, hold_id: str, *, by_server: bool) -> tuple[Any, Any]:
+    """(the locked wallet, the hold re-read under its lock) for a caller who may act on it:
+    404 ``hold_not_found`` (none, or another customer's), 403 ``hold_owned_by_server``."""
+    hold = repo.get_hold(s, hold_id)
+    if hold is None or (customer_id is not None and hold.customer_id != customer_id):
+        raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+    if hold.opened_by and customer_id is not None and not by_server:
+        # the seller's backend reserved these credits: the buyer's key must not be able to
+        # release them (or settle at 0) and undo the seller's charge, nor keep them reserved
+        raise Forbidden(
+            "this hold was opened with a server key: only a server key can settle, release or extend it",
+            code="hold_owned_by_server",
+        )
+    w = repo.lock_wallet(s, hold.wallet_id)
+    hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+    assert hold is not None and w is not None
+    return w, hold
+
+
+def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -> Command[dict[str, Any]]:
+    """Move an open, unexpired hold's expiry to ``ttl_seconds`` from now (a hold is never
+    shortened: the later of the two stays). No credits move, nothing is journaled; sending
+    it again just sets the expiry again. ``key``: the hold's customer."""
+    req = req.validate(max_ttl=ctx.hold_max_ttl)
+    ttl = timedelta(seconds=req.ttl_seconds)
+
+    def fn(s: Tx) -> dict[str, Any]:
+        now = ctx.clock.now()
+        w, hold = _locked_hold(s, req.customer_id, req.hold_id, by_server=req.by_server)
+        if hold.status != HoldStatus.OPEN:
+            raise Conflict(f"hold {req.hold_id} is already {hold.status}", code="hold_resolved")
+        if hold.expires_at <= now:
+            raise Conflict(
+                f"hold {req.hold_id} expired at {iso(hold.expires_at)}; its credits go back to the wallet",
+                code="hold_expired",
+            )
+        expires_at = max(hold.expires_at, now + ttl)
+        if expires_at != hold.expires_at:
+            repo.update_hold(s, req.hold_id, expires_at=expires_at)
+        view = HoldView.of(hold, ctx.unit).to_json()
+        view["expires_at"] = iso(expires_at)
+        return {**view, "balance": ctx.wallet_balance(s, w, now)}
 
     return Command(fn, key)
 

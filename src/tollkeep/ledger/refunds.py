@@ -46,7 +46,7 @@ def refund_command(
         prior = repo.find_operation(s, w.id, OpKind.REFUND, req.idempotency_key)
         if prior is not None:
             check_replay(prior.request_hash, h, req.idempotency_key)
-            return replayed(prior.result)
+            return replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
         op = repo.get_operation(s, req.operation_id)  # re-read under the wallet lock
         assert op is not None
         refundable = op.amount - op.refunded

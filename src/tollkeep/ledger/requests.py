@@ -22,6 +22,7 @@ from tollkeep.ledger.domain import request_hash
 from tollkeep.ledger.kinds import GrantSource, OpKind
 
 __all__ = [
+    "ExtendRequest",
     "GrantRequest",
     "HoldRequest",
     "RefundRequest",
@@ -266,6 +267,23 @@ class ReleaseRequest:
 
     def fingerprint(self) -> str:
         return _resolution_hash(self.action, None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendRequest:
+    """Move an open hold's expiry to ``ttl_seconds`` from now (never earlier than it was).
+    ``customer_id`` None: the admin or a server key, any customer's hold."""
+
+    customer_id: str | None
+    hold_id: str
+    ttl_seconds: int
+    by_server: bool = False
+
+    def validate(self, *, max_ttl: int) -> ExtendRequest:
+        ttl = self.ttl_seconds
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= max_ttl:
+            raise InvalidInput(f"ttl_seconds must be between 1 and {max_ttl}", code="invalid_ttl")
+        return self
 
 
 def _resolution_hash(action: str, amount: int | None, quantity: Any, properties: Any) -> str:

@@ -28,6 +28,7 @@ from tollkeep.api.deps import (
 from tollkeep.kit.errors import AuthError, CapExceeded, Forbidden, InsufficientCredits, InvalidInput
 from tollkeep.ledger.requests import UsageRequest
 from tollkeep.ledger.schemas import (
+    ExtendIn,
     GrantIn,
     HoldIn,
     KeyVerifyIn,
@@ -181,6 +182,23 @@ async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runti
     caller.require("holds:write")
     cid, server = _resolver(caller)
     cmd = await run_in_threadpool(tk.ledger.resolve_fn, cid, hold_id, action="release", by_server=server)
+    count_write(request, cmd.key or hold_id)
+    return JSONResponse(await tk.executor.acall(cmd))
+
+
+@router.post(
+    "/holds/{hold_id}/extend",
+    summary="Keep an open hold longer, ttl_seconds from now (a server key's hold: a server key only)",
+    responses=ERRORS,
+)
+async def extend_hold(
+    request: Request, hold_id: str, body: ExtendIn, caller: Caller, tk: Runtime
+) -> JSONResponse:
+    caller.require("holds:write")
+    cid, server = _resolver(caller)
+    cmd = await run_in_threadpool(
+        tk.ledger.extend_fn, cid, hold_id, ttl_seconds=body.ttl_seconds, by_server=server
+    )
     count_write(request, cmd.key or hold_id)
     return JSONResponse(await tk.executor.acall(cmd))
 

@@ -12,6 +12,7 @@ from tollkeep.api.schemas import Key, Quantity, Strict
 
 __all__ = [
     "MAX_AMOUNT",
+    "ExtendIn",
     "GrantIn",
     "HoldIn",
     "KeyVerifyIn",
@@ -102,6 +103,12 @@ class SettleIn(Strict):
     quantity: Decimal | None = Quantity
     properties: dict[str, Any] | None = Field(
         None, description="actual event properties (e.g. token counts), merged over the hold's"
+    )
+
+
+class ExtendIn(Strict):
+    ttl_seconds: StrictInt = Field(
+        ge=1, description="the hold now expires this many seconds from now (never earlier than it did)"
     )
 
 

@@ -26,6 +26,7 @@ from tollkeep.ledger import sweep as sweeper
 from tollkeep.ledger.context import BeforeSpend, LedgerContext
 from tollkeep.ledger.kinds import GrantSource, OpKind
 from tollkeep.ledger.requests import (
+    ExtendRequest,
     GrantRequest,
     HoldRequest,
     RefundRequest,
@@ -150,6 +151,20 @@ class LedgerService(LedgerContext):
         req = req.validate()
         key = customer_id if customer_id is not None else self.owner("hold", hold_id)
         return holds.resolve_command(self, req, key=key)
+
+    def extend_hold(self, customer_id: str | None, hold_id: str, *, ttl_seconds: int) -> dict[str, Any]:
+        """Move an open hold's expiry to ``ttl_seconds`` from now and wait for the commit."""
+        return self.executor.call(self.extend_fn(customer_id, hold_id, ttl_seconds=ttl_seconds))
+
+    def extend_fn(
+        self, customer_id: str | None, hold_id: str, *, ttl_seconds: int, by_server: bool = False
+    ) -> Command[dict[str, Any]]:
+        """Move an open, unexpired hold's expiry to ``ttl_seconds`` (1 to the hold max TTL) from
+        now; a hold is never shortened. ``customer_id`` None (the admin, a server key): any
+        customer's hold; a hold a server key opened takes a server key (or the admin)."""
+        req = ExtendRequest(customer_id, hold_id, ttl_seconds, by_server).validate(max_ttl=self.hold_max_ttl)
+        key = customer_id if customer_id is not None else self.owner("hold", hold_id)
+        return holds.extend_command(self, req, key=key)
 
     # ================================================================ refunds
     def refund(
