@@ -176,7 +176,15 @@ class Tollkeep:
     # ---- reads ----------------------------------------------------------------------------------
     def balance(self, customer_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
-            return queries.balance(s, customer_id, self.clock.now(), self.catalog.credits.name)
+            out = queries.balance(s, customer_id, self.clock.now(), self.catalog.credits.ledger_name)
+        out["display"] = self.catalog.credits.display(
+            balance=out["balance"],
+            available=out["available"],
+            held=out["held"],
+            overdraft_limit=out["overdraft_limit"],
+            overdraft_used=out["overdraft_used"],
+        )
+        return out
 
     def hold(self, customer_id: str | None, hold_id: str) -> dict[str, Any]:
         """A hold as the API shows it: of ``customer_id``, or (None: a server key, the admin)

@@ -97,7 +97,13 @@ def test_public_dict_is_json_safe() -> None:
     public = default_catalog().to_public_dict()
     round_trip = json.loads(json.dumps(public))
     assert round_trip == public
-    assert public["credits"] == {"unit": "credit", "per_credit": 1, "rounding": "up"}
+    assert public["credits"] == {
+        "unit": "credit",
+        "per_credit": 1,
+        "rounding": "up",
+        "ledger_unit": "credit",
+        "value": {},
+    }
     meters = {m["key"]: m for m in public["meters"]}
     assert meters["api_call"]["price"] == {"model": "flat", "amount": "1"}
     assert meters["llm_tokens"]["price"]["models"]["gpt-4o"] == {"input": "2500", "output": "10000"}

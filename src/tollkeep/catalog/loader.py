@@ -57,7 +57,7 @@ DEFAULT_CATALOG_TEXT: str = (
 )
 
 _TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "anonymous", "keys")
-_CREDIT_KEYS = ("unit", "per_credit", "rounding")
+_CREDIT_KEYS = ("unit", "per_credit", "rounding", "ledger_unit", "value")
 _ANON_KEYS = ("allowance",)
 _KEYS_KEYS = ("default_scopes",)
 _METER_KEYS = ("aggregation", "description", "unit", "price", "property")
@@ -370,9 +370,40 @@ class _Parser:
             self.add((*path, "unit"), "must not be empty")
         per_credit = self.integer(table, "per_credit", path, minimum=1, default=1)
         rounding = self.choice(table, "rounding", path, ROUNDING_RULES, "up")
+        ledger_unit = self.string(table, "ledger_unit", path, None)
+        if ledger_unit is not None and not (ledger_unit.strip() and len(ledger_unit) <= 64):
+            self.add((*path, "ledger_unit"), 'must be a name of 1-64 characters (e.g. "millicredit")')
+            ledger_unit = None
+        value = self.credit_value(table.get("value", {}), (*path, "value"))
         if name is None or per_credit is None or rounding is None:
             return None
-        return CreditUnit(name=name.strip() or "credit", per_credit=per_credit, rounding=rounding)
+        return CreditUnit(
+            name=name.strip() or "credit",
+            per_credit=per_credit,
+            rounding=rounding,
+            ledger_unit=None if ledger_unit is None else ledger_unit.strip(),
+            value=MappingProxyType(value),
+        )
+
+    def credit_value(self, value: Any, path: Path_) -> dict[str, Decimal]:
+        """``[credits] value = { usd = "0.01" }``: what one credit is worth, by ISO 4217 currency
+        (lower-case), a non-negative decimal each."""
+        table = self.table(value, path)
+        if table is None:
+            return {}
+        out: dict[str, Decimal] = {}
+        for currency in table:
+            if not _CURRENCY_RE.match(currency):
+                self.add((*path, currency), "currency must be a 3-letter ISO 4217 code such as usd or eur")
+                continue
+            code = currency.lower()
+            if code in out:
+                self.add((*path, currency), f"duplicate currency {code!r}")
+                continue
+            amount = self.decimal(table, currency, path)
+            if amount is not None:
+                out[code] = amount
+        return out
 
     def anonymous(self, value: Any) -> AnonymousPolicy | None:
         path: Path_ = ("anonymous",)

@@ -56,6 +56,9 @@ def _dec(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+_PREFIXES = {10: "deci", 100: "centi", 1000: "milli", 10**6: "micro", 10**9: "nano"}
+
+
 @dataclass(frozen=True)
 class CreditUnit:
     """The ledger's integer unit.
@@ -64,14 +67,83 @@ class CreditUnit:
     the ledger stores per displayed credit (1 = whole credits, 1000 = milli-credits).
     All catalog prices and allowances are in the integer unit. ``rounding`` is the
     one rule used to turn an exact charge into an integer (see ``round_amount``).
+    ``ledger_unit`` names the integer unit (what API amounts and their ``"unit"`` are in;
+    by default the credit itself when ``per_credit`` is 1, else e.g. ``millicredit``);
+    ``value`` what one credit is worth in money, by currency (``{"usd": Decimal("0.01")}``).
     """
 
     name: str = "credit"
     per_credit: int = 1
     rounding: str = "up"
+    ledger_unit: str | None = None
+    value: Mapping[str, Decimal] = field(default_factory=_empty, hash=False)
+
+    def __post_init__(self) -> None:
+        # worked out once per catalog version: the hot path only calls display()
+        object.__setattr__(
+            self, "ledger_name", self.ledger_unit or default_ledger_unit(self.name, self.per_credit)
+        )
+        n = self.per_credit
+        exp = len(str(n)) - 1
+        object.__setattr__(self, "_scale", -exp if n == 10**exp else None)
+        object.__setattr__(self, "_plain", n == 1 and not self.value)
+        object.__setattr__(
+            self, "_money", tuple((c, v, v.as_tuple().exponent) for c, v in self.value.items())
+        )
+
+    ledger_name: str = field(init=False, repr=False, compare=False, hash=False)
+
+    def credits_of(self, amount: int) -> Decimal:
+        """An integer ledger amount in credits: exact when ``per_credit`` is a power of ten
+        (else rounded to 28 significant digits)."""
+        if self._scale is not None:  # type: ignore[attr-defined]
+            return Decimal(amount).scaleb(self._scale).normalize()  # type: ignore[attr-defined]
+        return (Decimal(amount) / self.per_credit).normalize()
+
+    def display(self, **amounts: int | None) -> dict[str, Any]:
+        """``{"unit": <credit name>, <field>: "<credits>", ..., "money"?: {<currency>: {<field>:
+        "<amount>"}}}``: the display value of integer ledger amounts, as exact decimal strings
+        (None stays None); ``money`` only when the catalog states a credit's ``value``."""
+        if self._plain:  # type: ignore[attr-defined]
+            out: dict[str, Any] = {"unit": self.name}
+            for k, v in amounts.items():
+                out[k] = None if v is None else str(v)
+            return out
+        credits = {k: None if v is None else self.credits_of(v) for k, v in amounts.items()}
+        out = {"unit": self.name}
+        for k, c in credits.items():
+            out[k] = None if c is None else format(c, "f")
+        if self._money:  # type: ignore[attr-defined]
+            out["money"] = {
+                cur: {k: None if c is None else _money(c * v, exp) for k, c in credits.items()}
+                for cur, v, exp in self._money  # type: ignore[attr-defined]
+            }
+        return out
 
     def to_public_dict(self) -> dict[str, Any]:
-        return {"unit": self.name, "per_credit": self.per_credit, "rounding": self.rounding}
+        return {
+            "unit": self.name,
+            "per_credit": self.per_credit,
+            "rounding": self.rounding,
+            "ledger_unit": self.ledger_name,
+            "value": {c: str(v) for c, v in self.value.items()},
+        }
+
+
+def default_ledger_unit(name: str, per_credit: int) -> str:
+    """The integer unit's name when the catalog gives none: the credit itself (``per_credit``
+    1), a prefixed name (``millicredit``), else ``"1/<per_credit> <name>"``."""
+    if per_credit == 1:
+        return name
+    prefix = _PREFIXES.get(per_credit)
+    return f"{prefix}{name}" if prefix else f"1/{per_credit} {name}"
+
+
+def _money(m: Decimal, exp: Any) -> str:
+    """A money amount, exact, with at least the decimals of the credit's stated value."""
+    if isinstance(exp, int) and m.as_tuple().exponent > exp:  # type: ignore[operator]
+        m = m.quantize(Decimal(1).scaleb(exp))
+    return format(m, "f")
 
 
 @dataclass(frozen=True)

@@ -322,9 +322,12 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
             note="welcome promo",
         )
         key = tk.keys.create(c["id"], name="demo key")["key"]
+        wallet = tk.balance(c["id"])
+    shown = wallet["display"]
+    in_ledger = "" if tk.catalog.credits.per_credit == 1 else f" ({wallet['balance']} {wallet['unit']})"
     out.print(
         f"[bold green]tollkeep demo[/bold green]  database {db_file}  catalog {tk.catalog.version}\n"
-        f"customer {c['id']} (demo-user), 1050 credits\n",
+        f"customer {c['id']} (demo-user), {shown['balance']} {shown['unit']}s{in_ledger}\n",
         soft_wrap=True,
     )
     # Plain print, never wrapped or styled: these lines are meant to be pasted into a shell.

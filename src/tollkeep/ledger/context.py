@@ -56,7 +56,14 @@ class LedgerContext:
 
     @property
     def unit(self) -> str:
-        return self.catalog().credits.name
+        """The ledger's integer unit (``"unit"`` of every answer): see ``CreditUnit.ledger_name``."""
+        return self.catalog().credits.ledger_name
+
+    def shown(self, out: dict[str, Any], *fields: str) -> dict[str, Any]:
+        """``out`` with its ``display`` object: the display value of its integer ``fields``
+        (credits, and money where the catalog states a credit's value). Never stored."""
+        out["display"] = self.catalog().credits.display(**{f: out.get(f) for f in fields})
+        return out
 
     # ---- reads outside the writer ---------------------------------------------------------------
     def owner(self, what: str, ref: str) -> str | None:

@@ -29,6 +29,9 @@ from tollkeep.ledger.rules import GrantMeta, new_grant
 __all__ = ["GrantMeta", "grant_command", "grant_once", "new_grant"]
 
 
+_AMOUNTS = ("amount", "balance")
+
+
 def grant_command(
     ctx: LedgerContext, req: GrantRequest, *, actor: Actor | None = None
 ) -> Command[dict[str, Any]]:
@@ -47,7 +50,7 @@ def grant_command(
         prior = repo.find_operation(s, w.id, OpKind.GRANT, key)
         if prior is not None:
             check_replay(prior.request_hash, h, key)
-            return replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
+            return ctx.shown(replayed(prior.result, balance=ctx.wallet_balance(s, w, now)), *_AMOUNTS)
         req.check_window(now)
         st = ctx.state(s, w)
         balance_before = st.balance(now) if actor is not None else None
@@ -110,7 +113,7 @@ def grant_command(
                 after={**result, "idempotency_key": key, "note": req.note, "balance": out["balance"]},
                 at=now,
             )
-        return out
+        return ctx.shown(out, *_AMOUNTS)
 
     return Command(fn, req.customer_id)
 

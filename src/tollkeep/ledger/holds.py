@@ -28,6 +28,11 @@ from tollkeep.ledger.usage import Metering, meter_event, write_counters
 __all__ = ["expire_hold_command", "extend_command", "hold_command", "resolve_command"]
 
 
+# the integer amounts a hold's answers show a display value of
+HOLD_AMOUNTS = ("amount", "settled_amount", "balance")
+RESOLUTION_AMOUNTS = ("amount", "settled_amount", "charged", "balance")
+
+
 def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]]:
     """Reserve credits, once per (wallet, idempotency key)."""
     req = req.validate(default_ttl=ctx.hold_default_ttl, max_ttl=ctx.hold_max_ttl)
@@ -45,7 +50,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         if prior is not None:
             check_replay(prior.request_hash, h, req.idempotency_key)
             view = HoldView.of(repo.find_hold(s, prior.id), ctx.unit).to_json()
-            return replayed(view, balance=ctx.wallet_balance(s, w, now))
+            return ctx.shown(replayed(view, balance=ctx.wallet_balance(s, w, now)), *HOLD_AMOUNTS)
         ctx.check_active(w)
         st = ctx.state(s, w)
         meta: GrantMeta = {}
@@ -108,7 +113,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         }
         repo.insert_hold(s, **row)
         repo.persist(s, st, now, grant_meta=meta)
-        return answer(HoldView.of(row, ctx.unit).to_json(), ctx.balance(s, st, now))
+        return ctx.shown(answer(HoldView.of(row, ctx.unit).to_json(), ctx.balance(s, st, now)), *HOLD_AMOUNTS)
 
     return Command(fn, req.customer_id)
 
@@ -131,7 +136,8 @@ def resolve_command(
         w, hold = _locked_hold(s, req.customer_id, hold_id, by_server=req.by_server)
         if hold.status != HoldStatus.OPEN:
             if hold.resolution_hash == h and hold.result is not None:
-                return replayed(hold.result, balance=ctx.wallet_balance(s, w, now))
+                out = replayed(hold.result, balance=ctx.wallet_balance(s, w, now))
+                return ctx.shown(out, *RESOLUTION_AMOUNTS)
             raise Conflict(f"hold {hold_id} is already {hold.status}", code="hold_resolved")
         if settle and hold.expires_at <= now:
             raise Conflict(
@@ -200,7 +206,7 @@ def resolve_command(
             resolved_at=now,
         )
         repo.persist(s, st, now, grant_meta=meta)
-        return answer(result, ctx.balance(s, st, now))
+        return ctx.shown(answer(result, ctx.balance(s, st, now)), *RESOLUTION_AMOUNTS)
 
     return Command(fn, key)
 
@@ -246,7 +252,7 @@ def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -
             repo.update_hold(s, req.hold_id, expires_at=expires_at)
         view = HoldView.of(hold, ctx.unit).to_json()
         view["expires_at"] = iso(expires_at)
-        return {**view, "balance": ctx.wallet_balance(s, w, now)}
+        return ctx.shown({**view, "balance": ctx.wallet_balance(s, w, now)}, *HOLD_AMOUNTS)
 
     return Command(fn, key)
 

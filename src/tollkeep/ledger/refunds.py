@@ -27,6 +27,9 @@ from tollkeep.ledger.rules import GrantMeta, give_back_refund, refund_left
 __all__ = ["refund_command"]
 
 
+_AMOUNTS = ("amount", "to_original_grants", "balance")
+
+
 def refund_command(
     ctx: LedgerContext, req: RefundRequest, *, key: str | None, actor: Actor | None = None
 ) -> Command[dict[str, Any]]:
@@ -46,7 +49,7 @@ def refund_command(
         prior = repo.find_operation(s, w.id, OpKind.REFUND, req.idempotency_key)
         if prior is not None:
             check_replay(prior.request_hash, h, req.idempotency_key)
-            return replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
+            return ctx.shown(replayed(prior.result, balance=ctx.wallet_balance(s, w, now)), *_AMOUNTS)
         op = repo.get_operation(s, req.operation_id)  # re-read under the wallet lock
         assert op is not None
         refundable = op.amount - op.refunded
@@ -106,6 +109,6 @@ def refund_command(
                 },
                 at=now,
             )
-        return out
+        return ctx.shown(out, *_AMOUNTS)
 
     return Command(fn, key)

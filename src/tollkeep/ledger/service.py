@@ -109,7 +109,7 @@ class LedgerService(LedgerContext):
 
     def hold_view(self, hold: Any) -> dict[str, Any]:
         """A ``holds`` row (or a dict of its columns) as the API shows it."""
-        return HoldView.of(hold, self.unit).to_json()
+        return self.shown(HoldView.of(hold, self.unit).to_json(), "amount", "settled_amount")
 
     def resolve_hold(
         self,

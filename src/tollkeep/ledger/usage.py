@@ -157,6 +157,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
     qty = req.counted
     props = req.properties or {}
     cat = ctx.catalog()
+    display = cat.credits.display
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
@@ -165,7 +166,9 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
         if prior is not None:
             # a replay returns the stored result, even if the meter has left the catalog since
             check_replay(prior.request_hash, h, req.idempotency_key)
-            return replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
+            out = replayed(prior.result, balance=ctx.wallet_balance(s, w, now))
+            out["display"] = display(charged=out.get("charged"), balance=out["balance"])
+            return out
         ctx.check_active(w)
         st = ctx.state(s, w)
         meta: GrantMeta = {}
@@ -187,7 +190,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
             s, w.id, req.meter, mt, used_allowance=GrantSource.PLAN_ALLOWANCE in draw.sources(st.grants)
         )
         result = UsageResult(
-            op_id, rating.amount, cat.credits.name, req.meter, mt.quantity, cat.version, now
+            op_id, rating.amount, cat.credits.ledger_name, req.meter, mt.quantity, cat.version, now
         ).to_json()
         repo.insert_operation(
             s,
@@ -207,6 +210,9 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
             created_at=now,
         )
         repo.persist(s, st, now, grant_meta=meta)
-        return answer(result, ctx.balance(s, st, now))
+        balance = ctx.balance(s, st, now)
+        out = answer(result, balance)
+        out["display"] = display(charged=rating.amount, balance=balance)
+        return out
 
     return Command(fn, req.customer_id)

@@ -184,7 +184,7 @@ def rate(
         "exact": str(exact),
         "rounding": rule,
         "amount": amount,
-        "unit": catalog.credits.name,
+        "unit": catalog.credits.ledger_name,
     }
     if raw < 0:
         full_detail["clamped_from"] = str(raw)
