@@ -35,6 +35,7 @@ __all__ = [
     "admin_actor",
     "count_write",
     "customer_for",
+    "errors",
     "parse_body",
     "principal",
     "properties",
@@ -214,6 +215,26 @@ AdminRead = Admin
 AdminActor = Annotated[Actor, Depends(admin_actor)]
 Caller = Annotated[AnyCaller, Depends(principal)]
 Runtime = Annotated[Tollkeep, Depends(runtime)]
+
+
+_ERROR_DOC = {
+    401: "no or a bad credential",
+    402: "insufficient_credits: nothing was charged",
+    403: "a scope, an ownership or a role forbids it",
+    404: "what the path or body names does not exist",
+    409: "a conflict with the current state (see the code)",
+    413: "body_too_large",
+    422: "invalid input (see the code and details)",
+    429: "cap_exceeded or rate_limited",
+    500: "the verification found a problem (the report is the body)",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error responses a route really gives, for its OpenAPI ``responses``."""
+    return {c: {"model": ErrorOut, "description": _ERROR_DOC.get(c, "")} for c in statuses}
+
+
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 404, 409, 413, 422)}
 PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {
     c: {"model": ErrorOut} for c in (401, 402, 403, 409, 413, 422, 429)

@@ -10,8 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tollkeep.api.deps import (
-    ADMIN_ERRORS,
-    PUBLIC_ERRORS,
     Admin,
     AdminActor,
     AnyCaller,
@@ -20,6 +18,7 @@ from tollkeep.api.deps import (
     ServerCaller,
     count_write,
     customer_for,
+    errors,
     parse_body,
     principal,
     properties,
@@ -28,42 +27,58 @@ from tollkeep.api.deps import (
 from tollkeep.kit.errors import AuthError, CapExceeded, Forbidden, InsufficientCredits, InvalidInput
 from tollkeep.ledger.requests import UsageRequest
 from tollkeep.ledger.schemas import (
+    BalanceOut,
     ExtendIn,
     GrantIn,
+    GrantOut,
     HoldIn,
+    HoldOut,
+    HoldResolutionOut,
+    JournalPageOut,
     KeyVerifyIn,
+    KeyVerifyOut,
     OverdraftIn,
+    OverdraftOut,
     RefundIn,
+    RefundOut,
     SettleIn,
+    SweepOut,
     UsageIn,
     UsageOut,
+    UsagePageOut,
 )
 from tollkeep.runtime import Tollkeep
 
 router = APIRouter(prefix="/v1", tags=["public"])
-admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
-ERRORS = PUBLIC_ERRORS
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+# Each route names its answer (``response_model``: the documented schema) and the errors it really
+# gives. Routes return their JSON as a JSONResponse, so FastAPI never re-validates or filters it:
+# the schemas describe the answers exactly (tests/api/test_response_schemas.py checks real ones).
+CHARGE_ERRORS = errors(401, 402, 403, 404, 409, 413, 422, 429)
 
 
 # ---- public: a buyer's own wallet (API key), or any customer's (server key) ---------------
 @router.get(
-    "/balance", summary="The balance, grants and holds of the caller (or, with a server key, of customer_id)"
+    "/balance",
+    summary="The balance, grants and holds of the caller (or, with a server key, of customer_id)",
+    response_model=BalanceOut,
+    responses=errors(401, 403, 404, 422),
 )
 async def get_balance(
     caller: Caller,
     tk: Runtime,
     customer_id: Annotated[str | None, Query(max_length=40, description="with a server key")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     caller.require("balance:read")
     cid = customer_for(caller, customer_id)
-    return await run_in_threadpool(tk.balance, cid)
+    return JSONResponse(await run_in_threadpool(tk.balance, cid))
 
 
 @router.post(
     "/usage",
     summary="Record a metered event and charge for it (idempotent)",
     response_model=UsageOut,
-    responses=ERRORS,
+    responses=CHARGE_ERRORS,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -93,7 +108,10 @@ async def post_usage(request: Request) -> JSONResponse:
 
 
 @router.get(
-    "/usage", summary="Usage events of the caller (or, with a server key, of customer_id), newest first"
+    "/usage",
+    summary="Usage events of the caller (or, with a server key, of customer_id), newest first",
+    response_model=UsagePageOut,
+    responses=errors(401, 403, 422),
 )
 def list_usage(
     caller: Caller,
@@ -104,17 +122,19 @@ def list_usage(
     ] = None,
     meter: Annotated[str | None, Query(max_length=64)] = None,
     customer_id: Annotated[str | None, Query(max_length=40, description="with a server key")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     caller.require("usage:read")
     cid = customer_for(caller, customer_id)
-    return tk.usage(cid, limit=limit, after=after, meter=meter, max_bytes=tk.settings.list_max_bytes)
+    page = tk.usage(cid, limit=limit, after=after, meter=meter, max_bytes=tk.settings.list_max_bytes)
+    return JSONResponse(page)
 
 
 @router.post(
     "/holds",
     status_code=201,
-    summary="Reserve credits before work whose cost is known later",
-    responses=ERRORS,
+    summary="Reserve credits before work whose cost is known later (200 with duplicate: a replay)",
+    response_model=HoldOut,
+    responses=CHARGE_ERRORS,
 )
 async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
@@ -136,10 +156,15 @@ async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtim
     return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
 
 
-@router.get("/holds/{hold_id}", summary="A hold: amount, status, expiry", responses=ERRORS)
-def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> dict[str, Any]:
+@router.get(
+    "/holds/{hold_id}",
+    summary="A hold: amount, status, expiry",
+    response_model=HoldOut,
+    responses=errors(401, 403, 404),
+)
+def get_hold(hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("balance:read")
-    return tk.hold(None if isinstance(caller, ServerCaller) else caller.customer_id, hold_id)
+    return JSONResponse(tk.hold(None if isinstance(caller, ServerCaller) else caller.customer_id, hold_id))
 
 
 def _resolver(caller: AnyCaller) -> tuple[str | None, bool]:
@@ -152,7 +177,8 @@ def _resolver(caller: AnyCaller) -> tuple[str | None, bool]:
 @router.post(
     "/holds/{hold_id}/settle",
     summary="Charge a hold for the actual amount or quantity (a server key's hold: a server key only)",
-    responses=ERRORS,
+    response_model=HoldResolutionOut,
+    responses=CHARGE_ERRORS,
 )
 async def settle_hold(
     request: Request, hold_id: str, body: SettleIn, caller: Caller, tk: Runtime
@@ -176,7 +202,8 @@ async def settle_hold(
 @router.post(
     "/holds/{hold_id}/release",
     summary="Give a hold's credits back without charging (a server key's hold: a server key only)",
-    responses=ERRORS,
+    response_model=HoldResolutionOut,
+    responses=errors(401, 403, 404, 409, 429),
 )
 async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
@@ -189,7 +216,8 @@ async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runti
 @router.post(
     "/holds/{hold_id}/extend",
     summary="Keep an open hold longer, ttl_seconds from now (a server key's hold: a server key only)",
-    responses=ERRORS,
+    response_model=HoldOut,
+    responses=errors(401, 403, 404, 409, 413, 422, 429),
 )
 async def extend_hold(
     request: Request, hold_id: str, body: ExtendIn, caller: Caller, tk: Runtime
@@ -206,9 +234,14 @@ async def extend_hold(
 @router.post(
     "/keys/verify",
     summary="Server keys: check a buyer's API key and (optionally) charge it, in one round trip",
-    responses=ERRORS,
+    response_model=KeyVerifyOut,
+    responses=errors(401, 403, 409, 413, 422, 429),
 )
-async def verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Runtime) -> dict[str, Any]:
+async def verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Runtime) -> JSONResponse:
+    return JSONResponse(await _verify_key(request, body, caller, tk))
+
+
+async def _verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Runtime) -> dict[str, Any]:
     """An invalid buyer key (unknown, revoked, suspended, expired, wrong address, customer not
     active) is ``valid: false`` with its ``code`` — never a 401 of the server key — and nothing
     is charged. A valid key that cannot pay (``insufficient_credits``, ``cap_exceeded``) is
@@ -272,12 +305,23 @@ async def verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: Ru
 
 
 # ---- admin --------------------------------------------------------------------------------
-@admin_router.post("/customers/{customer_id}/overdraft", summary="Set how far below zero a wallet may go")
-def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin, actor: AdminActor) -> dict[str, Any]:
-    return tk.ledger.set_overdraft(customer_id, body.limit, actor=actor)
+@admin_router.post(
+    "/customers/{customer_id}/overdraft",
+    summary="Set how far below zero a wallet may go",
+    response_model=OverdraftOut,
+    responses=errors(401, 403, 404, 413, 422),
+)
+def set_overdraft(customer_id: str, body: OverdraftIn, tk: Admin, actor: AdminActor) -> JSONResponse:
+    return JSONResponse(tk.ledger.set_overdraft(customer_id, body.limit, actor=actor))
 
 
-@admin_router.post("/customers/{customer_id}/grants", status_code=201, summary="Grant credits (idempotent)")
+@admin_router.post(
+    "/customers/{customer_id}/grants",
+    status_code=201,
+    summary="Grant credits (idempotent: 200 with duplicate on a replay)",
+    response_model=GrantOut,
+    responses=errors(401, 403, 404, 409, 413, 422),
+)
 def grant(customer_id: str, body: GrantIn, tk: Admin, actor: AdminActor) -> JSONResponse:
     if not body.idempotency_key:
         raise InvalidInput(
@@ -299,12 +343,22 @@ def grant(customer_id: str, body: GrantIn, tk: Admin, actor: AdminActor) -> JSON
     return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
 
 
-@admin_router.get("/customers/{customer_id}/balance", summary="Balance and grants")
-def balance(customer_id: str, tk: Admin) -> dict[str, Any]:
-    return tk.balance(customer_id)
+@admin_router.get(
+    "/customers/{customer_id}/balance",
+    summary="Balance and grants",
+    response_model=BalanceOut,
+    responses=errors(401, 404),
+)
+def balance(customer_id: str, tk: Admin) -> JSONResponse:
+    return JSONResponse(tk.balance(customer_id))
 
 
-@admin_router.get("/customers/{customer_id}/ledger", summary="Journal entries, oldest first, paginated")
+@admin_router.get(
+    "/customers/{customer_id}/ledger",
+    summary="Journal entries, oldest first, paginated",
+    response_model=JournalPageOut,
+    responses=errors(401, 404, 422),
+)
 def ledger(
     customer_id: str,
     tk: Admin,
@@ -312,11 +366,16 @@ def ledger(
     after: Annotated[
         int | None, Query(ge=0, le=2**63 - 1, description="the `next` cursor of the last page")
     ] = None,
-) -> dict[str, Any]:
-    return tk.journal(customer_id, limit=limit, after=after)
+) -> JSONResponse:
+    return JSONResponse(tk.journal(customer_id, limit=limit, after=after))
 
 
-@admin_router.get("/customers/{customer_id}/usage", summary="Usage events, newest first")
+@admin_router.get(
+    "/customers/{customer_id}/usage",
+    summary="Usage events, newest first",
+    response_model=UsagePageOut,
+    responses=errors(401, 422),
+)
 def usage(
     customer_id: str,
     tk: Admin,
@@ -324,11 +383,17 @@ def usage(
     after: Annotated[
         str | None, Query(max_length=64, description="the `next` cursor of the last page")
     ] = None,
-) -> dict[str, Any]:
-    return tk.usage(customer_id, limit=limit, after=after, max_bytes=tk.settings.list_max_bytes)
+) -> JSONResponse:
+    return JSONResponse(tk.usage(customer_id, limit=limit, after=after, max_bytes=tk.settings.list_max_bytes))
 
 
-@admin_router.post("/charges/{event_id}/refund", status_code=201, summary="Refund a charge, whole or in part")
+@admin_router.post(
+    "/charges/{event_id}/refund",
+    status_code=201,
+    summary="Refund a charge, whole or in part (200 with duplicate on a replay)",
+    response_model=RefundOut,
+    responses=errors(401, 403, 404, 409, 413, 422),
+)
 def refund(event_id: str, body: RefundIn, tk: Admin, actor: AdminActor) -> JSONResponse:
     out = tk.ledger.refund(
         event_id, idempotency_key=body.idempotency_key, amount=body.amount, reason=body.reason, actor=actor
@@ -336,15 +401,24 @@ def refund(event_id: str, body: RefundIn, tk: Admin, actor: AdminActor) -> JSONR
     return JSONResponse(out, status_code=200 if out["duplicate"] else 201)
 
 
-@admin_router.get("/ledger/verify", summary="Recompute every balance from the journal")
+@admin_router.get(
+    "/ledger/verify",
+    summary="Recompute every balance from the journal (500: it found a problem)",
+    responses=errors(401),
+)
 def verify(tk: Admin) -> JSONResponse:
     rep = tk.verify()
     return JSONResponse(rep.to_dict(), status_code=200 if rep.ok else 500)
 
 
-@admin_router.post("/sweep", summary="Release expired holds and expire grants now")
-def sweep(tk: Admin, actor: AdminActor) -> dict[str, Any]:
-    return tk.ledger.sweep(actor=actor)
+@admin_router.post(
+    "/sweep",
+    summary="Release expired holds and expire grants now",
+    response_model=SweepOut,
+    responses=errors(401, 403),
+)
+def sweep(tk: Admin, actor: AdminActor) -> JSONResponse:
+    return JSONResponse(tk.ledger.sweep(actor=actor))
 
 
 # served ahead of the router by api.middleware.HotRoutes (see post_usage)
