@@ -54,3 +54,17 @@ def test_docs_pages_load_their_assets_from_this_server(app_client: TestClient) -
             assert url.startswith("/"), f"{page} loads {url} from elsewhere"
             r = app_client.get(url)
             assert r.status_code == 200 and len(r.content) > 1000, url
+
+
+def test_admin_routes_document_their_real_errors(app_client: TestClient) -> None:
+    doc = app_client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        if not path.startswith("/admin"):
+            continue
+        for method, op in ops.items():
+            codes = set(op.get("responses", {}))
+            assert "401" in codes, (method, path)  # every admin route needs a token
+            if method in ("post", "patch", "put", "delete"):
+                assert "403" in codes, (method, path)  # a read-only token may not write
+            if "{" in path and method != "get" and "/keys" not in path.split("}")[-1]:
+                assert "404" in codes, (method, path)

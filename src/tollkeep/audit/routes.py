@@ -6,13 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from tollkeep.api.deps import ADMIN_ERRORS, AdminRead
+from tollkeep.api.deps import AdminRead, errors
 from tollkeep.audit import queries
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
+router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.get("/audit", summary="The audit log: admin actions, newest first, paginated")
+@router.get(
+    "/audit", summary="The audit log: admin actions, newest first, paginated", responses=errors(401, 422)
+)
 def list_audit(
     tk: AdminRead,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor, Runtime
+from tollkeep.api.deps import Admin, AdminActor, Runtime, errors
 
-admin_router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
 public_router = APIRouter(prefix="/v1", tags=["public"])
 
 
-@admin_router.get("/catalog", summary="The active catalog: version and contents")
+@admin_router.get("/catalog", summary="The active catalog: version and contents", responses=errors(401))
 def get_catalog(tk: Admin) -> dict[str, Any]:
     cat = tk.catalog
     return {
@@ -24,7 +24,11 @@ def get_catalog(tk: Admin) -> dict[str, Any]:
     }
 
 
-@admin_router.post("/catalog/reload", summary="Load the catalog file again (an invalid file changes nothing)")
+@admin_router.post(
+    "/catalog/reload",
+    summary="Load the catalog file again (an invalid file changes nothing)",
+    responses=errors(401, 403, 422),
+)
 async def reload_catalog(tk: Admin, actor: AdminActor) -> dict[str, Any]:
     before = tk.catalog.version
     cat = await run_in_threadpool(lambda: tk.reload_catalog(actor=actor))

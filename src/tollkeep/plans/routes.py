@@ -6,12 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from tollkeep.api.deps import ADMIN_ERRORS, Admin, AdminActor
+from tollkeep.api.deps import Admin, AdminActor, errors
 from tollkeep.plans.schemas import PlanIn
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
+router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/customers/{customer_id}/plan", summary="Move a customer to another plan")
+@router.post(
+    "/customers/{customer_id}/plan",
+    summary="Move a customer to another plan",
+    responses=errors(401, 403, 404, 413, 422),
+)
 def change_plan(customer_id: str, body: PlanIn, tk: Admin, actor: AdminActor) -> dict[str, Any]:
     return tk.plans.change_plan(customer_id, body.plan, actor=actor)
