@@ -1,7 +1,8 @@
 """``python -m bench.run`` (``make bench``): one run measures, on SQLite and (when it answers)
 PostgreSQL:
 
-(a) in-process ledger debits/s from 1 and 16 threads;
+(a) in-process ledger debits/s from 1 and 16 threads, and in wallets of 1, 100, 1,000 and 10,000
+    live grants;
 (b) the real ``tollkeep serve`` under wrk: ``POST /v1/usage`` debits and the ``GET /healthz``
     no-op baseline at 1, 16 and 64 connections;
 (c) durability: acknowledged debits survive ``kill -9`` of the server, and ``tollkeep ledger
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, report
-from bench.inprocess import bench_inprocess
+from bench.inprocess import bench_inprocess, bench_wallet_sizes
 from bench.loadgen import LoadRun, LoadSpec, ensure_wrk, run_load
 from bench.server import Server, count_usage_via_sql, ledger_verify
 
@@ -46,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", default="1,16,64", help="comma-separated concurrency levels")
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1: CPU for the server)")
     p.add_argument("--debits", type=int, help="in-process debits per thread count (default 3000, quick 500)")
+    p.add_argument(
+        "--wallet-sizes",
+        default="1,100,1000,10000",
+        help="live grants per wallet for the big-wallet debits (comma-separated; empty: skip)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the server (top-concurrency debits)")
     p.add_argument("--python-loadgen", action="store_true", help="use the asyncio+httpx fallback, not wrk")
     p.add_argument("--render-only", action="store_true", help="rewrite --out from bench/out/results.json")
@@ -56,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.warmup = 1.0 if a.quick else 2.0
     a.burst = 2.0 if a.quick else 5.0
     a.conns = [int(c) for c in a.connections.split(",") if c.strip()]
+    a.sizes = tuple(int(g) for g in a.wallet_sizes.split(",") if g.strip())
     return a
 
 
@@ -205,13 +212,27 @@ def bench_durability(
 
 # ---- one database -----------------------------------------------------------------------------------
 def bench_database(
-    name: str, inproc_url: str, http_url: str, a: argparse.Namespace, tool: str, run_dir: Path
+    name: str,
+    inproc_url: str,
+    wallets_url: str,
+    http_url: str,
+    a: argparse.Namespace,
+    tool: str,
+    run_dir: Path,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"name": name}
     log(f"{name}: in-process debits ({a.debits} per run, 1 and 16 threads)")
     result["inprocess"] = bench_inprocess(inproc_url, n=a.debits, max_seconds=max(20.0, a.duration * 3))
     for r in result["inprocess"]["runs"]:
         log(f"  {r['threads']:>2} threads: {r['ops_per_s']:.0f} debits/s")
+    if a.sizes:
+        log(f"{name}: in-process debits in wallets of {', '.join(map(str, a.sizes))} live grants")
+        result["wallet_sizes"] = bench_wallet_sizes(
+            wallets_url, n=a.debits, sizes=a.sizes, max_seconds=max(20.0, a.duration * 3)
+        )
+        for r in result["wallet_sizes"]["runs"]:
+            ratio = f" ({r['vs_1_grant']:.2f}x 1 grant)" if r["vs_1_grant"] is not None else ""
+            log(f"  {r['grants']:>6} grants: {r['ops_per_s']:.0f} debits/s{ratio}, filled in {r['setup_s']}s")
     token = "tka_bench_" + secrets.token_urlsafe(16)
     srv = Server(http_url, token, run_dir, f"server-{name}.log")
     try:
@@ -282,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": a.conns,
             "wrk_threads": a.wrk_threads,
             "debits_inprocess": a.debits,
+            "wallet_sizes": list(a.sizes),
             "warmup_s": a.warmup,
             "burst_s": a.burst,
         },
@@ -289,7 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["databases"].append(
         bench_database(
-            "sqlite", f"sqlite:///{run_dir}/inprocess.db", f"sqlite:///{run_dir}/http.db", a, tool, run_dir
+            "sqlite",
+            f"sqlite:///{run_dir}/inprocess.db",
+            f"sqlite:///{run_dir}/wallets.db",
+            f"sqlite:///{run_dir}/http.db",
+            a,
+            tool,
+            run_dir,
         )
     )
     results["databases"][0]["where"] = f"fresh files in {run_dir.relative_to(REPO)}/"
@@ -300,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         conn, url, where = pg
         try:
-            db = bench_database("postgresql", url, url, a, tool, run_dir)
+            db = bench_database("postgresql", url, url, url, a, tool, run_dir)
             db["where"] = f"schema {where}"
             results["databases"].append(db)
         finally:

@@ -21,7 +21,7 @@ from tollkeep.kit.errors import Forbidden, NotFound
 from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger.domain import WalletState
+from tollkeep.ledger.domain import Draw, WalletState
 from tollkeep.ledger.rules import GrantMeta
 
 __all__ = ["BeforeSpend", "LedgerContext"]
@@ -84,21 +84,40 @@ class LedgerContext:
         return w
 
     @staticmethod
+    def wallet_and_prior(s: Tx, customer_id: str, kind: str, key: str) -> tuple[Any, Any]:
+        """The customer's wallet row, locked, and the operation of ``kind`` already recorded
+        under idempotency key ``key`` (None when there is none): one statement."""
+        w, prior = repo.lock_wallet_and_find_operation(s, customer_id, kind, key)
+        if w is None:
+            raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+        return w, prior
+
+    @staticmethod
     def check_active(w: Any) -> None:
         if w.status != "active":
             raise Forbidden(f"customer is {w.status}", code="customer_inactive")
 
     @staticmethod
     def state(s: Tx, w: Any, *, grant_ids: tuple[str, ...] = ()) -> WalletState:
-        """The wallet's state: its grants with credits left, and those named (what a hold or a
-        charge drew from, to give back to)."""
-        return repo.load_state(s, w, grant_ids=grant_ids)
+        """The wallet's state: its grants with credits left (the first ones in spend order in a
+        wallet of many: :meth:`draw` reads on as far as it needs), and those named (what a hold
+        or a charge drew from, to give back to)."""
+        return repo.load_spend_head(s, w, grant_ids=grant_ids)
+
+    @staticmethod
+    def draw(s: Tx, st: WalletState, amount: int, now: datetime, **kw: Any) -> Draw:
+        """``st.draw``, after reading as many grants in spend order as it needs."""
+        if st.horizon is not None:
+            repo.read_spendable(
+                s, st, amount, now, meter=kw.get("meter"), exclude=kw.get("exclude", frozenset())
+            )
+        return st.draw(amount, now, **kw)
 
     @staticmethod
     def balance(s: Tx, st: WalletState, now: datetime) -> int:
-        """The wallet's balance once ``st`` is persisted."""
-        return st.balance(now)
+        """The wallet's balance once ``st`` is persisted (or before it changes anything)."""
+        return repo.balance(s, st, now)
 
     def wallet_balance(self, s: Tx, w: Any, now: datetime) -> int:
         """The balance of a locked wallet nothing was done to (a replay's answer)."""
-        return self.state(s, w).balance(now)
+        return repo.balance(s, self.state(s, w), now)

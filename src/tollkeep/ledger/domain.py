@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "take_back",
 ]
 
+_NEVER = datetime.min.replace(tzinfo=UTC)  # placeholder expiry of grants that never expire
 SOURCES = tuple(GrantSource)
 DEFAULT_PRIORITY = {"plan_allowance": 10, "promo": 20, "adjustment": 30, "refund": 40, "purchase": 50}
 
@@ -83,11 +84,12 @@ class GrantState:
 
 
 def spend_order(grant: GrantState) -> tuple[Any, ...]:
+    """The key grants are spent in; the database's spend-order index sorts the same way."""
     return (
         grant.priority,
         grant.expires_at is None,
-        grant.expires_at.timestamp() if grant.expires_at else 0.0,
-        grant.created_at.timestamp(),
+        grant.expires_at or _NEVER,
+        grant.created_at,
         grant.id,
     )
 
@@ -126,23 +128,79 @@ class Draw:
 
 @dataclass
 class WalletState:
+    """A wallet's overdraft and its grants with credits (all of them, or a spend-order prefix).
+
+    ``credits`` is the sum of ``remaining`` over *all* the wallet's grants, live or not, loaded
+    or not (stored as ``wallets.credits``, kept by every move). Before ``live_until`` every grant
+    holding credits is live, so the balance is ``credits - overdraft_used`` (stored as
+    ``wallets.live_until``: a grant that gets credits lowers it to its expiry, or clears it when
+    not live; the loader sets it again from the grants).
+
+    A wallet with many grants with credits is loaded *partial*: only a prefix of them in spend
+    order, up to the grant whose :func:`spend_order` key is ``horizon`` (plus any grants named
+    by id, such as those a hold drew from, and grants added in memory). Every grant with credits
+    that is not loaded comes after the horizon, so a draw that the grants up to the horizon
+    :meth:`covers` takes exactly what it would take with every grant loaded; the loader reads
+    further pages until they do, or until everything is read (``horizon`` None: not partial,
+    as for a wallet with few grants). :meth:`balance`, :meth:`spendable` and :meth:`expire`
+    need every grant and refuse a partial state: its balance comes from ``credits``."""
+
     wallet_id: str
     overdraft_limit: int = 0
     overdraft_used: int = 0
     grants: dict[str, GrantState] = field(default_factory=dict)
+    credits: int = 0
+    live_until: datetime | None = None  # every grant with credits is live before this (None: unknown)
+    horizon: tuple[Any, ...] | None = None
+    spend_read: int = 0  # rows the spend-order read has returned (the loader's page offset)
     entries: list[Entry] = field(default_factory=list)
     new_grants: list[str] = field(default_factory=list)
     dirty: set[str] = field(default_factory=set)
     overdraft_dirty: bool = False
 
+    @property
+    def partial(self) -> bool:
+        return self.horizon is not None
+
+    def _need_all(self, what: str) -> None:
+        if self.horizon is not None:
+            raise AssertionError(f"{what} of a partially loaded wallet")
+
     # ---- reading -------------------------------------------------------------------------
     def spendable(
         self, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()
     ) -> int:
+        self._need_all("spendable()")
         return sum(g.remaining for g in self.grants.values() if g.usable_for(now, meter, exclude))
+
+    def covers(
+        self, amount: int, now: datetime, meter: str | None = None, exclude: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether a draw of ``amount`` is decided by the grants loaded: always when every grant
+        is loaded; in a partial state, when the usable grants up to the horizon cover it."""
+        if self.horizon is None:
+            return True
+        horizon = self.horizon
+        got = 0
+        for g in self.grants.values():
+            if g.usable_for(now, meter, exclude) and spend_order(g) <= horizon:
+                got += g.remaining
+                if got >= amount:
+                    return True
+        return amount <= 0
+
+    def note_funded(self, grant: GrantState, now: datetime) -> None:
+        """``grant`` holds credits now (new, or refilled): ``live_until`` holds no longer than it."""
+        if self.live_until is None:
+            return
+        if not grant.live(now):
+            self.live_until = None
+        elif grant.expires_at is not None and grant.expires_at < self.live_until:
+            self.live_until = grant.expires_at
 
     def balance(self, now: datetime) -> int:
         """Credits of live grants (any meter scope) less what the overdraft owes."""
+        self._need_all("balance()")
         return sum(g.remaining for g in self.grants.values() if g.live(now)) - self.overdraft_used
 
     def headroom(self) -> int:
@@ -169,6 +227,7 @@ class WalletState:
             g.remaining += delta
             if g.remaining < 0:
                 raise AssertionError("grant remaining below zero")
+            self.credits += delta
             self.dirty.add(grant_id)
         self.entries.append(Entry(grant_id, delta, kind, op, hold))
 
@@ -206,6 +265,8 @@ class WalletState:
     ) -> Draw:
         if amount < 0:
             raise InvalidInput("amount must not be negative", code="invalid_amount")
+        if self.horizon is not None and not self.covers(amount, now, meter, exclude):
+            raise AssertionError("a draw on a partially loaded wallet that its grants do not cover")
         parts: list[tuple[str, int]] = []
         left = amount
         for g in sorted(
@@ -297,6 +358,7 @@ class WalletState:
 
     def expire(self, now: datetime, *, operation_id: str) -> list[tuple[str, int]]:
         """Zero every grant that has expired with credits left. Returns (grant, amount) pairs."""
+        self._need_all("expire()")
         out = []
         for g in sorted(self.grants.values(), key=spend_order):
             if g.remaining > 0 and g.expires_at is not None and g.expires_at <= now:

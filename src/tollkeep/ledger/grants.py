@@ -46,14 +46,13 @@ def grant_command(
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        w = ctx.wallet(s, req.customer_id)
-        prior = repo.find_operation(s, w.id, OpKind.GRANT, key)
+        w, prior = ctx.wallet_and_prior(s, req.customer_id, OpKind.GRANT, key)
         if prior is not None:
             check_replay(prior.request_hash, h, key)
             return ctx.shown(replayed(prior.result, balance=ctx.wallet_balance(s, w, now)), *_AMOUNTS)
         req.check_window(now)
         st = ctx.state(s, w)
-        balance_before = st.balance(now) if actor is not None else None
+        balance_before = ctx.balance(s, st, now) if actor is not None else None
         meta: GrantMeta = {}
         op_id = new_id("op")
         g = new_grant(

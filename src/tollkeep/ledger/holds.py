@@ -45,8 +45,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        w = ctx.wallet(s, req.customer_id)
-        prior = repo.find_operation(s, w.id, OpKind.HOLD, req.idempotency_key)
+        w, prior = ctx.wallet_and_prior(s, req.customer_id, OpKind.HOLD, req.idempotency_key)
         if prior is not None:
             check_replay(prior.request_hash, h, req.idempotency_key)
             view = HoldView.of(repo.find_hold(s, prior.id), ctx.unit).to_json()
@@ -70,7 +69,9 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         assert held is not None
         op_id = new_id("hop")
         hold_id = new_id("hld")
-        st.draw(
+        ctx.draw(
+            s,
+            st,
             held,
             now,
             kind=EntryKind.HOLD,
@@ -159,7 +160,9 @@ def resolve_command(
                 give_back_hold(st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id)
                 extra = Draw(())
             else:
-                extra = st.draw(
+                extra = ctx.draw(
+                    s,
+                    st,
                     final - hold.amount,
                     now,
                     kind=EntryKind.DEBIT,

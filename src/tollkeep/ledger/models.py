@@ -6,7 +6,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollkeep.kit.models import Base
@@ -20,6 +32,12 @@ class Wallet(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), unique=True)
     overdraft_limit: Mapped[int] = mapped_column(BigInteger, default=0)
     overdraft_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    # sum of ``remaining`` over all the wallet's grants, written with every journal entry that
+    # moves it: the balance without reading every grant (``ledger verify`` checks it)
+    credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # every grant with credits is live until this instant (none expired, none not yet in effect):
+    # until then the balance is credits - overdraft_used with no grant read; NULL: not known
+    live_until: Mapped[datetime | None]
     # Allowance of the current plan is granted up to this instant (exclusive); renewal is idempotent.
     allowance_until: Mapped[datetime | None]
     carryover_done: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -29,10 +47,31 @@ class Wallet(Base):
 
 class Grant(Base):
     __tablename__ = "grants"
+    __table_args__ = (
+        # a charge reads a wallet's grants with credits in spend order (priority, expiring first by
+        # expiry, oldest, id), a page at a time; and the few with credits that are not live now
+        # (expired but not swept, not in effect yet) for the balance. No index holds ``remaining``,
+        # which every debit changes: ``has_credits`` changes only when a grant empties or refills,
+        # so a debit's UPDATE rewrites no index entry (on PostgreSQL it stays a HOT update).
+        Index(
+            "ix_grants_spend",
+            "wallet_id",
+            "has_credits",
+            "priority",
+            text("(expires_at IS NULL)"),
+            "expires_at",
+            "created_at",
+            "id",
+        ),
+        Index("ix_grants_expiry", "wallet_id", "has_credits", "expires_at"),
+        Index("ix_grants_pending", "wallet_id", "has_credits", "effective_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
+    # ``remaining > 0``, written only when that changes (``ledger verify`` checks it)
+    has_credits: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     source: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=10)
     meter: Mapped[str | None] = mapped_column(String(64))

@@ -64,7 +64,7 @@ def refund_command(
         drawn = repo.drawn_by(s, hold_id=hold_id) if hold_id else repo.drawn_by(s, operation_id=op.id)
         left = refund_left(drawn, repo.earlier_refunds(s, op.id))
         st = ctx.state(s, w, grant_ids=tuple(g for g, _ in left.parts))
-        balance_before = st.balance(now) if actor is not None else None
+        balance_before = ctx.balance(s, st, now) if actor is not None else None
         ref_id = new_id("ref")
         meta: GrantMeta = {}
         back = give_back_refund(st, meta, left, want, now, operation_id=ref_id, note=req.reason)

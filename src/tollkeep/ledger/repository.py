@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, func, insert, literal_column, or_, select, true, update
 
 from tollkeep.customers.models import Customer
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
-from tollkeep.kit.rawsql import RawStatement
-from tollkeep.ledger.domain import Draw, GrantState, WalletState
+from tollkeep.kit.rawsql import RawRow, RawStatement
+from tollkeep.ledger.domain import Draw, GrantState, WalletState, spend_order
 from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
 
 W = table_of(Wallet)
@@ -32,6 +32,8 @@ _WALLET_COLS = (
     W.c.customer_id,
     W.c.overdraft_limit,
     W.c.overdraft_used,
+    W.c.credits,
+    W.c.live_until,
     W.c.allowance_until,
     W.c.carryover_done,
     C.c.plan,
@@ -60,6 +62,28 @@ _LOCK_WALLET_OF_CUSTOMER = RawStatement(
     .where(W.c.customer_id == bindparam("cid"))
     .with_for_update(of=W)
 )
+# The customer's wallet, locked, with the operation of ``kind`` under idempotency key ``key`` if
+# there is one (``op_id``, ``op_hash``, ``op_result``): a command's first two reads in one
+# statement. On PostgreSQL the operation is read in the statement's snapshot, which a wait for
+# the lock can leave behind: a command that another process commits meanwhile under the same key
+# is then caught by the unique index, and the executor runs this one again (a replay).
+_LOCK_WALLET_AND_OP = RawStatement(
+    select(
+        *_WALLET_COLS, O.c.id.label("op_id"), O.c.request_hash.label("op_hash"), O.c.result.label("op_result")
+    )
+    .select_from(
+        W.join(C, C.c.id == W.c.customer_id).outerjoin(
+            O,
+            and_(
+                O.c.wallet_id == W.c.id,
+                O.c.kind == bindparam("kind"),
+                O.c.idempotency_key == bindparam("key"),
+            ),
+        )
+    )
+    .where(W.c.customer_id == bindparam("cid"))
+    .with_for_update(of=W)
+)
 _GRANT_COLS = (
     G.c.id,
     G.c.amount,
@@ -72,10 +96,55 @@ _GRANT_COLS = (
     G.c.meter,
     G.c.closed_at,
 )
-_LIVE_GRANTS = RawStatement(select(*_GRANT_COLS).where(G.c.wallet_id == bindparam("wid"), G.c.remaining > 0))
+_FUNDED = G.c.has_credits == true()  # a literal: the index's second column, compared for equality
+_SPEND_ORDER = (G.c.priority, G.c.expires_at.is_(None), G.c.expires_at, G.c.created_at, G.c.id)
+# Every grant with credits (sweeper, balance view), and those named (``ids``) whatever they hold.
+_GRANTS_WITH_CREDITS = RawStatement(select(*_GRANT_COLS).where(G.c.wallet_id == bindparam("wid"), _FUNDED))
 _SOME_GRANTS = select(*_GRANT_COLS).where(
-    G.c.wallet_id == bindparam("wid"), or_(G.c.remaining > 0, G.c.id.in_(bindparam("ids", expanding=True)))
+    G.c.wallet_id == bindparam("wid"), or_(_FUNDED, G.c.id.in_(bindparam("ids", expanding=True)))
 )
+_GRANTS_BY_ID = select(*_GRANT_COLS).where(
+    G.c.wallet_id == bindparam("wid"), G.c.id.in_(bindparam("ids", expanding=True))
+)
+# A wallet with fewer grants with credits than this (one) is loaded whole by the first page, as
+# before; a bigger one is loaded partial (a prefix), and later pages grow 4x. Small: every row
+# read costs as much as a statement, and a partial state's balance needs no more statements
+# (``live_until``).
+FIRST_PAGE = 2
+# A page of the grants with credits in spend order (index ix_grants_spend: the scan stops at
+# the LIMIT, so a page costs the same in a wallet of 10,000 grants as of 1). The first page's
+# LIMIT is written out: PostgreSQL then plans the prepared statement once (with a LIMIT given
+# as a parameter it plans it again at every execution).
+_SPEND_ROWS = select(*_GRANT_COLS).where(G.c.wallet_id == bindparam("wid"), _FUNDED).order_by(*_SPEND_ORDER)
+_FIRST_SPEND_PAGE = RawStatement(_SPEND_ROWS.limit(literal_column(str(FIRST_PAGE))))
+_SPEND_PAGE = RawStatement(_SPEND_ROWS.limit(bindparam("lim")).offset(bindparam("off")))
+_NOW = bindparam("now", type_=G.c.expires_at.type)
+# Credits of grants that are not live now: expired but not swept yet (ix_grants_expiry), not in
+# effect yet (ix_grants_pending); and the first expiry of a grant with credits still to come. A
+# few rows at most, whatever the number of live grants. A closed grant holds nothing once its
+# operation is written (``ledger verify`` checks it).
+_NOT_LIVE_CREDITS = RawStatement(
+    select(
+        (
+            select(func.coalesce(func.sum(G.c.remaining), 0))
+            .where(G.c.wallet_id == bindparam("wid"), _FUNDED, G.c.expires_at <= _NOW)
+            .scalar_subquery()
+            + select(func.coalesce(func.sum(G.c.remaining), 0))
+            .where(
+                G.c.wallet_id == bindparam("wid"),
+                _FUNDED,
+                G.c.effective_at > _NOW,
+                or_(G.c.expires_at.is_(None), G.c.expires_at > _NOW),
+            )
+            .scalar_subquery()
+        ).label("credits"),
+        select(func.min(G.c.expires_at))
+        .where(G.c.wallet_id == bindparam("wid"), _FUNDED, G.c.expires_at > _NOW)
+        .scalar_subquery()
+        .label("next_expiry"),
+    )
+)
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # live_until of a wallet whose grants never expire
 _FIND_OP = RawStatement(
     select(O).where(
         O.c.wallet_id == bindparam("wid"),
@@ -98,10 +167,23 @@ _SET_REMAINING = RawStatement(
     .where(G.c.id == bindparam("gid"))
     .values(remaining=bindparam("rem"), closed_at=bindparam("closed"))
 )
-_SET_OVERDRAFT = RawStatement(
+# ... and has_credits, only for a grant that empties or refills: an UPDATE naming an indexed
+# column rewrites that index's entry (SQLite) or is no HOT update (PostgreSQL)
+_SET_REMAINING_AND_FLAG = RawStatement(
+    update(G)
+    .where(G.c.id == bindparam("gid"))
+    .values(remaining=bindparam("rem"), closed_at=bindparam("closed"), has_credits=bindparam("has"))
+)
+_SET_LIVE_UNTIL = RawStatement(
     update(W)
     .where(W.c.id == bindparam("wid"))
-    .values(overdraft_used=bindparam("used"), updated_at=bindparam("now"))
+    .values(live_until=bindparam("until", type_=W.c.live_until.type))
+)
+_SET_CREDITS = RawStatement(update(W).where(W.c.id == bindparam("wid")).values(credits=bindparam("credits")))
+_SET_WALLET_SUMS = RawStatement(
+    update(W)
+    .where(W.c.id == bindparam("wid"))
+    .values(overdraft_used=bindparam("used"), credits=bindparam("credits"), updated_at=bindparam("now"))
 )
 
 
@@ -114,6 +196,7 @@ def open_wallet(s: Tx, customer_id: str, now: datetime) -> str:
             customer_id=customer_id,
             overdraft_limit=0,
             overdraft_used=0,
+            credits=0,
             carryover_done=False,
             created_at=now,
             updated_at=now,
@@ -140,32 +223,112 @@ def lock_wallet_of_customer(s: Tx, customer_id: str) -> Any:
     return _LOCK_WALLET_OF_CUSTOMER.first(s, {"cid": customer_id})
 
 
+def lock_wallet_and_find_operation(s: Tx, customer_id: str, kind: str, key: str) -> tuple[Any, Any]:
+    """(the customer's wallet, locked, or None; the operation of ``kind`` with idempotency key
+    ``key`` in it, or None): :func:`lock_wallet_of_customer` and :func:`find_operation` in one
+    statement. The operation has ``id``, ``request_hash`` and ``result``."""
+    w = _LOCK_WALLET_AND_OP.first(s, {"cid": customer_id, "kind": str(kind), "key": key})
+    if w is None or w.op_id is None:
+        return w, None
+    return w, RawRow({"id": w.op_id, "request_hash": w.op_hash, "result": w.op_result})
+
+
 def wallet_id_for_customer(s: Tx, customer_id: str) -> str | None:
     return s.execute(select(W.c.id).where(W.c.customer_id == customer_id)).scalar()
 
 
+def _grant_state(r: Any) -> GrantState:
+    return GrantState(**r._asdict())  # the row's columns are GrantState's fields (_GRANT_COLS)
+
+
+def _state_of(wallet: Any) -> WalletState:
+    return WalletState(
+        wallet.id,
+        wallet.overdraft_limit,
+        wallet.overdraft_used,
+        credits=wallet.credits,
+        live_until=wallet.live_until,
+    )
+
+
 def load_state(s: Tx, wallet: Any, *, grant_ids: Iterable[str] = ()) -> WalletState:
+    """The wallet with every grant that has credits left, and the grants named whatever they
+    hold (cost linear in the number of grants with credits: for the sweeper's expiry and the
+    balance view; commands load :func:`load_spend_head`)."""
+    st = _state_of(wallet)
     ids = list(grant_ids)
     rows: Sequence[Any]
     if ids:
         rows = s.connection().execute(_SOME_GRANTS, {"wid": wallet.id, "ids": ids}).all()
     else:
-        rows = _LIVE_GRANTS.rows(s, {"wid": wallet.id})
-    st = WalletState(wallet.id, wallet.overdraft_limit, wallet.overdraft_used)
+        rows = _GRANTS_WITH_CREDITS.rows(s, {"wid": wallet.id})
     for r in rows:
-        st.grants[r.id] = GrantState(
-            r.id,
-            r.amount,
-            r.remaining,
-            r.source,
-            r.priority,
-            r.effective_at,
-            r.expires_at,
-            r.created_at,
-            r.meter,
-            r.closed_at,
-        )
+        st.grants[r.id] = _grant_state(r)
     return st
+
+
+def _read_page(s: Tx, st: WalletState, limit: int) -> None:
+    if st.spend_read == 0 and limit == FIRST_PAGE:
+        rows = _FIRST_SPEND_PAGE.rows(s, {"wid": st.wallet_id})
+    else:
+        rows = _SPEND_PAGE.rows(s, {"wid": st.wallet_id, "lim": limit, "off": st.spend_read})
+    last = None
+    for r in rows:
+        # a grant already loaded (named by id, or read before) keeps its state in memory
+        last = st.grants.get(r.id) or st.grants.setdefault(r.id, _grant_state(r))
+    st.spend_read += len(rows)
+    st.horizon = spend_order(last) if len(rows) == limit and last is not None else None
+
+
+def load_spend_head(s: Tx, wallet: Any, *, grant_ids: Iterable[str] = ()) -> WalletState:
+    """The wallet with the first :data:`FIRST_PAGE` grants with credits in spend order: every one
+    of them in a wallet with fewer (one statement, as a full load), else a partial state that a
+    draw extends (:func:`read_spendable`). Plus the grants named, whatever they hold (the grants
+    a hold or a charge drew from)."""
+    st = _state_of(wallet)
+    _read_page(s, st, FIRST_PAGE)
+    missing = [g for g in dict.fromkeys(grant_ids) if g not in st.grants]
+    if missing:
+        for r in s.connection().execute(_GRANTS_BY_ID, {"wid": wallet.id, "ids": missing}).all():
+            st.grants[r.id] = _grant_state(r)
+    return st
+
+
+def read_spendable(
+    s: Tx,
+    st: WalletState,
+    amount: int,
+    now: datetime,
+    *,
+    meter: str | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> None:
+    """Read further pages of a partial state until a draw of ``amount`` is decided by what is
+    loaded (:meth:`WalletState.covers`), or every grant is read (a draw the wallet cannot cover:
+    the overdraft, or a 402 whose ``available`` counts every grant). Before the command writes
+    anything (:func:`persist`): pages are read by offset."""
+    limit = FIRST_PAGE
+    while not st.covers(amount, now, meter, exclude):
+        limit *= 4
+        _read_page(s, st, limit)
+
+
+def balance(s: Tx, st: WalletState, now: datetime) -> int:
+    """The balance after :func:`persist` of ``st``: from its grants when every grant is loaded,
+    else from the stored credit sum less what the overdraft owes, and less the credits of grants
+    not live now unless the wallet's ``live_until`` says there are none (equal to
+    :meth:`WalletState.balance` of the fully loaded wallet). Reading them, it sets ``live_until``
+    again when every grant with credits is live."""
+    if st.horizon is None:
+        return st.balance(now)
+    if st.live_until is not None and now < st.live_until:
+        return st.credits - st.overdraft_used
+    row = _NOT_LIVE_CREDITS.first(s, {"wid": st.wallet_id, "now": now})
+    assert row is not None
+    if row.credits == 0:
+        st.live_until = row.next_expiry or NEVER
+        _SET_LIVE_UNTIL.execute(s, {"wid": st.wallet_id, "until": st.live_until})
+    return st.credits - int(row.credits) - st.overdraft_used
 
 
 def persist(
@@ -175,9 +338,11 @@ def persist(
     *,
     grant_meta: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write back what the domain changed: new grants, remaining of touched grants, the journal."""
+    """Write back what the domain changed: new grants, remaining of touched grants, the journal,
+    and the wallet's overdraft position and stored credit sum."""
     meta = grant_meta or {}
     new = set(st.new_grants)
+    live_until = st.live_until
     if new:
         _INSERT_GRANT.execute(
             s,
@@ -187,6 +352,7 @@ def persist(
                     "wallet_id": st.wallet_id,
                     "amount": g.amount,
                     "remaining": g.remaining,
+                    "has_credits": g.remaining > 0,
                     "source": g.source,
                     "priority": g.priority,
                     "meter": g.meter,
@@ -201,30 +367,53 @@ def persist(
                 for g in [st.grants[gid]]
             ],
         )
-    touched = [
-        {"gid": gid, "rem": st.grants[gid].remaining, "closed": st.grants[gid].closed_at}
-        for gid in st.dirty - new
-    ]
+        for gid in st.new_grants:
+            if st.grants[gid].remaining > 0:
+                st.note_funded(st.grants[gid], now)
+    moved: dict[str, int] = {}  # grant -> what this operation's entries moved
+    journal = []
+    for e in st.entries:
+        if e.grant_id is not None:
+            moved[e.grant_id] = moved.get(e.grant_id, 0) + e.delta
+        journal.append(
+            {
+                "wallet_id": st.wallet_id,
+                "grant_id": e.grant_id,
+                "operation_id": e.operation_id,
+                "hold_id": e.hold_id,
+                "kind": str(e.kind),
+                "delta": e.delta,
+                "created_at": now,
+            }
+        )
+    touched: list[dict[str, Any]] = []
+    flipped: list[dict[str, Any]] = []
+    for gid in st.dirty - new:
+        g = st.grants[gid]
+        row = {"gid": gid, "rem": g.remaining, "closed": g.closed_at}
+        # the database holds what the grant had before this operation's entries
+        if (g.remaining - moved.get(gid, 0) > 0) == (g.remaining > 0):
+            touched.append(row)
+        else:
+            row["has"] = g.remaining > 0
+            flipped.append(row)
+            if g.remaining > 0:
+                st.note_funded(g, now)
     if touched:
         _SET_REMAINING.execute(s, touched)
-    if st.entries:
-        _INSERT_JOURNAL.execute(
-            s,
-            [
-                {
-                    "wallet_id": st.wallet_id,
-                    "grant_id": e.grant_id,
-                    "operation_id": e.operation_id,
-                    "hold_id": e.hold_id,
-                    "kind": str(e.kind),
-                    "delta": e.delta,
-                    "created_at": now,
-                }
-                for e in st.entries
-            ],
-        )
+    if flipped:
+        _SET_REMAINING_AND_FLAG.execute(s, flipped)
+    if journal:
+        _INSERT_JOURNAL.execute(s, journal)
+    # the stored sum of the grants' remaining moves with the entries, in this transaction
     if st.overdraft_dirty:
-        _SET_OVERDRAFT.execute(s, {"wid": st.wallet_id, "used": st.overdraft_used, "now": now})
+        _SET_WALLET_SUMS.execute(
+            s, {"wid": st.wallet_id, "used": st.overdraft_used, "credits": st.credits, "now": now}
+        )
+    elif moved:
+        _SET_CREDITS.execute(s, {"wid": st.wallet_id, "credits": st.credits})
+    if st.live_until != live_until:
+        _SET_LIVE_UNTIL.execute(s, {"wid": st.wallet_id, "until": st.live_until})
     st.entries.clear()
     st.new_grants.clear()
     st.dirty.clear()

@@ -41,7 +41,7 @@ def expire_grants_command(ctx: LedgerContext, wallet_id: str, customer_id: str) 
         w = repo.try_lock_wallet(s, wallet_id)  # busy (another worker): next run
         if w is None:
             return 0
-        st = ctx.state(s, w)
+        st = repo.load_state(s, w)  # every grant: all that expired go at once
         op_id = new_id("exp")
         gone = st.expire(now, operation_id=op_id)
         if not gone:

@@ -161,8 +161,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        w = ctx.wallet(s, req.customer_id)
-        prior = repo.find_operation(s, w.id, OpKind.USAGE, req.idempotency_key)
+        w, prior = ctx.wallet_and_prior(s, req.customer_id, OpKind.USAGE, req.idempotency_key)
         if prior is not None:
             # a replay returns the stored result, even if the meter has left the catalog since
             check_replay(prior.request_hash, h, req.idempotency_key)
@@ -178,7 +177,9 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
             s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
         )
         op_id = new_id("evt")
-        draw = st.draw(
+        draw = ctx.draw(
+            s,
+            st,
             rating.amount,
             now,
             kind=EntryKind.DEBIT,

@@ -4,7 +4,10 @@ Beyond "the journal sums to the balances" it checks that each operation's entrie
 amount it recorded, that every charge's attribution (what it took, grant by grant, with the
 overdraft) adds up to the charge, that refunds put back into a grant (or the overdraft) no more
 than the charge took from it, that no credit flows into a grant after it ended (expired or
-closed) unless it ends again in the same operation, that closed grants hold nothing, and, given
+closed) unless it ends again in the same operation, that closed grants hold nothing, that each
+wallet's stored credit sum is what its grants hold and what the journal says (and that no grant
+with credits expires before the wallet's ``live_until``), that each grant's
+``has_credits`` flag (what a charge reads grants by) says whether it holds credits, and, given
 the catalogs, that tokens events recorded ``input + output`` tokens as their quantity."""
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def verify_ledger(
             select(J.c.grant_id, func.sum(J.c.delta)).where(J.c.kind == "grant").group_by(J.c.grant_id)
         ).all()
     )
-    for g in s.execute(select(G.c.id, G.c.amount, G.c.remaining, G.c.closed_at)):
+    for g in s.execute(select(G.c.id, G.c.amount, G.c.remaining, G.c.closed_at, G.c.has_credits)):
         rep.grants += 1
         total = int(by_grant.pop(g.id, 0) or 0)
         if total != g.remaining:
@@ -90,6 +93,11 @@ def verify_ledger(
             rep.problems.append(f"grant {g.id}: remaining {g.remaining} outside 0..{g.amount}")
         if g.closed_at is not None and g.remaining != 0:
             rep.problems.append(f"grant {g.id}: closed but holds {g.remaining}")
+        if bool(g.has_credits) != (g.remaining > 0):
+            # a charge reads only the grants flagged: one flagged wrong is never spent, or read
+            rep.problems.append(
+                f"grant {g.id}: has_credits {bool(g.has_credits)} but remaining {g.remaining}"
+            )
     for gid in by_grant:
         rep.problems.append(f"journal names grant {gid} which does not exist")
 
@@ -99,8 +107,43 @@ def verify_ledger(
             select(J.c.wallet_id, func.sum(J.c.delta)).where(J.c.grant_id.is_(None)).group_by(J.c.wallet_id)
         ).all()
     )
-    for w in s.execute(select(W.c.id, W.c.overdraft_used, W.c.overdraft_limit)):
+    # the stored credit sum: the grants' remaining, and the journal's grant entries, per wallet
+    held_by = dict(s.execute(select(G.c.wallet_id, func.sum(G.c.remaining)).group_by(G.c.wallet_id)).all())
+    journal_by = dict(
+        s.execute(
+            select(J.c.wallet_id, func.sum(J.c.delta))
+            .where(J.c.grant_id.is_not(None))
+            .group_by(J.c.wallet_id)
+        ).all()
+    )
+    # live_until: no grant with credits expires before it (it is the first expiry among them, or
+    # earlier)
+    not_live_by: dict[str, int] = dict(
+        s.execute(
+            select(W.c.id, func.count())
+            .join(G, G.c.wallet_id == W.c.id)
+            .where(
+                W.c.live_until.is_not(None),
+                G.c.remaining > 0,
+                G.c.expires_at < W.c.live_until,
+            )
+            .group_by(W.c.id)
+        ).all()
+    )
+    for w in s.execute(select(W.c.id, W.c.overdraft_used, W.c.overdraft_limit, W.c.credits, W.c.live_until)):
         rep.wallets += 1
+        in_grants = int(held_by.get(w.id, 0) or 0)
+        in_journal = int(journal_by.get(w.id, 0) or 0)
+        if w.credits != in_grants or w.credits != in_journal:
+            rep.problems.append(
+                f"wallet {w.id}: credits {w.credits} but its grants hold {in_grants} "
+                f"and the journal sums to {in_journal}"
+            )
+        if not_live_by.get(w.id):
+            rep.problems.append(
+                f"wallet {w.id}: live_until {w.live_until} but {not_live_by[w.id]} grant(s) with credits "
+                "expire before it"
+            )
         owed = -int(od.get(w.id, 0) or 0)
         if owed != w.overdraft_used:
             rep.problems.append(f"wallet {w.id}: overdraft_used {w.overdraft_used} but journal says {owed}")
