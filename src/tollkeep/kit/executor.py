@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -65,11 +66,16 @@ def _unpack(cmd: Command[T] | Callable[[Tx], T], key: str | None) -> tuple[Calla
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, IntegrityError):
+    """A race lost, worth running the command again alone: a unique-key race, a serialization
+    failure, a deadlock, SQLite's busy lock. Raised by SQLAlchemy, or by the driver itself when
+    a prebuilt statement ran on the driver cursor (kit/rawsql.py): both are recognised."""
+    if isinstance(exc, IntegrityError | sqlite3.IntegrityError):
         return True
-    if isinstance(exc, OperationalError | DBAPIError):
-        code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-        return code in ("40001", "40P01") or "database is locked" in str(exc)
+    code = getattr(getattr(exc, "orig", None) or exc, "sqlstate", None)
+    if isinstance(code, str) and (code.startswith("23") or code in ("40001", "40P01")):
+        return True
+    if isinstance(exc, OperationalError | DBAPIError | sqlite3.OperationalError):
+        return "database is locked" in str(exc)
     return False
 
 

@@ -13,7 +13,7 @@ from tollkeep.customers.models import Customer
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
-from tollkeep.kit.rawsql import RawRow, RawStatement
+from tollkeep.kit.rawsql import RawRow, RawStatement, driver_cursor
 from tollkeep.ledger.domain import Draw, GrantState, WalletState, spend_order
 from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
 
@@ -226,7 +226,16 @@ def lock_wallet_of_customer(s: Tx, customer_id: str) -> Any:
 def lock_wallet_and_find_operation(s: Tx, customer_id: str, kind: str, key: str) -> tuple[Any, Any]:
     """(the customer's wallet, locked, or None; the operation of ``kind`` with idempotency key
     ``key`` in it, or None): :func:`lock_wallet_of_customer` and :func:`find_operation` in one
-    statement. The operation has ``id``, ``request_hash`` and ``result``."""
+    statement on SQLite. The operation has ``id``, ``request_hash`` and ``result``.
+
+    On PostgreSQL the look-up is a second statement, after the lock: a statement that waited
+    for the wallet's row lock still reads the rest of the database as of its start (READ
+    COMMITTED), so a merged look-up could miss the operation another process committed with
+    the same key while this one waited — and then charge it again (caught by the unique index)
+    or answer 402 instead of replaying it. SQLite has one writer: nothing commits meanwhile."""
+    if driver_cursor(s)[1].name != "sqlite":
+        w = lock_wallet_of_customer(s, customer_id)
+        return w, (None if w is None else find_operation(s, w.id, kind, key))
     w = _LOCK_WALLET_AND_OP.first(s, {"cid": customer_id, "kind": str(kind), "key": key})
     if w is None or w.op_id is None:
         return w, None
