@@ -185,3 +185,8 @@ def test_buyer_key_default_scopes_come_from_the_catalog(tmp_path: Path, clock: F
         assert exc.details["issues"][0]["key"] == "keys.default_scopes"
     else:
         raise AssertionError("an unknown scope was accepted")
+
+
+def test_an_unknown_server_key_is_an_invalid_api_key(client: TestClient) -> None:
+    r = client.get("/v1/balance", headers=bearer("tk_sk_" + "x" * 43), params={"customer_id": "c"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"

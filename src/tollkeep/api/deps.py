@@ -181,7 +181,12 @@ async def principal(request: Request) -> AnyCaller:
     raw = _bearer(request)
     ip = request.client.host if request.client else None
     if raw is not None and raw.startswith(SERVER_PREFIX):
-        actor = await run_in_threadpool(tk.operators.authenticate, raw, ip)
+        try:
+            actor = await run_in_threadpool(tk.operators.authenticate, raw, ip)
+        except AuthError as exc:
+            if exc.code == "invalid_token":  # the public API's code for a key it does not know
+                raise AuthError("invalid API key", code="invalid_api_key") from None
+            raise
         if actor.kind != "server":
             raise AuthError("invalid API key", code="invalid_api_key")
         return ServerCaller(actor)
