@@ -10,10 +10,8 @@ revoking, suspending or rotating a key drops it from this process's cache at onc
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,11 +32,11 @@ from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, No
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
+from tollkeep.kit.secrets import HANDLE_CHARS, digest, handle_of, new_secret
 
 __all__ = ["ALL_SCOPES", "KeyService", "Principal"]
 
 ALL_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
-HANDLE_CHARS = 12
 LAST_USED_EVERY = 60.0
 
 
@@ -69,10 +67,6 @@ class _Cached:
     expires_at: datetime | None
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     fetched: float
-
-
-def _digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _networks(cidrs: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -206,13 +200,12 @@ class KeyService:
         expires_at: datetime | None,
         rotated_from: str | None,
     ) -> dict[str, Any]:
-        secret = secrets.token_urlsafe(32)  # 32 bytes of randomness
-        raw = f"{self.prefix}{secret}"
+        raw = new_secret(self.prefix)
         row = {
             "id": new_id("key"),
             "customer_id": customer_id,
-            "prefix": raw[: len(self.prefix) + HANDLE_CHARS],
-            "hash": _digest(raw),
+            "prefix": handle_of(raw, self.prefix),
+            "hash": digest(raw),
             "name": name,
             "note": note,
             "scopes": scopes,
@@ -410,7 +403,7 @@ class KeyService:
 
     def cached(self, raw: str) -> _Cached | None:
         """The cached, still fresh record for a key, or None when it must be read."""
-        handle = raw[: len(self.prefix) + HANDLE_CHARS]
+        handle = handle_of(raw, self.prefix)
         with self._lock:
             hit = self._cache.get(handle)
         if hit is None or time.monotonic() - hit.fetched > self.cache_seconds:
@@ -436,7 +429,7 @@ class KeyService:
                 self._refreshing.discard(key_id)
 
     def lookup(self, raw: str) -> _Cached | None:
-        handle = raw[: len(self.prefix) + HANDLE_CHARS]
+        handle = handle_of(raw, self.prefix)
         with self._lock:
             generation = self._generation
         rec = self._load(handle)
@@ -456,7 +449,7 @@ class KeyService:
 
     def check(self, raw: str, rec: _Cached | None, client_ip: str | None) -> Principal:
         """Turn a looked-up record into a Principal, or raise 401/403. Constant-time comparison."""
-        if rec is None or not hmac.compare_digest(rec.digest, _digest(raw)):
+        if rec is None or not hmac.compare_digest(rec.digest, digest(raw)):
             raise AuthError("invalid API key", code="invalid_api_key")
         if rec.status == KeyStatus.REVOKED:
             raise AuthError("this API key was revoked", code="key_revoked")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from enum import StrEnum
 
 from tollkeep.kit.actor import Actor, Role
+from tollkeep.kit.secrets import HANDLE_CHARS, digest, handle_of, new_secret
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -24,7 +23,6 @@ __all__ = [
 
 ADMIN_PREFIX = "tka_"
 SERVER_PREFIX = "tk_sk_"
-HANDLE_CHARS = 12
 # what a server key may do on /v1 for any customer; all of them by default
 SERVER_SCOPES = ("usage:write", "holds:write", "balance:read", "usage:read", "keys:verify")
 
@@ -36,15 +34,3 @@ class OperatorKind(StrEnum):
 
 # the token in TOLLKEEP_ADMIN_TOKEN: an admin with a fixed id, so the audit log can name it
 ENV_ADMIN = Actor("admin", "env", Role.ADMIN)
-
-
-def new_secret(prefix: str) -> str:
-    return f"{prefix}{secrets.token_urlsafe(32)}"
-
-
-def handle_of(raw: str, prefix: str) -> str:
-    return raw[: len(prefix) + HANDLE_CHARS]
-
-
-def digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
