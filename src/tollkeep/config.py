@@ -54,6 +54,49 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = True
 
+    # ---- payments (docs/payments.md) -------------------------------------------------------------
+    public_url: str | None = Field(
+        None,
+        description="This server's address as buyers reach it (checkout pages, success links); "
+        "unset: http://<host>:<port>",
+    )
+    stripe_secret_key: SecretStr | None = Field(None, description="Stripe secret key (sk_live_… / sk_test_…)")
+    stripe_webhook_secret: SecretStr | None = Field(None, description="Stripe webhook signing secret")
+    stripe_api_base: str | None = Field(
+        None, description="A Stripe-compatible server to talk to instead of api.stripe.com (tests, mocks)"
+    )
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, description="Oldest Stripe-Signature timestamp accepted (replay protection)"
+    )
+    github_webhook_secret: SecretStr | None = Field(None, description="GitHub Marketplace webhook secret")
+    btcpay_url: str | None = Field(None, description="BTCPay Server base URL (https://btcpay.example.com)")
+    btcpay_api_key: SecretStr | None = Field(None, description="BTCPay Greenfield API key")
+    btcpay_store_id: str | None = Field(None, description="BTCPay store id")
+    btcpay_webhook_secret: SecretStr | None = Field(None, description="BTCPay webhook secret (BTCPay-Sig)")
+    zaprite_url: str | None = Field(None, description="Zaprite API base URL (https://api.zaprite.com)")
+    zaprite_api_key: SecretStr | None = Field(None, description="Zaprite API key")
+    local_payments: bool | None = Field(
+        None,
+        description="The local development provider: checkout 'pays' when its page is opened. "
+        "Unset: on only when no real provider is configured; never on unless set when "
+        "TOLLKEEP_ENV=production",
+    )
+    env: Literal["development", "production"] = Field(
+        "development", description="production refuses development conveniences (local payments)"
+    )
+    provider_timeout_seconds: float = Field(15.0, description="Timeout of one call to a payment provider API")
+    webhook_max_body_bytes: int = Field(
+        1_048_576, description="Largest inbound provider webhook body accepted (413 above)"
+    )
+    inbox_interval_seconds: float = Field(
+        0.5, gt=0, description="How often the inbox worker looks for pending provider events"
+    )
+    inbox_max_attempts: int = Field(8, ge=1, description="Attempts before an inbox event is marked failed")
+    inbox_retention_days: int = Field(
+        30, ge=1, description="Processed and ignored inbox events are pruned after this many days"
+    )
+    checkout_ttl_seconds: int = Field(86_400, description="How long a checkout link stays payable")
+
     # ---- abuse limits (safe by default; every one is documented in README and docs/) -----------
     max_properties_bytes: int = Field(
         4096, description="Largest `properties` object of one usage/hold/settle request, as JSON (422 above)"

@@ -38,6 +38,7 @@ from tollkeep.catalog.model import (
     CreditUnit,
     KeysPolicy,
     Meter,
+    Pack,
     Plan,
     Price,
     Tier,
@@ -56,7 +57,7 @@ DEFAULT_CATALOG_TEXT: str = (
     resources.files("tollkeep.catalog").joinpath("default.toml").read_text(encoding="utf-8")
 )
 
-_TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "anonymous", "keys")
+_TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "packs", "anonymous", "keys")
 _CREDIT_KEYS = ("unit", "per_credit", "rounding", "ledger_unit", "value")
 _ANON_KEYS = ("allowance",)
 _KEYS_KEYS = ("default_scopes",)
@@ -82,7 +83,11 @@ _PLAN_KEYS = (
     "max_machines",
     "trial_days",
     "grace_days",
+    "stripe_price_id",
+    "github_plan_id",
+    "suspend_keys_on_cancel",
 )
+_PACK_KEYS = ("name", "description", "credits", "prices", "expires_days", "priority", "stripe_price_id")
 _ALLOWANCE_KEYS = ("amount", "period", "priority")
 _CAP_KEYS = ("meter", "limit", "period", "mode")
 
@@ -90,6 +95,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_PROVIDER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 _INF_WORDS = ("inf", "+inf", "infinity", "+infinity")
 _NOTHING = object()
@@ -322,6 +328,8 @@ class _Parser:
         meter_names = tuple(raw_meters) if isinstance(raw_meters, dict) else tuple(meters)
         plan_names = tuple(raw_plans) if isinstance(raw_plans, dict) else ()
         plans = self.plans(raw_plans, meter_names)
+        packs = self.packs(data.get("packs", {}))
+        self.unique_provider_ids(plans, packs)
         default_plan = self.string(data, "default_plan", (), None)
         if default_plan is not None and default_plan not in plan_names:
             known = ", ".join(plan_names) or "no plans are defined"
@@ -339,6 +347,7 @@ class _Parser:
             default_plan=default_plan,
             anonymous=anonymous,
             keys=keys,
+            packs=MappingProxyType(packs),
         )
 
     def label(self, value: Any) -> str | None:
@@ -652,6 +661,11 @@ class _Parser:
         caps = self.caps(table.get("caps", []), (*path, "caps"), meters)
         features = self.features(table.get("features", []), (*path, "features"))
         prices = self.plan_prices(table.get("prices", {}), (*path, "prices"))
+        stripe_price_id = self.provider_id(table, "stripe_price_id", path)
+        github_plan_id = self.integer(table, "github_plan_id", path, minimum=1, default=None)
+        suspend = table.get("suspend_keys_on_cancel", False)
+        if not isinstance(suspend, bool):
+            self.add((*path, "suspend_keys_on_cancel"), f"expected true or false, got {_type_name(suspend)}")
         if len(self.issues) > before:
             return None
         return Plan(
@@ -667,7 +681,76 @@ class _Parser:
             max_machines=max_machines,
             trial_days=trial_days,
             grace_days=grace_days,
+            stripe_price_id=stripe_price_id,
+            github_plan_id=github_plan_id,
+            suspend_keys_on_cancel=suspend,
         )
+
+    def provider_id(self, table: Mapping[str, Any], key: str, path: Path_) -> str | None:
+        value = self.string(table, key, path, None)
+        if value is not None and not _PROVIDER_ID_RE.match(value):
+            self.add((*path, key), f"expected a provider id (letters, digits, '_' or '-'), got {value!r}")
+            return None
+        return value
+
+    # -- packs --
+
+    def packs(self, value: Any) -> dict[str, Pack]:
+        out: dict[str, Pack] = {}
+        table = self.table(value, ("packs",))
+        if table is None:
+            return out
+        for key, raw in table.items():
+            path: Path_ = ("packs", key)
+            if not self.name_ok(key, path, "pack"):
+                continue
+            pack_table = self.table(raw, path)
+            if pack_table is None:
+                continue
+            pack = self.pack(key, pack_table, path)
+            if pack is not None:
+                out[key] = pack
+        return out
+
+    def pack(self, key: str, table: dict[str, Any], path: Path_) -> Pack | None:
+        self.check_keys(table, _PACK_KEYS, path, "a credit pack")
+        before = len(self.issues)
+        name = self.string(table, "name", path, key)
+        description = self.string(table, "description", path, "")
+        credits = self.integer(table, "credits", path, minimum=1)
+        prices = self.plan_prices(table.get("prices", {}), (*path, "prices"))
+        if "prices" in table and prices and not any(prices.values()):
+            self.add((*path, "prices"), "a credit pack cannot be free: give it a price above 0")
+        expires_days = self.integer(table, "expires_days", path, minimum=1, default=None)
+        priority = self.integer(table, "priority", path, minimum=-(2**31), default=None)
+        stripe_price_id = self.provider_id(table, "stripe_price_id", path)
+        if len(self.issues) > before or credits is None:
+            return None
+        return Pack(
+            key=key,
+            name=name,
+            description=description,
+            credits=credits,
+            prices=MappingProxyType(prices),
+            expires_days=expires_days,
+            priority=priority,
+            stripe_price_id=stripe_price_id,
+        )
+
+    def unique_provider_ids(self, plans: Mapping[str, Plan], packs: Mapping[str, Pack]) -> None:
+        """A provider id names one thing: a webhook carrying it must map to one plan or pack."""
+        seen: dict[tuple[str, Any], str] = {}
+        things: list[tuple[str, Any, Any]] = [
+            *((f"plans.{k}", "stripe_price_id", p.stripe_price_id) for k, p in plans.items()),
+            *((f"plans.{k}", "github_plan_id", p.github_plan_id) for k, p in plans.items()),
+            *((f"packs.{k}", "stripe_price_id", p.stripe_price_id) for k, p in packs.items()),
+        ]
+        for where, field_name, value in things:
+            if value is None:
+                continue
+            first = seen.setdefault((field_name, value), where)
+            if first != where:
+                self.add((*where.split("."), field_name), f"{value!r} is already the {field_name} of {first}")
 
     def allowance(self, value: Any, path: Path_) -> Allowance | None:
         table = self.table(value, path)

@@ -33,6 +33,7 @@ __all__ = [
     "Catalog",
     "CreditUnit",
     "Meter",
+    "Pack",
     "Plan",
     "Price",
     "Tier",
@@ -284,6 +285,11 @@ class Plan:
     max_machines: int | None = None
     trial_days: int = 0
     grace_days: int = 0
+    # payment providers: the provider's own id of this plan
+    stripe_price_id: str | None = None
+    github_plan_id: int | None = None
+    # when a paid subscription to this plan is cancelled: suspend the customer's API keys
+    suspend_keys_on_cancel: bool = False
 
     def has_feature(self, feature: str) -> bool:
         return feature in self.features
@@ -305,6 +311,35 @@ class Plan:
             "max_machines": self.max_machines,
             "trial_days": self.trial_days,
             "grace_days": self.grace_days,
+        }
+
+
+@dataclass(frozen=True)
+class Pack:
+    """``[packs.<key>]``: credits sold once (a top-up). Paying for it grants ``credits`` ledger
+    units as a purchase grant (never expires unless ``expires_days``; spent in ``priority``
+    order, default the purchase priority)."""
+
+    key: str
+    name: str
+    credits: int
+    prices: Mapping[str, int] = field(default_factory=_empty, hash=False)  # currency -> minor units
+    description: str = ""
+    expires_days: int | None = None
+    priority: int | None = None
+    stripe_price_id: str | None = None
+
+    def price(self, currency: str) -> int | None:
+        return self.prices.get(currency.lower())
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "description": self.description,
+            "credits": self.credits,
+            "prices": dict(self.prices),
+            "expires_days": self.expires_days,
         }
 
 
@@ -356,6 +391,16 @@ class Catalog:
     default_plan: str | None = None
     anonymous: AnonymousPolicy = field(default_factory=AnonymousPolicy)
     keys: KeysPolicy = field(default_factory=KeysPolicy)
+    packs: Mapping[str, Pack] = field(default_factory=_empty, hash=False)
+
+    def pack(self, key: str) -> Pack | None:
+        return self.packs.get(key)
+
+    def plan_for_github(self, github_plan_id: int) -> Plan | None:
+        return next((p for p in self.plans.values() if p.github_plan_id == github_plan_id), None)
+
+    def plan_for_stripe_price(self, price_id: str) -> Plan | None:
+        return next((p for p in self.plans.values() if p.stripe_price_id == price_id), None)
 
     def meter(self, key: str) -> Meter:
         """The meter ``key``; raises ``UnknownMeter`` (code ``unknown_meter``, 422)."""
@@ -379,6 +424,7 @@ class Catalog:
             "credits": self.credits.to_public_dict(),
             "meters": [meter.to_public_dict() for meter in self.meters.values()],
             "plans": [plan.to_public_dict() for plan in self.plans.values()],
+            "packs": [pack.to_public_dict() for pack in self.packs.values()],
             "default_plan": self.default_plan,
             "anonymous": self.anonymous.to_public_dict(),
         }

@@ -1,0 +1,3 @@
+"""Payments: provider adapters, the durable webhook inbox, checkout, the sales funnel."""
+
+__all__: list[str] = []
