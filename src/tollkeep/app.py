@@ -22,11 +22,13 @@ from tollkeep.audit import routes as audit_routes
 from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
 from tollkeep.customers import routes as customer_routes
+from tollkeep.funnel import routes as funnel_routes
 from tollkeep.keys import routes as key_routes
 from tollkeep.kit.actor import SYSTEM
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import routes as ledger_routes
 from tollkeep.operators import routes as operator_routes
+from tollkeep.payments import routes as payment_routes
 from tollkeep.plans import routes as plan_routes
 from tollkeep.runtime import Tollkeep
 
@@ -40,7 +42,9 @@ tollkeep sells access to AI tools and APIs by the call, the token or the plan.
 * **Public API** (`/v1`, `Authorization: Bearer <api key>`): balance, usage (metered charges),
   holds (reserve → settle/release), pricing discovery.
 * **Admin API** (`/admin`, `Authorization: Bearer <admin token>`): customers, keys, credits,
-  refunds, catalog reload, ledger verification.
+  refunds, catalog reload, ledger verification, the webhook inbox, the funnel.
+* **Payments**: `POST /v1/checkout` buys a credit pack or a plan; providers post to
+  `/webhooks/{stripe|github|btcpay|zaprite}` (verified, stored, processed once).
 
 Amounts are integers in the catalog's credit unit (responses name it in `unit`).
 Errors are `{"error": {"code": "...", "message": "..."}}`.
@@ -51,6 +55,9 @@ Errors are `{"error": {"code": "...", "message": "..."}}`.
 ROUTERS = (
     ledger_routes.router,
     catalog_routes.public_router,
+    payment_routes.public_router,
+    payment_routes.webhooks_router,
+    payment_routes.pay_router,
     customer_routes.router,
     plan_routes.router,
     ledger_routes.admin_router,
@@ -58,6 +65,8 @@ ROUTERS = (
     catalog_routes.admin_router,
     operator_routes.router,
     audit_routes.router,
+    payment_routes.admin_router,
+    funnel_routes.router,
 )
 
 
@@ -102,7 +111,11 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     install_openapi(app)
     app.add_middleware(HotRoutes, routes=ledger_routes.HOT_ROUTES)
     # our own body limit, not FastAPI's max_body_size (that one answers 413 in plain text)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        by_prefix={"/webhooks/": settings.webhook_max_body_bytes},
+    )
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> JSONResponse:

@@ -14,6 +14,8 @@ from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalo
 from tollkeep.catalog import repository as catalog_repo
 from tollkeep.config import Settings, create_private_sqlite_file
 from tollkeep.customers import CustomerService, CustomerStatusChanged
+from tollkeep.funnel import FunnelService
+from tollkeep.funnel import jobs as funnel_jobs
 from tollkeep.keys import KeyService
 from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock
@@ -30,6 +32,19 @@ from tollkeep.ledger.verify import VerifyReport, verify_ledger
 from tollkeep.operators import OperatorService
 from tollkeep.outbox import OutboxService
 from tollkeep.outbox import jobs as outbox_jobs
+from tollkeep.payments import (
+    Applier,
+    Inbox,
+    InboxSettings,
+    Outcome,
+    PaymentFailedEvent,
+    PaymentRefundedEvent,
+    PaymentsService,
+    PaymentSucceeded,
+    Providers,
+    public_url,
+)
+from tollkeep.payments import jobs as payments_jobs
 from tollkeep.plans import PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
 
@@ -39,7 +54,13 @@ log = logging.getLogger("tollkeep")
 
 # The domain events written to the outbox (in the transaction of the change) for delivery
 # outside the process. Cheap ones only: nothing on the debit path (POST /v1/usage).
-OUTBOX_EVENTS: tuple[type[Event], ...] = (CustomerStatusChanged, CreditsGranted)
+OUTBOX_EVENTS: tuple[type[Event], ...] = (
+    CustomerStatusChanged,
+    CreditsGranted,
+    PaymentSucceeded,
+    PaymentFailedEvent,
+    PaymentRefundedEvent,
+)
 
 
 class Tollkeep:
@@ -121,6 +142,42 @@ class Tollkeep:
             clock=self.clock,
         )
         self.outbox = OutboxService(self.db, self.executor, clock=self.clock)
+        self.funnel = FunnelService(self.db, self.executor, clock=self.clock)
+        # payments: providers -> inbox -> (ledger, plans, customers, keys), one transaction each
+        self.providers = Providers(s)
+        applier = Applier(
+            ledger=self.ledger,
+            plans=self.plans,
+            customers=self.customers,
+            keys=self.keys,
+            catalog=lambda: cat.current,
+            clock=self.clock,
+            events=self.events,
+            record_stage=self.funnel.record,
+        )
+        self.inbox = Inbox(
+            self.db,
+            self.executor,
+            self.providers,
+            applier,
+            lambda: cat.current,
+            clock=self.clock,
+            settings=InboxSettings(max_attempts=s.inbox_max_attempts, retention_days=s.inbox_retention_days),
+            after_commit=self._after_payment,
+        )
+        self.payments = PaymentsService(
+            self.db,
+            self.executor,
+            self.providers,
+            self.inbox,
+            self.customers,
+            self.keys,
+            lambda: cat.current,
+            clock=self.clock,
+            record_stage=self.funnel.record,
+            checkout_ttl_seconds=s.checkout_ttl_seconds,
+            public_url=public_url(s),
+        )
         # cross-domain reactions, in one place
         self.events.subscribe(CustomerStatusChanged, self.keys.customer_status_changed)
         self.outbox.capture(self.events, *OUTBOX_EVENTS)
@@ -130,10 +187,16 @@ class Tollkeep:
                 *ledger_jobs.jobs(self.ledger, s),
                 *plans_jobs.jobs(self.plans, s),
                 *outbox_jobs.jobs(self.outbox, s),
+                *payments_jobs.jobs(self.inbox, self.payments, s),
+                *funnel_jobs.jobs(self.funnel),
             ]
         )
         self._runner: WorkerRunner | None = None
         self._record_catalog(initial)
+
+    def _after_payment(self, outcome: Outcome) -> None:
+        for customer_id in outcome.forget_keys_of:  # suspended keys leave the cache now
+            self.keys.forget_customer(customer_id)
 
     # ---- catalog --------------------------------------------------------------------------------
     @property

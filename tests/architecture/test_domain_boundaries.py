@@ -14,7 +14,19 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tollkeep"
-DOMAINS = ("audit", "catalog", "customers", "keys", "ledger", "operators", "outbox", "plans", "pricing")
+DOMAINS = (
+    "audit",
+    "catalog",
+    "customers",
+    "funnel",
+    "keys",
+    "ledger",
+    "operators",
+    "outbox",
+    "payments",
+    "plans",
+    "pricing",
+)
 # table -> the domains that may write it (column-level sharing is asserted in the repositories:
 # plans writes only customers.plan/plan_changed_at and wallets.allowance_until/carryover_done)
 WRITERS = {
@@ -31,6 +43,13 @@ WRITERS = {
     "outbox_events": {"outbox"},
     "operator_keys": {"operators"},
     "audit_log": {"audit"},
+    "inbox_events": {"payments"},
+    "checkouts": {"payments"},
+    "payments": {"payments"},
+    "payment_refunds": {"payments"},
+    "provider_customers": {"payments"},
+    "funnel_events": {"funnel"},
+    "funnel_cursors": {"funnel"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

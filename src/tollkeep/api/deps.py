@@ -28,6 +28,7 @@ __all__ = [
     "AdminRead",
     "AnyCaller",
     "Caller",
+    "MaybeCaller",
     "Runtime",
     "ServerCaller",
     "actor_of",
@@ -36,6 +37,7 @@ __all__ = [
     "count_write",
     "customer_for",
     "errors",
+    "optional_principal",
     "parse_body",
     "principal",
     "properties",
@@ -213,12 +215,21 @@ async def principal(request: Request) -> AnyCaller:
     return keys.check(raw, rec, ip)
 
 
+async def optional_principal(request: Request) -> AnyCaller | None:
+    """:func:`principal` when the request carries a credential (a key or an install id); None
+    for an anonymous caller (a buyer who has no key yet)."""
+    if request.headers.get("authorization") is None and request.headers.get("x-install-id") is None:
+        return None
+    return await principal(request)
+
+
 # What a domain's routes declare: the runtime behind an admin token, the caller of a public
 # route, the runtime alone; and the documented error responses of each side.
 Admin = Annotated[Tollkeep, Depends(admin)]  # any admin token; a read-only one on GET only
 AdminRead = Admin
 AdminActor = Annotated[Actor, Depends(admin_actor)]
 Caller = Annotated[AnyCaller, Depends(principal)]
+MaybeCaller = Annotated[AnyCaller | None, Depends(optional_principal)]
 Runtime = Annotated[Tollkeep, Depends(runtime)]
 
 

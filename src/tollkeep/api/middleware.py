@@ -31,9 +31,11 @@ class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with a 413, by Content-Length or while streaming,
     and URLs carrying a NUL character with a 400."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, by_prefix: Mapping[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        # paths with a limit of their own (provider webhooks: bigger than an API call)
+        self.by_prefix = tuple((by_prefix or {}).items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,18 +45,23 @@ class BodyLimitMiddleware:
             # no identifier or filter of ours contains NUL, and PostgreSQL cannot even compare one
             await self._reject(send, 400, error_body("invalid_text", "the URL contains a NUL character"))
             return
+        max_bytes = self.default_max
+        for prefix, limit in self.by_prefix:
+            if scope["path"].startswith(prefix):
+                max_bytes = limit
+                break
         declared = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
+                    declared = max_bytes + 1
                 break
         if declared is not None:
             # the HTTP server never delivers more than Content-Length: check once, wrap nothing
-            if declared > self.max_bytes:
-                await self._reject(send)
+            if declared > max_bytes:
+                await self._reject(send, limit=max_bytes)
             else:
                 await self.app(scope, receive, send)
             return
@@ -66,8 +73,8 @@ class BodyLimitMiddleware:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
+                if seen > max_bytes:
+                    raise _TooLarge(max_bytes)
             return msg
 
         async def tracking_send(msg: Message) -> None:
@@ -80,11 +87,13 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit=max_bytes)
 
-    async def _reject(self, send: Send, status: int = 413, payload: dict[str, Any] | None = None) -> None:
+    async def _reject(
+        self, send: Send, status: int = 413, payload: dict[str, Any] | None = None, *, limit: int = 0
+    ) -> None:
         body = json.dumps(
-            payload or error_body("body_too_large", f"request body is larger than {self.max_bytes} bytes")
+            payload or error_body("body_too_large", f"request body is larger than {limit} bytes")
         ).encode()
         await send(
             {

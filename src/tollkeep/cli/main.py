@@ -21,10 +21,12 @@ from tollkeep.cli import worker as worker_cli
 from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out, runtime, settings
 from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.customers import cli as customers_cli
+from tollkeep.funnel import cli as funnel_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
 from tollkeep.operators import cli as operators_cli
+from tollkeep.payments import cli as payments_cli
 from tollkeep.plans import cli as plans_cli
 
 app = typer.Typer(
@@ -43,6 +45,8 @@ for _sub, _name in (
     (catalog_cli.app, "catalog"),
     (operators_cli.server_keys_app, "server-keys"),
     (operators_cli.admin_tokens_app, "admin-tokens"),
+    (payments_cli.inbox_app, "inbox"),
+    (payments_cli.payments_app, "payments"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group
@@ -261,6 +265,7 @@ def serve(
 # the background jobs in a process of their own (cli/worker.py)
 app.command("worker")(worker_cli.worker)
 app.command("audit")(audit_cli.audit)
+app.command("funnel")(funnel_cli.funnel)
 
 
 @app.command()

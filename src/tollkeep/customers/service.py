@@ -20,7 +20,7 @@ from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, InvalidInput, NotFound
 from tollkeep.kit.events import EventBus
-from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.executor import Command, WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_json, check_text
 from tollkeep.ledger import LedgerService, open_wallet
@@ -68,6 +68,32 @@ class CustomerService:
     ) -> dict[str, Any]:
         """Create a customer with its wallet (and plan, and anonymous allowance). ``actor``: who
         asked (an admin action is audited in the same transaction)."""
+        return self.executor.call(
+            self.create_fn(
+                external_id,
+                email=email,
+                name=name,
+                metadata=metadata,
+                plan=plan,
+                anonymous=anonymous,
+                actor=actor,
+            )
+        )
+
+    def create_fn(
+        self,
+        external_id: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        plan: str | None = None,
+        anonymous: bool = False,
+        actor: Actor | None = None,
+    ) -> Command[dict[str, Any]]:
+        """:meth:`create` as a unit of work another domain runs inside its own (a buyer whose
+        payment settles becomes a customer in the payment's transaction). Raises Conflict
+        (``customer_exists``, with ``customer_id``) when the external id is taken."""
         external_id = (external_id or "").strip()
         if not 1 <= len(external_id) <= 255:
             raise InvalidInput("external_id is required (1-255 characters)", code="invalid_external_id")
@@ -136,7 +162,7 @@ class CustomerService:
                 record(s, actor, "customer.create", ("customer", cid), after=view, at=now)
             return view
 
-        return self.executor.call(fn)
+        return Command(fn, cid)
 
     def install_customer(self, install_id: str, *, before_create: Callable[[], None] | None = None) -> str:
         """The anonymous customer behind an ``X-Install-Id`` (made on first sight; ``before_create``
@@ -207,6 +233,20 @@ class CustomerService:
         return self.get(customer_id)
 
     # ---- reads --------------------------------------------------------------------------------
+    @staticmethod
+    def id_by_external_id(s: Tx, external_id: str) -> str | None:
+        """Inside another domain's unit of work: the customer with this external id, if any."""
+        return repo.id_by_external_id(s, external_id)
+
+    @staticmethod
+    def exists(s: Tx, customer_id: str) -> bool:
+        return repo.get(s, customer_id) is not None
+
+    @staticmethod
+    def plan_of(s: Tx, customer_id: str) -> str | None:
+        row = repo.get(s, customer_id)
+        return None if row is None else row.plan
+
     def get(self, customer_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
             row = repo.get(s, customer_id)

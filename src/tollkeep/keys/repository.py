@@ -86,3 +86,14 @@ def key_for_auth(s: Tx, handle: str) -> Any:
         .join(C, C.c.id == K.c.customer_id)
         .where(K.c.prefix == handle)
     ).first()
+
+
+def set_status_of_customer(s: Tx, customer_id: str, status: str, *, only: str) -> list[str]:
+    """Every key of ``customer_id`` in status ``only`` moves to ``status``; their ids."""
+    ids = [
+        r.id
+        for r in s.execute(select(K.c.id).where(K.c.customer_id == customer_id, K.c.status == only)).all()
+    ]
+    if ids:
+        s.execute(update(K).where(K.c.id.in_(ids)).values(status=status))
+    return ids

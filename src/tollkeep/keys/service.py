@@ -29,7 +29,7 @@ from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
-from tollkeep.kit.executor import WriteExecutor
+from tollkeep.kit.executor import Command, WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
 from tollkeep.kit.secrets import HANDLE_CHARS, digest, handle_of, new_secret
@@ -161,6 +161,39 @@ class KeyService:
         _networks(allow)
         if expires_at is not None and expires_at.tzinfo is None:
             raise InvalidInput("expires_at needs a timezone", code="invalid_timestamp")
+        return self.executor.call(
+            self.create_fn(
+                customer_id,
+                name=name,
+                note=note,
+                scopes=scopes,
+                allow=allow,
+                expires_at=expires_at,
+                force_new=force_new,
+                rotated_from=rotated_from,
+                actor=actor,
+            )
+        )
+
+    def create_fn(
+        self,
+        customer_id: str,
+        *,
+        name: str | None = None,
+        note: str | None = None,
+        scopes: list[str] | None = None,
+        allow: list[str] | None = None,
+        expires_at: datetime | None = None,
+        force_new: bool = False,
+        rotated_from: str | None = None,
+        actor: Actor | None = None,
+    ) -> Command[dict[str, Any]]:
+        """:meth:`create` as a unit of work to run inside another domain's (a paid checkout's
+        claim mints the buyer's key in the transaction that marks it claimed). Arguments are
+        checked by :meth:`create`; here scopes default to the catalog's."""
+        if scopes is None:
+            scopes = list(self.default_scopes() or ALL_SCOPES)
+        allow = list(allow or [])
 
         def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
@@ -185,7 +218,19 @@ class KeyService:
                 record(s, actor, "key.create", ("api_key", new["id"]), after=_public(new), at=now)
             return new
 
-        return self.executor.call(fn)
+        return Command(fn, customer_id)
+
+    def suspend_customer_keys_fn(self, customer_id: str) -> Command[list[str]]:
+        """Suspend every active key of a customer (a cancelled subscription whose plan says so),
+        inside the caller's unit of work. The caller calls :meth:`forget_customer` after the
+        commit (else a cached key keeps working for up to ``cache_seconds``)."""
+
+        def fn(s: Tx) -> list[str]:
+            return repo.set_status_of_customer(
+                s, customer_id, KeyStatus.SUSPENDED.value, only=KeyStatus.ACTIVE.value
+            )
+
+        return Command(fn, customer_id)
 
     def _insert_key(
         self,

@@ -6,13 +6,15 @@ from __future__ import annotations
 from tollkeep.audit import models as _audit
 from tollkeep.catalog import models as _catalog
 from tollkeep.customers import models as _customers
+from tollkeep.funnel import models as _funnel
 from tollkeep.keys import models as _keys
 from tollkeep.kit.models import Base
 from tollkeep.ledger import models as _ledger
 from tollkeep.operators import models as _operators
 from tollkeep.outbox import models as _outbox
+from tollkeep.payments import models as _payments
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-DOMAINS = (_audit, _catalog, _customers, _keys, _ledger, _operators, _outbox)
+DOMAINS = (_audit, _catalog, _customers, _funnel, _keys, _ledger, _operators, _outbox, _payments)

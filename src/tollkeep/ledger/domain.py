@@ -304,6 +304,28 @@ class WalletState:
             self._move(None, -plan.overdraft, kind, operation_id, hold_id)
         return plan
 
+    def claw_back(self, amount: int, now: datetime, *, operation_id: str, first: str | None = None) -> int:
+        """Take up to ``amount`` live credits back (a refunded payment's): from grant ``first``
+        (the one the payment bought) before any other, then in spend order whatever their meter
+        scope, then the overdraft headroom - never past the overdraft limit and never credits an
+        open hold has reserved. Returns what was taken; the rest is the caller's shortfall."""
+        self._need_all("claw_back()")
+        if amount < 0:
+            raise InvalidInput("amount must not be negative", code="invalid_amount")
+        left = amount
+        live = [g for g in self.grants.values() if g.live(now) and g.remaining > 0]
+        for g in sorted(live, key=lambda g: (g.id != first, spend_order(g))):
+            if left == 0:
+                break
+            take = min(g.remaining, left)
+            self._move(g.id, -take, "clawback", operation_id, None)
+            left -= take
+        from_overdraft = min(left, self.headroom())
+        if from_overdraft:
+            self._move(None, -from_overdraft, "clawback", operation_id, None)
+            left -= from_overdraft
+        return amount - left
+
     def give_back(
         self,
         drawn: Draw,

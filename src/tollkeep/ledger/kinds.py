@@ -20,6 +20,7 @@ class OpKind(StrEnum):
     EXPIRE = "expire"  # grants past their end zeroed by the sweeper
     ALLOWANCE = "allowance"  # a plan's allowance for a period (written by the plans domain)
     PLAN_CHANGE = "plan_change"  # allowances closed, free allowance carried over (plans domain)
+    CLAWBACK = "clawback"  # credits taken back because the payment for them was refunded
 
 
 # operations that charge: a usage event, a settled hold (listed as usage, refundable)
@@ -38,6 +39,7 @@ class EntryKind(StrEnum):
     EXPIRE = "expire"  # a grant past its end loses what is left
     CLOSE = "close"  # credits given back to a closed grant end again at once
     PLAN_CHANGE = "plan_change"  # a plan change closes an allowance grant
+    CLAWBACK = "clawback"  # credits taken back (their payment was refunded), overdraft last
 
 
 class GrantSource(StrEnum):

@@ -20,7 +20,7 @@ from tollkeep.kit.actor import Actor
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import InvalidInput
 from tollkeep.kit.executor import Command
-from tollkeep.ledger import grants, holds, refunds, usage
+from tollkeep.ledger import clawback, grants, holds, refunds, usage
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger import sweep as sweeper
 from tollkeep.ledger.context import BeforeSpend, LedgerContext
@@ -179,6 +179,23 @@ class LedgerService(LedgerContext):
         req = RefundRequest(operation_id, idempotency_key, amount, reason).validate()
         owner = self.owner("charge", operation_id)
         return self.executor.call(refunds.refund_command(self, req, key=owner, actor=actor))
+
+    # ================================================================ clawback
+    def clawback_fn(
+        self,
+        customer_id: str,
+        amount: int,
+        *,
+        idempotency_key: str,
+        first_grant: str | None = None,
+        reason: str | None = None,
+    ) -> Command[dict[str, Any]]:
+        """Take back up to ``amount`` credits (a refunded payment's), once per idempotency key:
+        from ``first_grant`` first, never past the overdraft limit; the rest is the
+        ``shortfall`` of the answer (see :mod:`tollkeep.ledger.clawback`)."""
+        return clawback.clawback_command(
+            self, customer_id, amount, idempotency_key=idempotency_key, first_grant=first_grant, reason=reason
+        )
 
     # ================================================================ overdraft
     def set_overdraft(self, customer_id: str, limit: int, *, actor: Actor | None = None) -> dict[str, Any]:

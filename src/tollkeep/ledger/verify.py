@@ -274,7 +274,7 @@ def _expected_net(o: Any, hold_amount: dict[str, int], reended: int) -> int | No
         return None if (o.ref_id or "").startswith("hld_") else -int(o.amount)
     if o.kind in ("grant", "allowance", "refund"):
         return int(o.amount)
-    if o.kind in ("hold", "expire"):
+    if o.kind in ("hold", "expire", "clawback"):
         return -int(o.amount)
     if o.kind in ("settle", "release"):
         held = hold_amount.get(o.ref_id or "")
