@@ -50,6 +50,7 @@ __all__ = [
     "Provider",
     "ProviderNotConfigured",
     "ProviderUnavailable",
+    "ReconcileNotSupported",
     "Recorded",
     "SignatureInvalid",
     "VerifiedEvent",
@@ -90,6 +91,14 @@ class CannotApply(TollkeepError):
 
     code = "cannot_apply"
     status = 422
+
+
+class ReconcileNotSupported(TollkeepError):
+    """The provider offers no way (with the credentials tollkeep has) to list settled payments:
+    ``settled_since`` raises this, and reconcile says so for that provider."""
+
+    code = "reconcile_not_supported"
+    status = 501
 
 
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
