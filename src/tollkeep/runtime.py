@@ -192,7 +192,28 @@ class Tollkeep:
             ]
         )
         self._runner: WorkerRunner | None = None
+        self._topup: tuple[str, dict[str, Any]] | None = None
         self._record_catalog(initial)
+
+    def topup_hint(self) -> dict[str, Any]:
+        """What a 402 carries so an agent can buy credits: the checkout route and the packs."""
+        cat = self.catalog
+        cached = self._topup
+        if cached is not None and cached[0] == cat.version:
+            return cached[1]
+        base = public_url(self.settings)
+        hint = {
+            "url": f"{base}/v1/checkout",
+            "method": "POST",
+            "body": {"pack": "<pack key>", "provider": self.providers.default()},
+            "packs": [
+                {"key": p.key, "name": p.name, "credits": p.credits, "prices": dict(p.prices)}
+                for p in cat.packs.values()
+            ],
+            "pricing": f"{base}/v1/pricing",
+        }
+        self._topup = (cat.version, hint)
+        return hint
 
     def _after_payment(self, outcome: Outcome) -> None:
         for customer_id in outcome.forget_keys_of:  # suspended keys leave the cache now

@@ -17,6 +17,7 @@ __all__ = [
     "install_error_handlers",
     "tollkeep_error_response",
     "validation_error_response",
+    "with_topup",
 ]
 
 log = logging.getLogger("tollkeep.api")
@@ -63,10 +64,20 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     )
 
 
+def with_topup(request: Request, exc: TollkeepError) -> TollkeepError:
+    """A 402 says how to top up: the checkout route and the packs on sale (an agent can act on
+    it without reading the docs)."""
+    if exc.code == "insufficient_credits" and "topup" not in exc.details:
+        tk = getattr(request.app.state, "tollkeep", None)
+        if tk is not None:
+            exc.details["topup"] = tk.topup_hint()
+    return exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TollkeepError)
-    async def _tollkeep(_req: Request, exc: TollkeepError) -> JSONResponse:
-        return tollkeep_error_response(exc)
+    async def _tollkeep(req: Request, exc: TollkeepError) -> JSONResponse:
+        return tollkeep_error_response(with_topup(req, exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:

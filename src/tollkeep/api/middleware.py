@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollkeep.api.errors import error_body, tollkeep_error_response, validation_error_response
+from tollkeep.api.errors import error_body, tollkeep_error_response, validation_error_response, with_topup
 from tollkeep.kit.errors import TollkeepError
 
 __all__ = ["BodyLimitMiddleware", "HotRoutes"]
@@ -132,7 +132,7 @@ class HotRoutes:
                 try:
                     response = await handler(request)
                 except TollkeepError as exc:
-                    response = tollkeep_error_response(exc)
+                    response = tollkeep_error_response(with_topup(request, exc))
                 except RequestValidationError as exc:
                     response = validation_error_response(exc)
                 await response(scope, receive, send)
