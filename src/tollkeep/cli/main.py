@@ -327,8 +327,19 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
             note="welcome promo",
         )
         key = tk.keys.create(c["id"], name="demo key")["key"]
+        before = tk.balance(c["id"])["balance"]
+        # the purchase loop, offline: a checkout for the starter pack, paid on the local
+        # provider's page, applied by the inbox like any provider's webhook
+        chk = tk.payments.create_checkout(customer_id=c["id"], pack="starter", provider="local")
+        tk.payments.pay_local(chk["id"])
+        tk.inbox.process()
         wallet = tk.balance(c["id"])
     shown = wallet["display"]
+    out.print(
+        f"bought the starter pack through the local payment provider (development mode): "
+        f"checkout {chk['id']}, balance {before} -> {wallet['balance']}",
+        soft_wrap=True,
+    )
     in_ledger = "" if tk.catalog.credits.per_credit == 1 else f" ({wallet['balance']} {wallet['unit']})"
     out.print(
         f"[bold green]tollkeep demo[/bold green]  database {db_file}  catalog {tk.catalog.version}\n"
@@ -361,6 +372,13 @@ curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY" \\
   -d '{{"meter": "api_call", "quantity": 1, "idempotency_key": "req-1"}}'
 curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY"
 curl -s $BASE/v1/pricing
+
+# buy another credit pack (local provider: opening the URL "pays"; then the inbox applies it)
+curl -s $BASE/v1/checkout -H "Authorization: Bearer $KEY" \\
+  -H 'Content-Type: application/json' -d '{{"pack": "starter"}}'
+#   -> open its "url", then: curl -s $BASE/v1/balance -H "Authorization: Bearer $KEY"
+curl -s $BASE/admin/inbox -H "Authorization: Bearer $ADMIN"
+curl -s $BASE/admin/funnel -H "Authorization: Bearer $ADMIN"
 curl -s $BASE/admin/customers -H "Authorization: Bearer $ADMIN"
 curl -s $BASE/admin/customers/$CUSTOMER/ledger -H "Authorization: Bearer $ADMIN"
 
