@@ -520,6 +520,29 @@ def test_refunds_are_listed_through_the_api_when_not_embedded(
     assert listed and listed[0].params["charge"] == charge["id"]
 
 
+def test_a_plan_payment_refund_names_the_invoice(
+    stripe_fake: StripeFake, stripe_provider: StripeProvider
+) -> None:
+    _prices(stripe_fake)
+    created = stripe_provider.create_checkout(_checkout(plan="pro", checkout_id="chk_sub", amount=2900))
+    session = stripe_fake.complete_session(created.provider_ref)
+    (settled,) = stripe_provider.interpret(
+        _verify(stripe_provider, event("checkout.session.completed", session)), CATALOG
+    )
+    pi = stripe_fake.sessions[session["id"]]["_first_payment_intent"]
+    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": stripe_fake.url})
+    refund = client.v1.refunds.create({"payment_intent": pi, "amount": 900})
+    charge = client.v1.charges.retrieve(str(refund.charge)).to_dict()
+    for gone in ("invoice", "refunds"):  # the current shape of a charge
+        charge.pop(gone, None)
+    (a,) = stripe_provider.interpret(_verify(stripe_provider, event("charge.refunded", charge)), CATALOG)
+    assert isinstance(a, PaymentRefunded) and isinstance(settled, PaymentSettled)
+    assert (a.payment_id, a.refund_id, a.amount, a.total) == (session["invoice"], refund.id, 900, 2900)
+    assert a.payment_id == settled.payment_id
+    (lookup,) = stripe_fake.seen("GET", "/v1/invoice_payments")
+    assert lookup.params["payment"] == {"type": "payment_intent", "payment_intent": pi}
+
+
 # ---- API failures -------------------------------------------------------------------------------
 def test_provider_down_is_provider_unavailable(stripe_fake: StripeFake) -> None:
     down = StripeProvider(

@@ -12,6 +12,8 @@ localstripe:
 - ``POST /v1/billing_portal/sessions``
 - ``POST /v1/billing/meter_events`` (deduplicated on ``identifier``, like Stripe)
 - ``GET /v1/invoices`` (the invoices a test seeded with :meth:`StripeFake.add_invoice`)
+- ``GET /v1/invoice_payments`` (``payment[payment_intent]``, ``invoice``): which invoice a
+  PaymentIntent paid (recorded by :meth:`StripeFake.complete_session` for a plan)
 
 POSTs it serves honour ``Idempotency-Key`` like Stripe (same key: same answer). Every request is
 recorded (:attr:`StripeFake.requests`) with its decoded form parameters.
@@ -185,6 +187,7 @@ class StripeFake:
     portal_sessions: list[dict[str, Any]] = field(default_factory=list)
     meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by identifier
     invoices: list[dict[str, Any]] = field(default_factory=list)
+    invoice_payments: list[dict[str, Any]] = field(default_factory=list)
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
     _idempotent: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     _failures: list[int] = field(default_factory=list)
@@ -259,6 +262,28 @@ class StripeFake:
         with self._lock:
             self.invoices.append(dict(invoice))
 
+    def add_invoice_payment(
+        self, invoice_id: str, payment_intent: str, amount: int, currency: str = "usd"
+    ) -> None:
+        now = int(time.time())
+        with self._lock:
+            self.invoice_payments.append(
+                {
+                    "id": _new_id("inpay"),
+                    "object": "invoice_payment",
+                    "amount_paid": amount,
+                    "amount_requested": amount,
+                    "created": now,
+                    "currency": currency,
+                    "invoice": invoice_id,
+                    "is_default": True,
+                    "livemode": False,
+                    "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+                    "status": "paid",
+                    "status_transitions": {"canceled_at": None, "paid_at": now},
+                }
+            )
+
     def seen(self, method: str, path: str) -> list[SeenRequest]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -303,7 +328,12 @@ class StripeFake:
         }
         s["status"] = "complete"
         s["payment_status"] = payment_status
-        if s["mode"] == "payment" and payment_status == "paid":
+        if s["mode"] == "subscription":
+            s["subscription"] = _new_id("sub")
+            s["invoice"] = _new_id("in")
+        if payment_status == "paid" and s["amount_total"]:
+            # the money moves in localstripe: a pack's PaymentIntent is the session's, a plan's
+            # pays the subscription's first invoice
             pm = self.api(
                 "POST",
                 "/v1/payment_methods",
@@ -321,10 +351,11 @@ class StripeFake:
                 metadata=s["_payment_intent_metadata"],
             )
             assert pi["status"] == "succeeded", pi
-            s["payment_intent"] = pi["id"]
-        elif s["mode"] == "subscription":
-            s["subscription"] = _new_id("sub")
-            s["invoice"] = _new_id("in")
+            if s["mode"] == "payment":
+                s["payment_intent"] = pi["id"]
+            else:
+                self.add_invoice_payment(s["invoice"], pi["id"], s["amount_total"], s["currency"])
+                s["_first_payment_intent"] = pi["id"]
         return _public(s)
 
     # ---- dispatch ----
@@ -381,6 +412,8 @@ class StripeFake:
             return self._meter_event
         if path == "/v1/invoices" and method == "GET":
             return self._list_invoices
+        if path == "/v1/invoice_payments" and method == "GET":
+            return self._list_invoice_payments
         return None
 
     def _proxy(
@@ -524,6 +557,16 @@ class StripeFake:
         for k in ("status", "customer", "subscription"):
             if p.get(k):
                 rows = [i for i in rows if i.get(k) == p[k]]
+        return 200, _page(rows, p, path)
+
+    def _list_invoice_payments(self, path: str, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            rows = sorted(self.invoice_payments, key=lambda i: i["created"], reverse=True)
+        pi = (p.get("payment") or {}).get("payment_intent")
+        if pi:
+            rows = [r for r in rows if r["payment"].get("payment_intent") == pi]
+        if p.get("invoice"):
+            rows = [r for r in rows if r["invoice"] == p["invoice"]]
         return 200, _page(rows, p, path)
 
     # ---- portal, meter events ----

@@ -21,8 +21,9 @@ The payment id rule (the same id comes from the webhook, from a refund and from 
 - a pack (``payment`` mode): the session's PaymentIntent id (``pi_…``) - what ``charge.refunded``
   carries as ``payment_intent``;
 - a plan (``subscription`` mode): the subscription's first invoice id (``in_…``, the session's
-  ``invoice``), renewals their own invoice id; a refunded charge names its invoice when the API
-  version still puts ``invoice`` on charges, else its PaymentIntent;
+  ``invoice``), renewals their own invoice id; a refunded charge is mapped to the invoice it paid
+  (its ``invoice`` field in API versions before 2025-03-31, else the InvoicePayments API, which
+  needs the secret key), else to its PaymentIntent;
 - otherwise (nothing was charged: a 100 % coupon, a trial) the Checkout Session id (``cs_…``).
 """
 
@@ -430,7 +431,11 @@ class StripeProvider:
 
     def _charge_refunded(self, ch: Mapping[str, Any], prev: Mapping[str, Any]) -> list[Action]:
         charge_id = str(ch["id"])
-        payment_id = _id(ch.get("invoice")) or _id(ch.get("payment_intent")) or charge_id
+        pi = _id(ch.get("payment_intent"))
+        invoice = _id(ch.get("invoice"))
+        if invoice is None and "invoice" not in ch and pi:
+            invoice = self._invoice_paid_by(pi)  # charges lost their invoice field in 2025-03-31
+        payment_id = invoice or pi or charge_id
         md = _metadata(ch)
         buyer = _buyer(ch, md)
         currency = _currency(ch.get("currency"))
@@ -469,6 +474,25 @@ class StripeProvider:
             )
         ]
 
+    def _invoice_paid_by(self, payment_intent: str) -> str | None:
+        """The invoice a PaymentIntent paid (a subscription's), through the InvoicePayments API;
+        None for a one-off payment, without a secret key, or when the server has no such API."""
+        client = self._client
+        if client is None:
+            return None
+        params: Any = {"payment": {"type": "payment_intent", "payment_intent": payment_intent}, "limit": 1}
+        try:
+            page = client.v1.invoice_payments.list(params)
+        except stripe.InvalidRequestError as e:
+            if e.http_status == 404:  # a Stripe-compatible server without this API (a mock)
+                return None
+            raise self._unavailable("finding the invoice of a payment", e) from None
+        except stripe.StripeError as e:
+            raise self._unavailable("finding the invoice of a payment", e) from None
+        for item in page.data:
+            return _id(item.to_dict().get("invoice"))
+        return None
+
     def _refunds_of(self, ch: Mapping[str, Any]) -> Sequence[Mapping[str, Any]] | None:
         embedded = _dict(ch.get("refunds"))
         data = embedded.get("data")
@@ -497,24 +521,27 @@ class StripeProvider:
         later), with no key in the message."""
         try:
             return fn()
-        except (stripe.AuthenticationError, stripe.PermissionError):
-            raise ProviderUnavailable(
+        except stripe.StripeError as e:
+            raise self._unavailable(what, e) from None
+
+    def _unavailable(self, what: str, e: stripe.StripeError) -> ProviderUnavailable:
+        if isinstance(e, stripe.AuthenticationError | stripe.PermissionError):
+            return ProviderUnavailable(
                 f"Stripe refused the API key while {what} (authentication failed: "
                 "check TOLLKEEP_STRIPE_SECRET_KEY)",
                 details={"reason": "authentication"},
-            ) from None
-        except stripe.APIConnectionError:
-            raise ProviderUnavailable(
+            )
+        if isinstance(e, stripe.APIConnectionError):
+            return ProviderUnavailable(
                 f"Stripe could not be reached while {what} (network error or timeout)",
                 details={"reason": "unreachable"},
-            ) from None
-        except stripe.StripeError as e:
-            status = e.http_status
-            detail = _redact(e.user_message or str(e) or type(e).__name__, self._secret_key)
-            raise ProviderUnavailable(
-                f"Stripe answered HTTP {status} while {what}: {detail}",
-                details={"reason": "api_error", "stripe_status": status, "stripe_code": e.code},
-            ) from None
+            )
+        status = e.http_status
+        detail = _redact(e.user_message or str(e) or type(e).__name__, self._secret_key)
+        return ProviderUnavailable(
+            f"Stripe answered HTTP {status} while {what}: {detail}",
+            details={"reason": "api_error", "stripe_status": status, "stripe_code": e.code},
+        )
 
     def create_checkout(self, request: CheckoutRequest) -> CheckoutCreated:
         client = self._api()
