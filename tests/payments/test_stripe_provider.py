@@ -27,6 +27,7 @@ from tests.payments.fakes.stripe_server import (
 )
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT, Catalog, parse_catalog
 from tollkeep.config import Settings
+from tollkeep.payments.providers import Providers
 from tollkeep.payments.providers.base import (
     CannotApply,
     CheckoutRequest,
@@ -39,6 +40,7 @@ from tollkeep.payments.providers.base import (
     Provider,
     ProviderNotConfigured,
     ProviderUnavailable,
+    ReconcileNotSupported,
     Recorded,
     SignatureInvalid,
     VerifiedEvent,
@@ -127,6 +129,9 @@ def test_from_settings() -> None:
     assert full is not None and full.has_api
     assert (full.api_base, full.tolerance, full.timeout) == ("http://127.0.0.1:9", 60, 2.5)
     assert SECRET_KEY not in repr(full) and WEBHOOK_SECRET not in repr(full)
+    # the server's registry finds it
+    providers = Providers(Settings(stripe_secret_key=SECRET_KEY, stripe_webhook_secret=WEBHOOK_SECRET))
+    assert isinstance(providers.get("stripe"), StripeProvider) and providers.default() == "stripe"
 
 
 # ---- verification -------------------------------------------------------------------------------
@@ -586,11 +591,12 @@ def test_webhook_only_configuration_has_no_api() -> None:
     for call in (
         lambda: p.create_checkout(_checkout(pack="starter")),
         lambda: p.portal_url("cus_1", "https://app.example.com"),
-        lambda: p.settled_since(datetime.now(UTC)),
         lambda: p.report_meter_event("tokens", "cus_1", 5, "ev_1"),
     ):
         with pytest.raises(ProviderNotConfigured):
             call()
+    with pytest.raises(ReconcileNotSupported):
+        p.settled_since(datetime.now(UTC))
 
 
 # ---- portal, reconcile, meter events ------------------------------------------------------------

@@ -57,6 +57,7 @@ from tollkeep.payments.providers.base import (
     PlanChanged,
     ProviderNotConfigured,
     ProviderUnavailable,
+    ReconcileNotSupported,
     Recorded,
     SignatureInvalid,
     VerifiedEvent,
@@ -66,7 +67,7 @@ from tollkeep.payments.providers.base import (
 if TYPE_CHECKING:
     from tollkeep.config import Settings
 
-__all__ = ["HANDLED_TYPES", "StripeProvider", "payment_id_of_session"]
+__all__ = ["HANDLED_TYPES", "StripeProvider", "from_settings", "payment_id_of_session"]
 
 T = TypeVar("T")
 
@@ -197,8 +198,9 @@ def _redact(message: str, *secrets: str | None) -> str:
 
 class StripeProvider:
     """The Stripe adapter. ``secret_key`` None: webhooks are verified and interpreted (without
-    API look-ups) but checkouts, the portal, reconcile and meter events raise
-    :class:`ProviderNotConfigured`; ``webhook_secret`` None: ``verify`` raises it."""
+    API look-ups) but checkouts, the portal and meter events raise :class:`ProviderNotConfigured`
+    and reconcile :class:`ReconcileNotSupported`; ``webhook_secret`` None: ``verify`` raises
+    :class:`ProviderNotConfigured`."""
 
     name: ClassVar[str] = "stripe"
     kept_headers: ClassVar[tuple[str, ...]] = ("stripe-signature",)
@@ -620,8 +622,13 @@ class StripeProvider:
     def settled_since(self, since: datetime) -> Sequence[VerifiedEvent]:
         """Complete, paid Checkout Sessions created since ``since`` and paid renewal invoices
         (``subscription_cycle``) created since then, as ``checkout.session.completed`` /
-        ``invoice.paid`` events with id ``reconcile:<session or invoice id>``."""
-        client = self._api()
+        ``invoice.paid`` events with id ``reconcile:<session or invoice id>``. Without a secret
+        key: :class:`ReconcileNotSupported`."""
+        if self._client is None:
+            raise ReconcileNotSupported(
+                "Stripe reconcile needs the API (set TOLLKEEP_STRIPE_SECRET_KEY): only webhooks are set up"
+            )
+        client = self._client
         gte = int(since.timestamp())
         sessions = self._call(
             "listing Checkout Sessions",
@@ -678,6 +685,11 @@ class StripeProvider:
                 {"idempotency_key": f"tollkeep-meter-{identifier}"},
             ),
         )
+
+
+def from_settings(settings: Settings) -> StripeProvider | None:
+    """The registry's entry point (``payments/providers/__init__.py``)."""
+    return StripeProvider.from_settings(settings)
 
 
 def _plan_of(price: str | None, md: Mapping[str, str], catalog: Catalog, *, what: str) -> Plan:
