@@ -45,6 +45,11 @@ SECTION = "## Payments: webhook receive and inbox processing (bench/payments.py)
 CATALOG = """
 [credits]
 unit = "credit"
+[meters.api_call]
+aggregation = "count"
+[meters.api_call.price]
+model = "flat"
+amount = 1
 [packs.starter]
 credits = 1000
 prices = { usd = 500 }
@@ -91,7 +96,10 @@ def delivery(i: int) -> tuple[bytes, dict[str, str]]:
     }
 
 
-async def load(url: str, requests: list[tuple[bytes | None, dict[str, str]]], concurrency: int) -> dict[str, Any]:
+Request = tuple[bytes | None, dict[str, str]]
+
+
+async def load(url: str, requests: list[Request], concurrency: int) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     queue = list(reversed(requests))
@@ -213,15 +221,17 @@ def bench_db(label: str, db_url: str, workdir: Path, n: int, concurrency: int) -
 
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    m = describe_machine()
+    machine = f"{m['date']}, commit {m['git_commit']}, {m['nproc']} cores ({m['cpu']}), Python {m['python']}"
     lines = [
         SECTION,
         "",
-        f"{describe_machine()}. {args.requests} signed GitHub `marketplace_purchase` deliveries, "
+        f"{machine}. {args.requests} signed GitHub `marketplace_purchase` deliveries, "
         f"{args.concurrency} concurrent clients (httpx, in the benchmark process), against `tollkeep serve` "
         "with its workers off; then the stored events processed by `Inbox.process` in the benchmark process.",
         "",
-        "| database | GET /healthz (baseline) | webhook receive | ratio | receive p50 / p99 | duplicate deliveries | "
-        "inbox → grants + plans | plain grants (baseline) | ledger verify |",
+        "| database | GET /healthz (baseline) | webhook receive | ratio | receive p50 / p99 "
+        "| duplicate deliveries | inbox → grants + plans | plain grants (baseline) | ledger verify |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -235,10 +245,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines += [
         "",
         "Targets (issue #8, SQLite): receive p99 under 20 ms at 32 concurrent deliveries and at least 1,000 "
-        "deliveries/s; the inbox worker at least 500 events/s into grants. Each processed event here makes a "
-        "customer, links the GitHub account, changes the plan (granting its allowance), records the payment and "
-        "the funnel stage and writes a `payment.succeeded` outbox row, in one transaction with the inbox row; "
-        "the baseline is one plain grant per operation.",
+        "deliveries/s; the inbox worker at least 500 events/s into grants. Each processed event here "
+        "makes a customer, links the GitHub account, changes the plan (granting its allowance), records "
+        "the payment and the funnel stage and writes a `payment.succeeded` outbox row, in one "
+        "transaction with the inbox row; the baseline is one plain grant per operation.",
         "",
     ]
     return "\n".join(lines)
@@ -261,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(bench_db("SQLite", f"sqlite:///{tmp}/bench.db", Path(tmp), args.requests, args.concurrency))
+        sqlite = f"sqlite:///{tmp}/bench.db"
+        results.append(bench_db("SQLite", sqlite, Path(tmp), args.requests, args.concurrency))
     try:
         import psycopg
 
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_db("PostgreSQL", url, Path(tmp), args.requests, args.concurrency))
         with psycopg.connect(raw, autocommit=True) as c:
             c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    except Exception as exc:  # noqa: BLE001 - PostgreSQL absent: SQLite alone, said so
+    except Exception as exc:  # PostgreSQL absent: SQLite alone, and said so
         print(f"PostgreSQL not benchmarked: {exc}", file=sys.stderr)
     text = render(results, args)
     print(text)
