@@ -36,6 +36,10 @@ class Received:
         return Webhook(secret).verify(self.body, self.headers)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default (5) refuses connections under concurrent sends
+
+
 class Receiver:
     """Answers each POST with the next status of ``plan`` (then ``default``), after ``delay``."""
 
@@ -67,7 +71,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
