@@ -31,6 +31,7 @@ from tollkeep.operators import routes as operator_routes
 from tollkeep.payments import routes as payment_routes
 from tollkeep.plans import routes as plan_routes
 from tollkeep.runtime import Tollkeep
+from tollkeep.webhooks import routes as webhook_routes
 
 __all__ = ["create_app"]
 
@@ -67,6 +68,7 @@ ROUTERS = (
     audit_routes.router,
     payment_routes.admin_router,
     funnel_routes.router,
+    webhook_routes.router,
 )
 
 

@@ -49,6 +49,27 @@ class Settings(BaseSettings):
     outbox_interval_seconds: float = Field(
         1.0, gt=0, description="How often committed outbox events are handed to their sinks (webhooks)"
     )
+    # ---- outbound webhooks (docs/webhooks.md) -------------------------------------------------
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Let webhook endpoints be on loopback, private and link-local addresses (off: the "
+        "SSRF guard refuses them, at registration and at every send)",
+    )
+    webhooks_interval_seconds: float = Field(
+        1.0, gt=0, description="How often due webhook deliveries are looked for and sent"
+    )
+    webhooks_concurrency: int = Field(16, ge=1, le=256, description="Webhook deliveries sent at once")
+    webhooks_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Time an endpoint has to connect and answer (a slower one failed)"
+    )
+    webhooks_retry_seconds: tuple[float, ...] = Field(
+        (5, 300, 1800, 7200, 18000, 36000, 36000),
+        description="Waits before the retries of a failed delivery (Standard Webhooks' schedule: "
+        "8 attempts over about 28 hours), as JSON: [5, 300, ...]",
+    )
+    webhooks_disable_after_seconds: float = Field(
+        86_400.0, gt=0, description="An endpoint whose every attempt has failed for this long is disabled"
+    )
     run_workers: bool = Field(
         True, description="Run the background jobs (sweeper, renewals, outbox) inside `serve`"
     )
@@ -145,6 +166,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{value!r} is not a rate limit (e.g. '100/second'; 'off' disables)"
                 ) from None
+        return value
+
+    @field_validator("webhooks_retry_seconds")
+    @classmethod
+    def _retry_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > 20 or any(not 0 <= v <= 7 * 86400 for v in value):
+            raise ValueError("at most 20 waits, each between 0 and 604800 seconds")
         return value
 
     @property

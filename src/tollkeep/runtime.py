@@ -13,10 +13,10 @@ from tollkeep.audit import record
 from tollkeep.catalog import Catalog, CatalogStore, default_catalog, load_catalog
 from tollkeep.catalog import repository as catalog_repo
 from tollkeep.config import Settings, create_private_sqlite_file
-from tollkeep.customers import CustomerService, CustomerStatusChanged
+from tollkeep.customers import CustomerCreated, CustomerService, CustomerStatusChanged
 from tollkeep.funnel import FunnelService
 from tollkeep.funnel import jobs as funnel_jobs
-from tollkeep.keys import KeyService
+from tollkeep.keys import KeyCreated, KeyRevoked, KeyService
 from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock
 from tollkeep.kit.db import Database, Tx, explain_database_error
@@ -25,12 +25,12 @@ from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
 from tollkeep.kit.worker import WorkerRegistry, WorkerRunner
-from tollkeep.ledger import CreditsGranted, LedgerService, queries
+from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, LedgerService, queries
 from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
 from tollkeep.operators import OperatorService
-from tollkeep.outbox import OutboxService
+from tollkeep.outbox import ALL_TOPICS, OutboxService
 from tollkeep.outbox import jobs as outbox_jobs
 from tollkeep.payments import (
     Applier,
@@ -45,21 +45,31 @@ from tollkeep.payments import (
     public_url,
 )
 from tollkeep.payments import jobs as payments_jobs
-from tollkeep.plans import PlanService, ensure_allowance
+from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
+from tollkeep.webhooks import WebhookEndpointDisabled, WebhookService
+from tollkeep.webhooks import jobs as webhooks_jobs
 
 __all__ = ["Tollkeep"]
 
 log = logging.getLogger("tollkeep")
 
 # The domain events written to the outbox (in the transaction of the change) for delivery
-# outside the process. Cheap ones only: nothing on the debit path (POST /v1/usage).
+# outside the process (webhooks: every topic here can be subscribed to). Cheap ones only: on the
+# debit path (POST /v1/usage, holds, settles) only a threshold crossing writes anything.
 OUTBOX_EVENTS: tuple[type[Event], ...] = (
+    CustomerCreated,
     CustomerStatusChanged,
+    KeyCreated,
+    KeyRevoked,
+    PlanChanged,
     CreditsGranted,
+    CreditsLow,
+    CreditsExhausted,
     PaymentSucceeded,
     PaymentFailedEvent,
     PaymentRefundedEvent,
+    WebhookEndpointDisabled,
 )
 
 
@@ -116,7 +126,9 @@ class Tollkeep:
             before_spend=ensure_allowance,
             events=self.events,
         )
-        self.plans = PlanService(self.db, self.executor, lambda: cat.current, clock=self.clock)
+        self.plans = PlanService(
+            self.db, self.executor, lambda: cat.current, clock=self.clock, events=self.events
+        )
         self.customers = CustomerService(
             self.db,
             self.executor,
@@ -133,6 +145,7 @@ class Tollkeep:
             cache_seconds=s.key_cache_seconds,
             clock=self.clock,
             default_scopes=lambda: cat.current.keys.default_scopes,
+            events=self.events,
         )
         self.operators = OperatorService(
             self.db,
@@ -178,9 +191,22 @@ class Tollkeep:
             checkout_ttl_seconds=s.checkout_ttl_seconds,
             public_url=public_url(s),
         )
+        self.webhooks = WebhookService(
+            self.db,
+            self.executor,
+            topics=lambda: [e.topic for e in OUTBOX_EVENTS],
+            events=self.events,
+            clock=self.clock,
+            allow_private=s.webhooks_allow_private,
+            concurrency=s.webhooks_concurrency,
+            timeout=s.webhooks_timeout_seconds,
+            schedule=s.webhooks_retry_seconds,
+            disable_after_seconds=s.webhooks_disable_after_seconds,
+        )
         # cross-domain reactions, in one place
         self.events.subscribe(CustomerStatusChanged, self.keys.customer_status_changed)
         self.outbox.capture(self.events, *OUTBOX_EVENTS)
+        self.outbox.register_sink(ALL_TOPICS, self.webhooks.fan_out)  # every event, every endpoint
         # background work: each domain declares its jobs
         self.workers = WorkerRegistry(
             [
@@ -189,6 +215,7 @@ class Tollkeep:
                 *outbox_jobs.jobs(self.outbox, s),
                 *payments_jobs.jobs(self.inbox, self.payments, s),
                 *funnel_jobs.jobs(self.funnel),
+                *webhooks_jobs.jobs(self.webhooks, s),
             ]
         )
         self._runner: WorkerRunner | None = None
@@ -310,6 +337,7 @@ class Tollkeep:
 
     def close(self) -> None:
         self.stop_workers()
+        self.webhooks.close()
         self.executor.close()
         self.db.dispose()
 

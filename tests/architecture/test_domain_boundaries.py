@@ -26,6 +26,7 @@ DOMAINS = (
     "payments",
     "plans",
     "pricing",
+    "webhooks",
 )
 # table -> the domains that may write it (column-level sharing is asserted in the repositories:
 # plans writes only customers.plan/plan_changed_at and wallets.allowance_until/carryover_done)
@@ -50,6 +51,9 @@ WRITERS = {
     "provider_customers": {"payments"},
     "funnel_events": {"funnel"},
     "funnel_cursors": {"funnel"},
+    "webhook_endpoints": {"webhooks"},
+    "webhook_deliveries": {"webhooks"},
+    "webhook_attempts": {"webhooks"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

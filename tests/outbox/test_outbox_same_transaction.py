@@ -21,7 +21,7 @@ def rows(tk: Tollkeep, topic: str | None = None) -> list[dict[str, Any]]:
 
 def test_a_status_change_and_a_grant_are_written_to_the_outbox(tk: Tollkeep) -> None:
     cid = tk.customers.create("outbound")["id"]
-    assert rows(tk) == []  # creating a customer is not an outbound event
+    assert [r["topic"] for r in rows(tk)] == ["customer.created"]
     tk.customers.update(cid, status="suspended")
     grant = tk.ledger.grant(cid, 25, source="purchase", idempotency_key="pay-1")
     status, granted = rows(tk, "customer.status_changed"), rows(tk, "credits.granted")
@@ -87,9 +87,10 @@ def test_the_row_rolls_back_with_a_failing_command_and_not_with_its_neighbour(tk
 
 def test_a_grant_that_fails_writes_nothing(tk: Tollkeep) -> None:
     cid = tk.customers.create("failed-grant")["id"]
+    before = rows(tk)
     with pytest.raises(Exception, match="expires_at"):
         tk.ledger.grant(cid, 5, idempotency_key="g", expires_at=tk.clock.now())
-    assert rows(tk) == []
+    assert rows(tk) == before
 
 
 def test_the_debit_path_writes_nothing_to_the_outbox(tk: Tollkeep) -> None:

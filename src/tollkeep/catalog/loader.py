@@ -58,7 +58,7 @@ DEFAULT_CATALOG_TEXT: str = (
 )
 
 _TOP_KEYS = ("version", "default_plan", "credits", "meters", "plans", "packs", "anonymous", "keys")
-_CREDIT_KEYS = ("unit", "per_credit", "rounding", "ledger_unit", "value")
+_CREDIT_KEYS = ("unit", "per_credit", "rounding", "ledger_unit", "value", "low_balance")
 _ANON_KEYS = ("allowance",)
 _KEYS_KEYS = ("default_scopes",)
 _METER_KEYS = ("aggregation", "description", "unit", "price", "property")
@@ -86,6 +86,7 @@ _PLAN_KEYS = (
     "stripe_price_id",
     "github_plan_id",
     "suspend_keys_on_cancel",
+    "low_balance",
 )
 _PACK_KEYS = ("name", "description", "credits", "prices", "expires_days", "priority", "stripe_price_id")
 _ALLOWANCE_KEYS = ("amount", "period", "priority")
@@ -384,7 +385,8 @@ class _Parser:
             self.add((*path, "ledger_unit"), 'must be a name of 1-64 characters (e.g. "millicredit")')
             ledger_unit = None
         value = self.credit_value(table.get("value", {}), (*path, "value"))
-        if name is None or per_credit is None or rounding is None:
+        low_balance = self.integer(table, "low_balance", path, minimum=0, default=0)
+        if name is None or per_credit is None or rounding is None or low_balance is None:
             return None
         return CreditUnit(
             name=name.strip() or "credit",
@@ -392,6 +394,7 @@ class _Parser:
             rounding=rounding,
             ledger_unit=None if ledger_unit is None else ledger_unit.strip(),
             value=MappingProxyType(value),
+            low_balance=low_balance,
         )
 
     def credit_value(self, value: Any, path: Path_) -> dict[str, Decimal]:
@@ -663,6 +666,7 @@ class _Parser:
         prices = self.plan_prices(table.get("prices", {}), (*path, "prices"))
         stripe_price_id = self.provider_id(table, "stripe_price_id", path)
         github_plan_id = self.integer(table, "github_plan_id", path, minimum=1, default=None)
+        low_balance = self.integer(table, "low_balance", path, minimum=0, default=None)
         suspend = table.get("suspend_keys_on_cancel", False)
         if not isinstance(suspend, bool):
             self.add((*path, "suspend_keys_on_cancel"), f"expected true or false, got {_type_name(suspend)}")
@@ -684,6 +688,7 @@ class _Parser:
             stripe_price_id=stripe_price_id,
             github_plan_id=github_plan_id,
             suspend_keys_on_cancel=suspend,
+            low_balance=low_balance,
         )
 
     def provider_id(self, table: Mapping[str, Any], key: str, path: Path_) -> str | None:

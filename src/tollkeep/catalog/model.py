@@ -78,6 +78,9 @@ class CreditUnit:
     rounding: str = "up"
     ledger_unit: str | None = None
     value: Mapping[str, Decimal] = field(default_factory=_empty, hash=False)
+    # credits.low goes out when a charge takes a wallet's available balance below this many
+    # ledger units (0: never); a plan may set its own
+    low_balance: int = 0
 
     def __post_init__(self) -> None:
         # worked out once per catalog version: the hot path only calls display()
@@ -290,6 +293,8 @@ class Plan:
     github_plan_id: int | None = None
     # when a paid subscription to this plan is cancelled: suspend the customer's API keys
     suspend_keys_on_cancel: bool = False
+    # the credits.low threshold of this plan's customers (None: [credits] low_balance)
+    low_balance: int | None = None
 
     def has_feature(self, feature: str) -> bool:
         return feature in self.features
@@ -415,6 +420,11 @@ class Catalog:
 
     def plan(self, key: str) -> Plan | None:
         return self.plans.get(key)
+
+    def low_balance_for(self, plan: str | None) -> int:
+        """The credits.low threshold of a customer on ``plan`` (0: off)."""
+        p = self.plans.get(plan) if plan else None
+        return self.credits.low_balance if p is None or p.low_balance is None else p.low_balance
 
     def to_public_dict(self) -> dict[str, Any]:
         """JSON-safe description for the pricing-discovery endpoint (Decimals as strings)."""

@@ -28,6 +28,7 @@ from tollkeep.ledger import cli as ledger_cli
 from tollkeep.operators import cli as operators_cli
 from tollkeep.payments import cli as payments_cli
 from tollkeep.plans import cli as plans_cli
+from tollkeep.webhooks import cli as webhooks_cli
 
 app = typer.Typer(
     help="tollkeep: sell access to AI tools and APIs by the call, the token or the plan.",
@@ -47,6 +48,7 @@ for _sub, _name in (
     (operators_cli.admin_tokens_app, "admin-tokens"),
     (payments_cli.inbox_app, "inbox"),
     (payments_cli.payments_app, "payments"),
+    (webhooks_cli.app, "webhooks"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tollkeep.customers.events import CustomerStatusChanged  # imports nothing but kit
+from tollkeep.customers.events import CustomerCreated, CustomerStatusChanged  # only kit
 
 if TYPE_CHECKING:
     from tollkeep.customers.queries import customer_view
     from tollkeep.customers.service import CustomerService
 
-__all__ = ["CustomerService", "CustomerStatusChanged", "customer_view"]
+__all__ = ["CustomerCreated", "CustomerService", "CustomerStatusChanged", "customer_view"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tollkeep.kit.events import Event
 
-__all__ = ["CustomerStatusChanged"]
+__all__ = ["CustomerCreated", "CustomerStatusChanged"]
 
 
 @dataclass(frozen=True)
@@ -18,3 +18,17 @@ class CustomerStatusChanged(Event):
     customer_id: str
     status: str
     previous: str
+
+
+@dataclass(frozen=True)
+class CustomerCreated(Event):
+    """A customer was created (by an operator, or an anonymous install id seen for the first
+    time: ``anonymous``), with their wallet and plan."""
+
+    topic = "customer.created"
+    customer_id: str
+    external_id: str
+    email: str | None
+    name: str | None
+    plan: str | None
+    anonymous: bool

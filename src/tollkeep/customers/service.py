@@ -13,7 +13,7 @@ from tollkeep.audit import record
 from tollkeep.catalog import Catalog
 from tollkeep.customers import queries
 from tollkeep.customers import repository as repo
-from tollkeep.customers.events import CustomerStatusChanged
+from tollkeep.customers.events import CustomerCreated, CustomerStatusChanged
 from tollkeep.customers.queries import customer_view
 from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock
@@ -52,7 +52,7 @@ class CustomerService:
         self.plans = plans
         self.catalog = catalog
         self.clock = clock or SystemClock()
-        self.events = events or EventBus()  # CustomerStatusChanged goes out here
+        self.events = events or EventBus()  # CustomerCreated, CustomerStatusChanged go out here
 
     # ---- writes -------------------------------------------------------------------------------
     def create(
@@ -114,7 +114,7 @@ class CustomerService:
             raise InvalidInput(f"unknown plan {plan!r}", code="unknown_plan")
 
         cid = new_id("cus")
-        set_plan = self.plans.change_plan_fn(cid, plan) if plan is not None else None
+        set_plan = self.plans.change_plan_fn(cid, plan, initial=True) if plan is not None else None
         give_allowance = (
             self.ledger.grant_fn(
                 cid,
@@ -160,6 +160,7 @@ class CustomerService:
             json.dumps(view, ensure_ascii=False).encode("utf-8")
             if actor is not None:
                 record(s, actor, "customer.create", ("customer", cid), after=view, at=now)
+            self.events.emit(s, CustomerCreated(cid, external_id, email, name, plan, anonymous))
             return view
 
         return Command(fn, cid)

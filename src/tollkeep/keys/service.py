@@ -24,11 +24,13 @@ from typing import Any
 from tollkeep.audit import record
 from tollkeep.customers import CustomerStatusChanged
 from tollkeep.keys import repository as repo
+from tollkeep.keys.events import KeyCreated, KeyRevoked
 from tollkeep.keys.models import KeyStatus
 from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import AuthError, Conflict, Forbidden, InvalidInput, NotFound
+from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import Command, WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
@@ -120,8 +122,10 @@ class KeyService:
         cache_seconds: float = 5.0,
         clock: Clock | None = None,
         default_scopes: Callable[[], Sequence[str] | None] = lambda: None,
+        events: EventBus | None = None,
     ) -> None:
         self.db = db
+        self.events = events or EventBus()  # KeyCreated, KeyRevoked go out here
         self.default_scopes = default_scopes
         self.executor = executor
         self.prefix = prefix
@@ -263,7 +267,20 @@ class KeyService:
             "revoked_at": None,
         }
         repo.insert_key(s, row)
-        return {**key_view(SimpleNamespace(**row)), "key": raw, "reused": False}
+        view = key_view(SimpleNamespace(**row))
+        self.events.emit(
+            s,
+            KeyCreated(
+                customer_id,
+                view["id"],
+                view["prefix"],
+                name,
+                list(scopes),
+                view["expires_at"],
+                rotated_from,
+            ),
+        )
+        return {**view, "key": raw, "reused": False}
 
     def _set_status(self, key_id: str, status: KeyStatus, action: str, actor: Actor | None) -> dict[str, Any]:
         def fn(s: Tx) -> dict[str, Any]:
@@ -277,6 +294,8 @@ class KeyService:
             if status == KeyStatus.REVOKED and row.revoked_at is None:
                 values["revoked_at"] = now
             repo.set_key(s, key_id, **values)
+            if status == KeyStatus.REVOKED and row.status != KeyStatus.REVOKED:
+                self.events.emit(s, KeyRevoked(row.customer_id, key_id, row.prefix))
             if actor is not None:
                 self._audit(s, actor, action, key_id, key_view(row), now)
             return {"prefix": row.prefix}
@@ -356,6 +375,7 @@ class KeyService:
                 repo.set_key(s, key_id, expires_at=until)
             else:
                 repo.set_key(s, key_id, status=KeyStatus.REVOKED, revoked_at=now)
+                self.events.emit(s, KeyRevoked(old.customer_id, key_id, old.prefix))
             if actor is not None:
                 # before: the old key; after: the new one (never its plaintext) and what became
                 # of the old one (revoked, or its grace deadline)

@@ -13,8 +13,20 @@ from tollkeep.ledger import models as _ledger
 from tollkeep.operators import models as _operators
 from tollkeep.outbox import models as _outbox
 from tollkeep.payments import models as _payments
+from tollkeep.webhooks import models as _webhooks
 
 __all__ = ["metadata"]
 
 metadata = Base.metadata
-DOMAINS = (_audit, _catalog, _customers, _funnel, _keys, _ledger, _operators, _outbox, _payments)
+DOMAINS = (
+    _audit,
+    _catalog,
+    _customers,
+    _funnel,
+    _keys,
+    _ledger,
+    _operators,
+    _outbox,
+    _payments,
+    _webhooks,
+)

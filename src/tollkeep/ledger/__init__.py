@@ -9,7 +9,7 @@ domain's sign-up), the wallet lock, the wallet state and its rules, the grant ca
 
 from tollkeep.ledger.context import BeforeSpend
 from tollkeep.ledger.domain import Draw, GrantState, WalletState
-from tollkeep.ledger.events import CreditsGranted
+from tollkeep.ledger.events import CreditsExhausted, CreditsGranted, CreditsLow
 from tollkeep.ledger.grants import grant_once
 from tollkeep.ledger.kinds import EntryKind, GrantSource, HoldStatus, OpKind
 from tollkeep.ledger.repository import (
@@ -28,7 +28,9 @@ from tollkeep.ledger.service import LedgerService
 
 __all__ = [
     "BeforeSpend",
+    "CreditsExhausted",
     "CreditsGranted",
+    "CreditsLow",
     "Draw",
     "EntryKind",
     "GrantMeta",

@@ -22,7 +22,8 @@ from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.domain import Draw, WalletState
-from tollkeep.ledger.rules import GrantMeta
+from tollkeep.ledger.events import CreditsExhausted, CreditsLow
+from tollkeep.ledger.rules import GrantMeta, balance_crossings
 
 __all__ = ["BeforeSpend", "LedgerContext"]
 
@@ -45,7 +46,7 @@ class LedgerContext:
     ) -> None:
         self.db = db
         self.executor = executor
-        self.events = events or EventBus()  # CreditsGranted goes out here
+        self.events = events or EventBus()  # CreditsGranted, CreditsLow, CreditsExhausted go out here
         self.catalog = catalog
         self.clock = clock or SystemClock()
         self.hold_default_ttl = hold_default_ttl
@@ -117,6 +118,26 @@ class LedgerContext:
     def balance(s: Tx, st: WalletState, now: datetime) -> int:
         """The wallet's balance once ``st`` is persisted (or before it changes anything)."""
         return repo.balance(s, st, now)
+
+    def after_spend(
+        self, s: Tx, cat: Catalog, w: Any, st: WalletState, balance: int, spent: int, operation_id: str
+    ) -> None:
+        """Say so when a spend of ``spent`` that left ``balance`` crossed the customer's low
+        threshold or took their available credits to 0 (``CreditsLow``, ``CreditsExhausted``).
+        Only the numbers the charge has: no read, and no write unless it crossed."""
+        if spent <= 0:
+            return
+        after = balance + st.overdraft_limit  # available: live credits + overdraft headroom
+        low = cat.low_balance_for(w.plan)
+        if after > 0 and after >= low:  # the common case: nothing crossed
+            return
+        before = after + spent
+        low_crossed, exhausted = balance_crossings(before, after, low)
+        unit = cat.credits.ledger_name
+        if low_crossed:
+            self.events.emit(s, CreditsLow(w.customer_id, after, before, low, unit, operation_id))
+        if exhausted:
+            self.events.emit(s, CreditsExhausted(w.customer_id, after, before, unit, operation_id))
 
     def wallet_balance(self, s: Tx, w: Any, now: datetime) -> int:
         """The balance of a locked wallet nothing was done to (a replay's answer)."""

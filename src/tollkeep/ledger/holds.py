@@ -114,7 +114,9 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
         }
         repo.insert_hold(s, **row)
         repo.persist(s, st, now, grant_meta=meta)
-        return ctx.shown(answer(HoldView.of(row, ctx.unit).to_json(), ctx.balance(s, st, now)), *HOLD_AMOUNTS)
+        balance = ctx.balance(s, st, now)
+        ctx.after_spend(s, cat, w, st, balance, held, op_id)
+        return ctx.shown(answer(HoldView.of(row, ctx.unit).to_json(), balance), *HOLD_AMOUNTS)
 
     return Command(fn, req.customer_id)
 
@@ -209,7 +211,10 @@ def resolve_command(
             resolved_at=now,
         )
         repo.persist(s, st, now, grant_meta=meta)
-        return ctx.shown(answer(result, ctx.balance(s, st, now)), *RESOLUTION_AMOUNTS)
+        balance = ctx.balance(s, st, now)
+        if settle and final > hold.amount:  # settling for more than was held draws the rest now
+            ctx.after_spend(s, cat, w, st, balance, final - hold.amount, op_id)
+        return ctx.shown(answer(result, balance), *RESOLUTION_AMOUNTS)
 
     return Command(fn, key)
 

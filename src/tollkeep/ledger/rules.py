@@ -28,6 +28,7 @@ __all__ = [
     "Counters",
     "GiveBack",
     "GrantMeta",
+    "balance_crossings",
     "check_caps",
     "counter_updates",
     "give_back_hold",
@@ -37,6 +38,14 @@ __all__ = [
 ]
 
 GrantMeta = dict[str, dict[str, Any]]  # grant id -> {"operation_id", "note"}: written with the grant
+
+
+def balance_crossings(before: int, after: int, low: int) -> tuple[bool, bool]:
+    """(credits.low, credits.exhausted) for a spend that took a wallet's available credits from
+    ``before`` to ``after``: only a crossing counts, downward. Low: ``before >= low > after``
+    (``low`` 0 is off); exhausted: ``after <= 0 < before``. A wallet already below the threshold,
+    or already at 0, crosses nothing, so a run of charges on an empty or low wallet says it once."""
+    return 0 < low <= before and after < low, after <= 0 < before
 
 
 def new_grant(

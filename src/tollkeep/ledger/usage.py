@@ -212,6 +212,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
         )
         repo.persist(s, st, now, grant_meta=meta)
         balance = ctx.balance(s, st, now)
+        ctx.after_spend(s, cat, w, st, balance, rating.amount, op_id)
         out = answer(result, balance)
         out["display"] = display(charged=rating.amount, balance=balance)
         return out

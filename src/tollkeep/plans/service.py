@@ -18,11 +18,13 @@ from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, SystemClock, period_bounds
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import InvalidInput, NotFound
+from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import EntryKind, GrantMeta, GrantSource, OpKind, WalletState, grant_once, new_grant
 from tollkeep.plans import repository as repo
 from tollkeep.plans.domain import allowance_period, carries_over
+from tollkeep.plans.events import PlanChanged
 
 __all__ = ["PlanService", "ensure_allowance"]
 
@@ -70,11 +72,13 @@ class PlanService:
         catalog: Callable[[], Catalog],
         *,
         clock: Clock | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
         self.catalog = catalog
         self.clock = clock or SystemClock()
+        self.events = events or EventBus()  # PlanChanged goes out here
 
     # ---- plan changes -----------------------------------------------------------------------------
     def change_plan(
@@ -85,8 +89,10 @@ class PlanService:
         return self.executor.call(self.change_plan_fn(customer_id, plan_key, actor=actor), key=customer_id)
 
     def change_plan_fn(
-        self, customer_id: str, plan_key: str | None, *, actor: Actor | None = None
+        self, customer_id: str, plan_key: str | None, *, actor: Actor | None = None, initial: bool = False
     ) -> Callable[[Tx], dict[str, Any]]:
+        """``initial``: the plan a customer starts on, set in their sign-up's unit of work (no
+        ``PlanChanged``: the sign-up is the event)."""
         cat = self.catalog()
         new_plan = cat.plan(plan_key) if plan_key is not None else None
         if plan_key is not None and new_plan is None:
@@ -148,6 +154,8 @@ class PlanService:
             ensure_allowance(s, w2, st, meta, cat, now)
             ledger_repo.persist(s, st, now, grant_meta=meta)
             out = {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
+            if not initial:
+                self.events.emit(s, PlanChanged(customer_id, plan_key, w.plan, carried))
             if actor is not None:
                 record(
                     s,
