@@ -80,13 +80,17 @@ def test_the_demo_examples_paste_into_a_shell_and_work(tmp_path: Path) -> None:
         done = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-        balance, charge, usage, pricing, customers, ledger = outputs
-        assert balance["balance"] == 1050
-        assert charge["charged"] == 1 and charge["balance"] == 1049
+        balance, charge, usage, pricing, checkout, inbox, funnel, customers, ledger = outputs
+        # 1000 + 50 promo seeded, then the starter pack bought through the local provider
+        assert balance["balance"] == 2050
+        assert charge["charged"] == 1 and charge["balance"] == 2049
         assert usage["data"][0]["event_id"] == charge["event_id"]
         assert pricing["meters"]
+        assert pricing["packs"] and checkout["url"].startswith("http://127.0.0.1")
+        assert [e["status"] for e in inbox["data"]] == ["processed"]
+        assert funnel["stages"]["paid"] == 1
         assert customers["data"][0]["external_id"] == "demo-user"
-        assert len(ledger["data"]) == 3  # two grants and the charge
+        assert len(ledger["data"]) == 4  # three grants and the charge
     finally:
         stop(proc)
 
@@ -107,7 +111,7 @@ def test_a_second_demo_refuses_and_keeps_the_first_ones_database(tmp_path: Path)
         assert "already running" in second.stderr and "PORT=" in second.stderr
         # the first demo still serves its data
         r = httpx.get(f"http://127.0.0.1:{port}/v1/balance", headers={"Authorization": f"Bearer {key}"})
-        assert r.status_code == 200 and r.json()["balance"] == 1050
+        assert r.status_code == 200 and r.json()["balance"] == 2050
         # another port is another demo, with a database of its own
         other = free_port()
         proc2, printed2 = start_demo(tmp_path, other)

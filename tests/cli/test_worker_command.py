@@ -53,7 +53,8 @@ def test_once_runs_every_job_and_prints_what_each_did(workdir: Path) -> None:
     done = json.loads(cli("worker", "--once", "--json"))
     assert done["ledger.sweep"] == {"holds_released": 1, "grants_expired": 1}
     assert done["plans.renew_allowances"] == 0
-    assert done["outbox.dispatch"] == {"delivered": 2, "failed": 0}  # the two grants' events
+    # customer.created and the two grants' events
+    assert done["outbox.dispatch"] == {"delivered": 3, "failed": 0}
     again = cli("worker", "--once")
     assert "ledger.sweep" in again and '"holds_released": 0' in again
     assert "ledger OK" in cli("ledger", "verify")
@@ -62,7 +63,7 @@ def test_once_runs_every_job_and_prints_what_each_did(workdir: Path) -> None:
 def test_job_picks_the_jobs_to_run(workdir: Path) -> None:
     expired_hold_and_grant(workdir)
     done = json.loads(cli("worker", "--once", "--job", "outbox.dispatch", "--json"))
-    assert done == {"outbox.dispatch": {"delivered": 2, "failed": 0}}
+    assert done == {"outbox.dispatch": {"delivered": 3, "failed": 0}}
     res = CliRunner().invoke(app, ["worker", "--once", "--job", "no.such.job"])
     assert res.exit_code == 2 and "no job named 'no.such.job'" in res.output
 
@@ -76,7 +77,16 @@ def test_the_worker_needs_a_migrated_database(workdir: Path) -> None:
 def test_list_names_the_registered_jobs(workdir: Path) -> None:
     cli("migrate")
     listed = json.loads(cli("worker", "--list", "--json"))
-    assert [j["name"] for j in listed] == ["ledger.sweep", "plans.renew_allowances", "outbox.dispatch"]
+    assert [j["name"] for j in listed] == [
+        "ledger.sweep",
+        "plans.renew_allowances",
+        "outbox.dispatch",
+        "payments.inbox",
+        "payments.prune",
+        "payments.expire_checkouts",
+        "funnel.catch_up",
+        "webhooks.deliver",
+    ]
     assert all(j["interval"] > 0 and j["description"] for j in listed)
 
 

@@ -338,8 +338,8 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
         wallet = tk.balance(c["id"])
     shown = wallet["display"]
     out.print(
-        f"bought the starter pack through the local payment provider (development mode): "
-        f"checkout {chk['id']}, balance {before} -> {wallet['balance']}",
+        "bought the starter pack through the local payment provider (development mode):\n"
+        f"  checkout {chk['id']}, balance {before} -> {wallet['balance']}",
         soft_wrap=True,
     )
     in_ledger = "" if tk.catalog.credits.per_credit == 1 else f" ({wallet['balance']} {wallet['unit']})"
@@ -375,10 +375,10 @@ curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY" \\
 curl -s $BASE/v1/usage -H "Authorization: Bearer $KEY"
 curl -s $BASE/v1/pricing
 
-# buy another credit pack (local provider: opening the URL "pays"; then the inbox applies it)
+# buy another credit pack: on the local provider, opening the "url" pays,
+# then the inbox applies it (check /v1/balance again)
 curl -s $BASE/v1/checkout -H "Authorization: Bearer $KEY" \\
   -H 'Content-Type: application/json' -d '{{"pack": "starter"}}'
-#   -> open its "url", then: curl -s $BASE/v1/balance -H "Authorization: Bearer $KEY"
 curl -s $BASE/admin/inbox -H "Authorization: Bearer $ADMIN"
 curl -s $BASE/admin/funnel -H "Authorization: Bearer $ADMIN"
 curl -s $BASE/admin/customers -H "Authorization: Bearer $ADMIN"
