@@ -27,6 +27,7 @@ from tollkeep.keys import routes as key_routes
 from tollkeep.kit.actor import SYSTEM
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import routes as ledger_routes
+from tollkeep.licensing import routes as license_routes
 from tollkeep.operators import routes as operator_routes
 from tollkeep.payments import routes as payment_routes
 from tollkeep.plans import routes as plan_routes
@@ -59,6 +60,7 @@ ROUTERS = (
     payment_routes.public_router,
     payment_routes.webhooks_router,
     payment_routes.pay_router,
+    license_routes.public_router,
     customer_routes.router,
     plan_routes.router,
     ledger_routes.admin_router,
@@ -69,6 +71,7 @@ ROUTERS = (
     payment_routes.admin_router,
     funnel_routes.router,
     webhook_routes.router,
+    license_routes.admin_router,
 )
 
 

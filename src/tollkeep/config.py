@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     )
     checkout_ttl_seconds: int = Field(86_400, description="How long a checkout link stays payable")
 
+    # ---- licences (docs/licensing.md) ----------------------------------------------------------
+    license_key_passphrase: SecretStr | None = Field(
+        None, description="Encrypts the licence signing keys stored in the database (PKCS#8)"
+    )
+    license_grace_seconds: int = Field(
+        7 * 86_400, ge=0, description="Default time a machine may stay offline before its seat is freed"
+    )
+
     # ---- abuse limits (safe by default; every one is documented in README and docs/) -----------
     max_properties_bytes: int = Field(
         4096, description="Largest `properties` object of one usage/hold/settle request, as JSON (422 above)"

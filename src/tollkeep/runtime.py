@@ -29,6 +29,13 @@ from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, Ledger
 from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
+from tollkeep.licensing.events import (
+    LicenseCreated,
+    LicenseRecoveryRequested,
+    LicenseRevoked,
+    LicenseUpdated,
+)
+from tollkeep.licensing.service import LicenseService
 from tollkeep.operators import OperatorService
 from tollkeep.outbox import ALL_TOPICS, OutboxService
 from tollkeep.outbox import jobs as outbox_jobs
@@ -70,6 +77,10 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     PaymentFailedEvent,
     PaymentRefundedEvent,
     WebhookEndpointDisabled,
+    LicenseCreated,
+    LicenseUpdated,
+    LicenseRevoked,
+    LicenseRecoveryRequested,
 )
 
 
@@ -156,6 +167,17 @@ class Tollkeep:
         )
         self.outbox = OutboxService(self.db, self.executor, clock=self.clock)
         self.funnel = FunnelService(self.db, self.executor, clock=self.clock)
+        self.licenses = LicenseService(
+            self.db,
+            self.executor,
+            lambda: cat.current,
+            clock=self.clock,
+            events=self.events,
+            passphrase=lambda: (
+                s.license_key_passphrase.get_secret_value() if s.license_key_passphrase else None
+            ),
+            default_grace_seconds=s.license_grace_seconds,
+        )
         # payments: providers -> inbox -> (ledger, plans, customers, keys), one transaction each
         self.providers = Providers(s)
         applier = Applier(

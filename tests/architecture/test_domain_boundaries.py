@@ -21,6 +21,7 @@ DOMAINS = (
     "funnel",
     "keys",
     "ledger",
+    "licensing",
     "operators",
     "outbox",
     "payments",
@@ -54,6 +55,9 @@ WRITERS = {
     "webhook_endpoints": {"webhooks"},
     "webhook_deliveries": {"webhooks"},
     "webhook_attempts": {"webhooks"},
+    "license_signing_keys": {"licensing"},
+    "licenses": {"licensing"},
+    "license_machines": {"licensing"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

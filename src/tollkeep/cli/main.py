@@ -25,6 +25,7 @@ from tollkeep.funnel import cli as funnel_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
+from tollkeep.licensing import cli as licensing_cli
 from tollkeep.operators import cli as operators_cli
 from tollkeep.payments import cli as payments_cli
 from tollkeep.plans import cli as plans_cli
@@ -49,6 +50,7 @@ for _sub, _name in (
     (payments_cli.inbox_app, "inbox"),
     (payments_cli.payments_app, "payments"),
     (webhooks_cli.app, "webhooks"),
+    (licensing_cli.app, "licenses"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group

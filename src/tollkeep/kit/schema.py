@@ -10,6 +10,7 @@ from tollkeep.funnel import models as _funnel
 from tollkeep.keys import models as _keys
 from tollkeep.kit.models import Base
 from tollkeep.ledger import models as _ledger
+from tollkeep.licensing import models as _licensing
 from tollkeep.operators import models as _operators
 from tollkeep.outbox import models as _outbox
 from tollkeep.payments import models as _payments
@@ -25,6 +26,7 @@ DOMAINS = (
     _funnel,
     _keys,
     _ledger,
+    _licensing,
     _operators,
     _outbox,
     _payments,
