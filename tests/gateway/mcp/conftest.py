@@ -20,6 +20,8 @@ import uvicorn
 
 from tests.conftest import make_settings
 from tests.factories import free_port
+from tollkeep.api.ratelimit import Limiter
+from tollkeep.gateway.core import Charger
 from tollkeep.gateway.mcp import McpGateway, Overrides
 from tollkeep.gateway.upstream import Upstream, UpstreamSpec
 from tollkeep.runtime import Tollkeep
@@ -119,10 +121,11 @@ def serve(gateway: McpGateway) -> Iterator[str]:
 
 
 @pytest.fixture
-def gw_options() -> dict[str, Any]:
-    """What a test module changes in the gateway (override the fixture): ``overrides``
-    (command-line prices), ``timeout`` (seconds)."""
-    return {}
+def gw_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What a test changes in the gateway (``parametrize("gw_options", [...], indirect=True)``):
+    ``overrides`` (command-line prices), ``timeout`` (seconds), ``rate`` (the per-customer
+    write limit, e.g. ``"2/minute"``)."""
+    return dict(getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -134,7 +137,14 @@ def gw(db_url: str, tmp_path: Path, gw_options: dict[str, Any]) -> Iterator[Serv
     opts = gw_options
     env = {**os.environ, "UPSTREAM_CALLS": str(calls)}
     upstream = Upstream(UpstreamSpec(command=[sys.executable, str(UPSTREAM)], env=env))
-    gateway = McpGateway(tk, upstream, overrides=opts.get("overrides") or Overrides(), timeout_seconds=opts.get("timeout"))
+    limit = Limiter.parse(opts["rate"], what="charged calls").hit if "rate" in opts else None
+    gateway = McpGateway(
+        tk,
+        upstream,
+        overrides=opts.get("overrides") or Overrides(),
+        timeout_seconds=opts.get("timeout"),
+        charger=Charger(tk, limit_writes=limit),
+    )
     try:
         cid = tk.customers.create("agent-1", plan="basic")["id"]
         tk.ledger.grant(cid, 100, idempotency_key="grant-agent-1")

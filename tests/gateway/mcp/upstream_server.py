@@ -68,6 +68,13 @@ def premium() -> str:
     return "premium answer"
 
 
+@server.tool()
+def unlisted() -> str:
+    """A tool the test catalog gives no price."""
+    _count("unlisted")
+    return "unlisted answer"
+
+
 @server.resource("notes://readme")
 def readme() -> str:
     """A resource passed through."""
