@@ -20,7 +20,7 @@ Refusals are JSON-RPC errors with a stable ``error.data.code`` (:data:`RPC_CODES
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,13 +119,15 @@ class McpGateway:
             version="1",
             instructions="Tools are charged per call in credits: see each tool's _meta['tollkeep/price'].",
             on_list_tools=self.list_tools,
-            on_call_tool=self.call_tool,
-            on_list_resources=self.list_resources,
-            on_list_resource_templates=self.list_resource_templates,
-            on_read_resource=self.read_resource,
-            on_list_prompts=self.list_prompts,
-            on_get_prompt=self.get_prompt,
         )
+        # handlers answering the upstream's JSON as it came (dicts), not re-built models
+        add = self.server.add_request_handler
+        add("tools/call", types.CallToolRequestParams, self.call_tool)
+        add("resources/list", types.PaginatedRequestParams, self.list_resources)
+        add("resources/templates/list", types.PaginatedRequestParams, self.list_resource_templates)
+        add("resources/read", types.ReadResourceRequestParams, self.read_resource)
+        add("prompts/list", types.PaginatedRequestParams, self.list_prompts)
+        add("prompts/get", types.GetPromptRequestParams, self.get_prompt)
 
     # ---- pricing ----------------------------------------------------------------------------
     @property
@@ -214,7 +216,9 @@ class McpGateway:
             meta = {**(tool.meta or {}), PRICE_META: self.shown_price(price)}
             description = (tool.description or "") + self.suffix(price)
             tools.append(tool.model_copy(update={"meta": meta, "description": description}))
-        return types.ListToolsResult(tools=tools, next_cursor=page.next_cursor, cache_scope="private", ttl_ms=0)
+        return types.ListToolsResult(
+            tools=tools, next_cursor=page.next_cursor, cache_scope="private", ttl_ms=0
+        )
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
@@ -274,14 +278,20 @@ class McpGateway:
             if isinstance(value, bool) or not isinstance(value, int | float | str) or value is None:
                 raise MCPError(
                     code=RPC_CODES["invalid_request"],
-                    message=f"the tool's price reads the quantity from {price.quantity!r}: give a number there",
+                    message=f"the tool's price reads its quantity from {price.quantity!r}: give a number",
                     data={"code": "invalid_quantity", "quantity": price.quantity},
                 )
             return 0, value
         return int(price.hold or 0), None
 
     async def _hold(
-        self, caller: Principal, price: ToolPrice, amount: int, quantity: Any, target: str, call: CallKey | None
+        self,
+        caller: Principal,
+        price: ToolPrice,
+        amount: int,
+        quantity: Any,
+        target: str,
+        call: CallKey | None,
     ) -> Hold:
         key = hold_key("mcp", f"{call.key}#{call.attempt}" if call is not None else new_id("call"))
         ttl = int(self.timeout) + 60
@@ -411,18 +421,29 @@ class McpGateway:
         return out
 
     # ---- serving ----------------------------------------------------------------------------
-    def http_app(self, *, host: str = "127.0.0.1", path: str = "/mcp") -> Starlette:
-        """The ASGI app serving streamable HTTP at ``path`` (its lifespan connects the upstream).
-        Bound to a loopback ``host``, requests must name a loopback Host (DNS-rebinding guard)."""
+    def http_app(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        path: str = "/mcp",
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> Starlette:
+        """The ASGI app serving streamable HTTP at ``path`` (its lifespan connects the upstream,
+        then awaits ``on_ready``). Bound to a loopback ``host``, requests must name a loopback
+        Host (the SDK's DNS-rebinding guard)."""
         security = None
         if host not in ("127.0.0.1", "localhost", "::1"):
             security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        app = self.server.streamable_http_app(streamable_http_path=path, host=host, transport_security=security)
+        app = self.server.streamable_http_app(
+            streamable_http_path=path, host=host, transport_security=security
+        )
         inner = app.router.lifespan_context
 
         @asynccontextmanager
         async def lifespan(a: Starlette) -> AsyncIterator[None]:
             async with self.upstream.connect(), inner(a):
+                if on_ready is not None:
+                    await on_ready()
                 yield
 
         app.router.lifespan_context = lifespan

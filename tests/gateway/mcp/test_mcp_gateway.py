@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -30,7 +31,7 @@ async def client(
     key = key or gw.key
     headers = {"Authorization": f"Bearer {key}"} if header == "bearer" else {"X-API-Key": key}
     async with (
-        httpx.AsyncClient(headers=headers, timeout=60) as http,
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
         Client(streamable_http_client(gw.url, http_client=http), mode=mode, cache=None) as c,
     ):
         yield c
@@ -137,24 +138,25 @@ def test_a_client_that_disconnects_mid_call_is_not_charged(gw: Served) -> None:
     }
 
     async def main() -> None:
-        async with httpx.AsyncClient(timeout=60) as http:
-            async with anyio.create_task_group() as tg:
+        async with httpx.AsyncClient(timeout=60) as http, anyio.create_task_group() as tg:
 
-                async def call() -> None:
-                    async with http.stream("POST", gw.url, json=body, headers=headers) as resp:
-                        await resp.aread()
+            async def call() -> None:
+                async with http.stream("POST", gw.url, json=body, headers=headers) as resp:
+                    await resp.aread()
 
-                tg.start_soon(call)
-                await _wait_for(lambda: gw.upstream_calls("slow") == 1)
-                assert gw.available() == 98
-                tg.cancel_scope.cancel()  # drops the connection
+            tg.start_soon(call)
+            await _wait_for(lambda: gw.upstream_calls("slow") == 1)
+            assert gw.available() == 98
+            tg.cancel_scope.cancel()  # drops the connection
         await _wait_for(lambda: gw.available() == 100)
 
     run(main)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_retry_with_the_same_idempotency_key_replays_without_calling_upstream(gw: Served, mode: str) -> None:
+def test_a_retry_with_the_same_idempotency_key_replays_without_calling_upstream(
+    gw: Served, mode: str
+) -> None:
     async def main() -> None:
         async with client(gw, mode=mode) as c:
             meta: Any = {IDEMPOTENCY_META: "run-1/step-1"}
@@ -166,7 +168,7 @@ def test_a_retry_with_the_same_idempotency_key_replays_without_calling_upstream(
                 await c.call_tool("search", {"query": "other", "n": 1}, meta=meta)
             assert exc.value.code == RPC_CODES["idempotency_conflict"]
             assert rpc_error(exc)["code"] == "idempotency_conflict"
-            free = {IDEMPOTENCY_META: "free-1"}
+            free: Any = {IDEMPOTENCY_META: "free-1"}
             await c.call_tool("echo", {"text": "x"}, meta=free)
             await c.call_tool("echo", {"text": "x"}, meta=free)
 
@@ -212,8 +214,13 @@ def test_tools_are_listed_with_prices_and_filtered_by_entitlement(gw: Served, mo
             listed = await c.list_tools()
             tools = {t.name: t for t in listed.tools}
             assert "premium" not in tools and "unlisted" not in tools  # not entitled, unpriced
-            assert tools["search"].meta and tools["search"].meta[PRICE_META] == {"credits": 5, "unit": "credit"}
-            assert tools["search"].description and tools["search"].description.endswith("[5 credits per call]")
+            assert tools["search"].meta and tools["search"].meta[PRICE_META] == {
+                "credits": 5,
+                "unit": "credit",
+            }
+            assert tools["search"].description and tools["search"].description.endswith(
+                "[5 credits per call]"
+            )
             assert tools["echo"].meta and tools["echo"].meta[PRICE_META]["free"] is True
             if mode == "auto":
                 assert listed.cache_scope == "private"
@@ -249,7 +256,9 @@ def test_keys_are_checked(gw: Served, header: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "gw_options", [{"overrides": Overrides(prices={"echo": 2, "upstream/search": 1}, default_price=7)}], indirect=True
+    "gw_options",
+    [{"overrides": Overrides(prices={"echo": 2, "upstream/search": 1}, default_price=7)}],
+    indirect=True,
 )
 def test_command_line_prices_override_the_catalog(gw: Served) -> None:
     async def main() -> None:
