@@ -295,7 +295,6 @@ class McpGateway:
     ) -> Hold:
         key = hold_key("mcp", f"{call.key}#{call.attempt}" if call is not None else new_id("call"))
         ttl = int(self.timeout) + 60
-        metered = price.meter is not None and quantity is not None
         try:
             return await self.charger.hold(
                 caller,
@@ -303,15 +302,18 @@ class McpGateway:
                 idempotency_key=key,
                 properties={"tool": target},
                 ttl_seconds=ttl,
-                meter=price.meter if metered else None,
-                quantity=quantity if metered else None,
+                meter=price.meter,  # with a quantity from the result: the amount is held
+                quantity=quantity,
                 before=self.calls.claim(call, ttl) if call is not None else None,
             )
         except InsufficientCredits as exc:
-            data = payment_error_data(self.tk, exc, amount or int(exc.details.get("required", 0)))
-            raise MCPError(code=RPC_CODES["insufficient_credits"], message=exc.message, data=data) from None
+            raise self._payment_error(exc, amount or int(exc.details.get("required", 0))) from None
         except TollkeepError as exc:
             raise rpc_error(exc) from None
+
+    def _payment_error(self, exc: InsufficientCredits, price: int) -> MCPError:
+        data = payment_error_data(self.tk, exc, price)
+        return MCPError(code=RPC_CODES["insufficient_credits"], message=exc.message, data=data)
 
     async def _charged_call(
         self,
@@ -340,10 +342,14 @@ class McpGateway:
         done = self.calls.done(call, result) if call is not None else None
         try:
             out = await self.charger.settle(hold, quantity=quantity, also=done)
-        except InsufficientCredits as exc:  # a result-rated price above the hold, not covered
+        except TollkeepError as exc:  # a result-rated price above the hold, not covered; a cap
             await self.charger.release(hold, also=failed)
-            data = payment_error_data(self.tk, exc, int(exc.details.get("required", 0)))
-            raise MCPError(code=RPC_CODES["insufficient_credits"], message=exc.message, data=data) from None
+            if isinstance(exc, InsufficientCredits):
+                data = payment_error_data(self.tk, exc, int(exc.details.get("required", 0)))
+                raise MCPError(
+                    code=RPC_CODES["insufficient_credits"], message=exc.message, data=data
+                ) from None
+            raise rpc_error(exc) from None
         result_meta = dict(result.get("_meta") or {})
         result_meta[CHARGE_META] = {"charged": out.get("charged"), "balance": out.get("balance")}
         return {**result, "_meta": result_meta}

@@ -68,6 +68,18 @@ price = 3
 [tools."upstream/slow"]
 price = 2
 
+[tools."upstream/fetch"]
+meter = "results"
+quantity = "arguments.n"
+
+[tools."upstream/scan"]
+meter = "results"
+quantity = "result.count"
+hold = 10
+
+[tools."upstream/crash"]
+price = 1
+
 [tools."upstream/premium"]
 price = 4
 feature = "pro"

@@ -17,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tollkeep.gateway.mcp import IDEMPOTENCY_META, PRICE_META, RPC_CODES, Overrides
+from tollkeep.kit.actor import SYSTEM
 
 from .conftest import Served
 
@@ -324,3 +325,40 @@ def test_concurrent_calls_never_overdraw(gw: Served) -> None:
     assert ok == 2 and outcomes.count("insufficient_credits") == 18
     assert gw.available(cid) + 5 * ok == 12  # conservation: granted == left + spent
     assert gw.upstream_calls("search") == ok
+
+
+def test_metered_tools_are_rated_by_an_argument_or_by_the_result(gw: Served) -> None:
+    async def main() -> None:
+        async with client(gw) as c:
+            listed = {t.name: t for t in (await c.list_tools()).tools}
+            assert listed["fetch"].meta and listed["fetch"].meta[PRICE_META]["meter"] == "results"
+            r = await c.call_tool("fetch", {"n": 3})  # 3 results, 2 credits each
+            assert r.meta and r.meta["tollkeep/charge"]["charged"] == 6
+            r = await c.call_tool("scan", {"found": 2})  # 10 held, 2 results settled
+            assert r.meta and r.meta["tollkeep/charge"]["charged"] == 4
+
+    run(main)
+    assert gw.available() == 90
+
+
+def test_an_upstream_that_dies_mid_call_charges_nothing(gw: Served) -> None:
+    async def main() -> None:
+        async with client(gw) as c:
+            with pytest.raises(MCPError) as exc:
+                await c.call_tool("crash", {})
+            assert rpc_error(exc)["code"] == "upstream_unavailable"
+
+    run(main)
+    assert gw.available() == 100 and gw.upstream_calls("crash") == 1
+
+
+def test_a_server_key_is_not_an_agent_key(gw: Served) -> None:
+    raw = gw.tk.operators.create_server_key("backend", None, actor=SYSTEM)["key"]
+
+    async def main() -> None:
+        async with client(gw, key=raw) as c:
+            with pytest.raises(MCPError) as exc:
+                await c.list_tools()
+            assert rpc_error(exc)["code"] == "invalid_api_key"
+
+    run(main)

@@ -75,6 +75,27 @@ def unlisted() -> str:
     return "unlisted answer"
 
 
+@server.tool()
+def fetch(n: int) -> dict[str, object]:
+    """Fetch n items (metered: the quantity is the argument n)."""
+    _count("fetch")
+    return {"items": list(range(n))}
+
+
+@server.tool()
+def scan(found: int) -> dict[str, object]:
+    """Scan; charged by the count in its result."""
+    _count("scan")
+    return {"count": found}
+
+
+@server.tool()
+def crash() -> str:
+    """The upstream process dies mid-call."""
+    _count("crash")
+    os._exit(3)
+
+
 @server.resource("notes://readme")
 def readme() -> str:
     """A resource passed through."""
