@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -97,7 +98,7 @@ def gateway(workdir: Path, *args: str) -> Iterator[tuple[str, str]]:
             proc.communicate()
 
 
-async def call(url: str, key: str, tool: str, args: dict[str, object]) -> object:
+async def call(url: str, key: str, tool: str, args: dict[str, Any]) -> object:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http,
         Client(streamable_http_client(url, http_client=http), cache=None) as c,
