@@ -4,6 +4,7 @@ the delivered successful calls; the ledger is verified after each test (conftest
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -362,3 +363,42 @@ def test_a_server_key_is_not_an_agent_key(gw: Served) -> None:
             assert rpc_error(exc)["code"] == "invalid_api_key"
 
     run(main)
+
+
+def _modern(method: str, params: dict[str, Any], rid: int = 1) -> dict[str, Any]:
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": {**params, "_meta": envelope}}
+
+
+def test_bad_input_gets_a_clear_error_and_no_charge(gw: Served) -> None:
+    headers = {
+        "Authorization": f"Bearer {gw.key}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+    }
+    with httpx.Client(timeout=60) as http:
+
+        def post(body: Any, **extra: str) -> httpx.Response:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            return http.post(gw.url, content=content, headers={**headers, **extra})
+
+        r = post(b'{"jsonrpc": "2.0", "id": 1, "method": ')  # malformed JSON
+        assert r.status_code < 500 and r.json()["error"]["code"] == -32700
+        call = _modern("tools/call", {"name": "search", "arguments": {"query": "q"}})
+        r = post([call, call], **{"Mcp-Method": "tools/call", "Mcp-Name": "search"})  # a batch
+        assert r.status_code < 500 and "error" in r.json()
+        r = post(_modern("no/such", {}), **{"Mcp-Method": "no/such"})
+        assert r.status_code < 500 and r.json()["error"]["code"] == -32601
+        big = _modern("tools/call", {"name": "search", "arguments": {"query": "q" * 5_000_000}})
+        r = post(big, **{"Mcp-Method": "tools/call", "Mcp-Name": "search"})  # oversized
+        assert 400 <= r.status_code < 500
+        bad = _modern("tools/call", {"name": "search", "arguments": {"query": 7, "n": "many"}})
+        r = post(bad, **{"Mcp-Method": "tools/call", "Mcp-Name": "search"})  # invalid arguments
+        assert r.status_code < 500
+        body = r.json()
+        assert "error" in body or body["result"]["isError"] is True
+    assert gw.available() == 100
