@@ -182,7 +182,7 @@ def test_a_retry_with_the_same_idempotency_key_replays_without_calling_upstream(
 def test_a_failed_call_retried_with_its_key_runs_again(gw: Served) -> None:
     async def main() -> None:
         async with client(gw) as c:
-            meta: Any = {IDEMPOTENCY_META: "retry-broken"}
+            meta: Any = {IDEMPOTENCY_META: "r" * 255}  # the longest key: its hold's key is hashed
             assert (await c.call_tool("broken", {}, meta=meta)).is_error
             assert (await c.call_tool("broken", {}, meta=meta)).is_error
 
@@ -402,3 +402,28 @@ def test_bad_input_gets_a_clear_error_and_no_charge(gw: Served) -> None:
         body = r.json()
         assert "error" in body or body["result"]["isError"] is True
     assert gw.available() == 100
+
+
+def test_concurrent_retries_with_one_key_run_and_charge_once(gw: Served) -> None:
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        async with client(gw) as c:
+
+            async def call() -> None:
+                meta: Any = {IDEMPOTENCY_META: "same-key"}
+                try:
+                    r = await c.call_tool("search", {"query": "q"}, meta=meta)
+                    replayed = bool(r.meta and r.meta["tollkeep/charge"].get("replayed"))
+                    outcomes.append("replayed" if replayed else "ran")
+                except MCPError as exc:
+                    outcomes.append(str((exc.error.data or {}).get("code")))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(call)
+
+    run(main)
+    assert outcomes.count("ran") == 1, outcomes
+    assert set(outcomes) <= {"ran", "replayed", "call_in_progress"}, outcomes
+    assert gw.upstream_calls("search") == 1 and gw.available() == 95
