@@ -16,10 +16,12 @@ from typing import Any
 import mcp_types as types
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from pydantic import TypeAdapter
 
 __all__ = ["SERVER_INFO_META", "Upstream", "UpstreamSpec", "clean"]
 
 SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+_RAW: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,12 @@ class Upstream:
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, meta: types.RequestParamsMeta | None
     ) -> dict[str, Any]:
-        result = await self.client.session.call_tool(name, arguments, meta=meta, allow_input_required=True)
-        return clean(result)
+        # the raw result, as the upstream sent it: no model rebuilt, no output-schema check (the
+        # agent's client validates what it receives; a gateway passes it on)
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(name=name, arguments=arguments, _meta=meta)
+        )
+        return clean(await self.client.session.send_request(request, _RAW))
 
     async def list_resources(self, cursor: str | None) -> dict[str, Any]:
         params = types.PaginatedRequestParams(cursor=cursor)
