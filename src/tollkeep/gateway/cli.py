@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, out, runtime
+from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, out, runtime
 from tollkeep.config import masked_url
-from tollkeep.kit.errors import InvalidInput
 
 if TYPE_CHECKING:
     from tollkeep.gateway.mcp import McpGateway
@@ -111,19 +111,55 @@ def mcp(
 
 
 def _serve_http(gw: McpGateway, host: str, port: int, log_level: str, *, database_label: str) -> None:
+    """Connect the upstream (a clear one-line failure if it cannot be), print what is served,
+    then serve, all in one event loop."""
+    import anyio
     import uvicorn
 
     url = f"http://{host}:{port}/mcp"
+    config = uvicorn.Config(
+        gw.http_app(host=host, connect=False),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
 
-    async def ready() -> None:
-        tools = await gw.upstream.all_tools()
-        _print_ready(gw, url, tools, database_label)
+    async def run() -> None:
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(gw.upstream.connect())
+                tools = await gw.upstream.all_tools()
+            except Exception as exc:
+                raise _Unreachable(_reason(exc)) from None
+            _print_ready(gw, url, tools, database_label)
+            server = uvicorn.Server(config)
+            await server.serve()
+            if not server.started:
+                raise _Unreachable(f"cannot listen on {host}:{port} (in use?)", what="port")
 
-    app_ = gw.http_app(host=host, on_ready=ready)
     try:
-        uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    except OSError as exc:
-        fail(InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="port_unavailable"))
+        anyio.run(run, backend_options={"use_uvloop": True})
+    except _Unreachable as exc:
+        label = gw.upstream.spec.describe() if exc.what == "upstream" else f"{host}:{port}"
+        err.print(f"[red]cannot start the gateway[/red]: {label}: {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+class _Unreachable(Exception):
+    def __init__(self, reason: str, *, what: str = "upstream") -> None:
+        super().__init__(reason)
+        self.what = what
+
+
+def _reason(exc: BaseException) -> str:
+    """The first real cause inside (possibly nested) exception groups, in one line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
 
 
 _LIST_BODY = (

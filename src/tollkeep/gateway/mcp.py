@@ -20,7 +20,7 @@ Refusals are JSON-RPC errors with a stable ``error.data.code`` (:data:`RPC_CODES
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -427,29 +427,24 @@ class McpGateway:
         return out
 
     # ---- serving ----------------------------------------------------------------------------
-    def http_app(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        path: str = "/mcp",
-        on_ready: Callable[[], Awaitable[None]] | None = None,
-    ) -> Starlette:
-        """The ASGI app serving streamable HTTP at ``path`` (its lifespan connects the upstream,
-        then awaits ``on_ready``). Bound to a loopback ``host``, requests must name a loopback
-        Host (the SDK's DNS-rebinding guard)."""
+    def http_app(self, *, host: str = "127.0.0.1", path: str = "/mcp", connect: bool = True) -> Starlette:
+        """The ASGI app serving streamable HTTP at ``path``. ``connect``: its lifespan connects
+        the upstream (False: the caller holds ``upstream.connect()`` open around serving, in
+        the same event loop). Bound to a loopback ``host``, requests must name a loopback Host
+        (the SDK's DNS-rebinding guard)."""
         security = None
         if host not in ("127.0.0.1", "localhost", "::1"):
             security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app = self.server.streamable_http_app(
             streamable_http_path=path, host=host, transport_security=security
         )
+        if not connect:
+            return app
         inner = app.router.lifespan_context
 
         @asynccontextmanager
         async def lifespan(a: Starlette) -> AsyncIterator[None]:
             async with self.upstream.connect(), inner(a):
-                if on_ready is not None:
-                    await on_ready()
                 yield
 
         app.router.lifespan_context = lifespan

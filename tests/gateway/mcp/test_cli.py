@@ -187,3 +187,10 @@ def test_the_gateway_needs_a_migrated_database_and_an_upstream(workdir: Path) ->
 
 def test_parse_prices() -> None:
     assert parse_prices(["search=5", "srv/echo=0"]) == {"search": 5, "srv/echo": 0}
+
+
+def test_an_upstream_that_cannot_start_is_said_in_one_line(workdir: Path) -> None:
+    CliRunner().invoke(app, ["migrate"], catch_exceptions=False)
+    res = CliRunner().invoke(app, ["gateway", "mcp", "--port", str(free_port()), "--", "no-such-command-xyz"])
+    assert res.exit_code == 1, res.output
+    assert "cannot start the gateway: no-such-command-xyz" in res.output and "Traceback" not in res.output
