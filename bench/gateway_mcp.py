@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.gateway_mcp", description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=500)
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--price", type=int, default=1, help="credits per call (0: a free tool, no ledger writes)")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="tk-bench-mcp-"))
     server_py = tmp / "bench_upstream.py"
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--port",
                 str(port),
                 "--price",
-                "lookup=1",
+                f"lookup={a.price}",
             ]
             proc = subprocess.Popen(
                 [*cmd, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         with Tollkeep(Settings(database_url=env["TOLLKEEP_DATABASE_URL"])) as tk:
             charged = 10_000_000 - int(tk.balance(cid)["available"])
             ok = tk.verify().ok
-        expected = 2 * (a.calls + a.warmup)
+        expected = 2 * (a.calls + a.warmup) * a.price
         print(json.dumps({"charged": charged, "expected": expected, "ledger_verify_ok": ok}))
     finally:
         for proc in procs:

@@ -138,14 +138,14 @@ class Charger:
         return keys.check(raw, rec, client_ip)
 
     # ---- 2. may they ----------------------------------------------------------------------
-    def admit(self, caller: Principal, *, target: str, price: int) -> None:
+    async def admit(self, caller: Principal, *, target: str, price: int) -> None:
         """The single gate before a call is held and forwarded (``target``: the tool
         ``server/tool`` or the route ``METHOD /path``). Raises 403 ``insufficient_scope`` or
         429 ``rate_limited`` (with ``retry_after``).
 
         Per-key limits (spend limits, tool allowlists, per-key/per-tool rate limits and
         in-flight caps, from ``keys/`` and ``api/ratelimit.py``) are checked here and nowhere
-        else, so both gateways enforce the same rules."""
+        else, so both gateways enforce the same rules (async: a check may read or call out)."""
         caller.require(CHARGE_SCOPE)
         if price > 0 and self._limit_writes is not None:
             self._limit_writes(caller.customer_id)

@@ -250,7 +250,7 @@ class McpGateway:
         target = f"{self.upstream.name}/{name}"
         amount, quantity = self._hold_size(price, arguments)
         try:
-            self.charger.admit(caller, target=target, price=0 if price.free else max(amount, 1))
+            await self.charger.admit(caller, target=target, price=0 if price.free else max(amount, 1))
             call: CallKey | None = None
             if idem is not None:
                 call, stored = await run_in_threadpool(
