@@ -129,7 +129,7 @@ def _serve_http(gw: McpGateway, host: str, port: int, log_level: str, *, databas
         async with AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(gw.upstream.connect())
-                tools = await gw.upstream.all_tools()
+                tools = await gw.refresh_tools()
             except Exception as exc:
                 raise _Unreachable(_reason(exc)) from None
             _print_ready(gw, url, tools, database_label)

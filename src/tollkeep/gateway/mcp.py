@@ -114,11 +114,15 @@ class McpGateway:
         self.calls = Calls(tk.db, tk.clock)
         self.key = key
         self._timeout = timeout_seconds
+        # the upstream tools' input schemas, as last listed: the SDK checks a 2026-07-28 call's
+        # Mcp-Param-* headers against them (without it, it would list the tools on every call)
+        self._schemas: dict[str, Mapping[str, Any]] = {}
         self.server: Server[Any] = Server(
             "tollkeep-gateway",
             version="1",
             instructions="Tools are charged per call in credits: see each tool's _meta['tollkeep/price'].",
             on_list_tools=self.list_tools,
+            get_tool_input_schema=self._schemas.get,
         )
         # handlers answering the upstream's JSON as it came (dicts), not re-built models
         add = self.server.add_request_handler
@@ -181,6 +185,12 @@ class McpGateway:
             text = f"{price.price} {unit}{'' if price.price == 1 else 's'} per call"
         return template.replace("{price}", text)
 
+    async def refresh_tools(self) -> list[types.Tool]:
+        """List the upstream's tools (every page) and remember their input schemas."""
+        tools = await self._upstream(self.upstream.all_tools())
+        self._schemas.update({t.name: t.input_schema for t in tools})
+        return list(tools)
+
     # ---- who is calling ---------------------------------------------------------------------
     async def caller(self, ctx: ServerRequestContext[Any, Any]) -> Principal:
         try:
@@ -210,6 +220,7 @@ class McpGateway:
         page = await self._upstream(self.upstream.list_tools(params.cursor if params else None))
         tools = []
         for tool in page.tools:
+            self._schemas[tool.name] = tool.input_schema
             price = self.price_of(tool.name)
             if price is None or (price.feature is not None and price.feature not in features):
                 continue
@@ -445,6 +456,7 @@ class McpGateway:
         @asynccontextmanager
         async def lifespan(a: Starlette) -> AsyncIterator[None]:
             async with self.upstream.connect(), inner(a):
+                await self.refresh_tools()
                 yield
 
         app.router.lifespan_context = lifespan
