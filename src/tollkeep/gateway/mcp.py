@@ -65,6 +65,7 @@ RPC_CODES: Mapping[str, int] = {
     "invalid_request": -32068,
 }
 _MAX_KEY = 255
+_RESERVED_META = ("io.modelcontextprotocol/", "progressToken")
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,9 @@ class McpGateway:
                 message=f"tool {name!r} is not included in your plan",
                 data={"code": "not_entitled", "tool": name, "feature": price.feature},
             )
-        meta = dict(params.meta or {})
+        # the agent's own _meta goes on, minus its connection's reserved keys (the upstream
+        # session stamps its own) and ours
+        meta = {k: v for k, v in (params.meta or {}).items() if not k.startswith(_RESERVED_META)}
         idem = meta.pop(IDEMPOTENCY_META, None)
         if idem is not None and (not isinstance(idem, str) or not 0 < len(idem) <= _MAX_KEY):
             raise MCPError(
