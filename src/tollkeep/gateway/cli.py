@@ -132,9 +132,17 @@ def _serve_http(gw: McpGateway, host: str, port: int, log_level: str, *, databas
                 tools = await gw.refresh_tools()
             except Exception as exc:
                 raise _Unreachable(_reason(exc)) from None
-            _print_ready(gw, url, tools, database_label)
             server = uvicorn.Server(config)
-            await server.serve()
+
+            async def announce() -> None:  # once it listens: a client may connect right away
+                while not server.started and not server.should_exit:
+                    await anyio.sleep(0.02)
+                if server.started:
+                    _print_ready(gw, url, tools, database_label)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(announce)
+                await server.serve()
             if not server.started:
                 raise _Unreachable(f"cannot listen on {host}:{port} (in use?)", what="port")
 
