@@ -19,6 +19,7 @@ DOMAINS = (
     "catalog",
     "customers",
     "funnel",
+    "gateway",
     "keys",
     "ledger",
     "licensing",
@@ -58,6 +59,7 @@ WRITERS = {
     "license_signing_keys": {"licensing"},
     "licenses": {"licensing"},
     "license_machines": {"licensing"},
+    "gateway_calls": {"gateway"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

@@ -22,6 +22,7 @@ from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out
 from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.customers import cli as customers_cli
 from tollkeep.funnel import cli as funnel_cli
+from tollkeep.gateway import cli as gateway_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
@@ -51,6 +52,7 @@ for _sub, _name in (
     (payments_cli.payments_app, "payments"),
     (webhooks_cli.app, "webhooks"),
     (licensing_cli.app, "licenses"),
+    (gateway_cli.app, "gateway"),  # gateway mcp | gateway http (src/tollkeep/gateway/cli.py)
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group
