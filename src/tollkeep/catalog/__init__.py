@@ -26,6 +26,8 @@ from tollkeep.catalog.model import (
     Price,
     Tier,
     TokenPrice,
+    ToolPrice,
+    ToolsPolicy,
 )
 from tollkeep.catalog.store import CatalogStore
 
@@ -47,6 +49,8 @@ __all__ = [
     "Price",
     "Tier",
     "TokenPrice",
+    "ToolPrice",
+    "ToolsPolicy",
     "UnknownMeter",
     "UnknownModel",
     "catalog_version",

@@ -30,8 +30,10 @@ from tollkeep.catalog.model import (
     PERIODS,
     PLAN_PERIODS,
     PRICE_MODELS,
+    QUANTITY_SOURCES,
     ROUNDING_RULES,
     ROUTE_METHODS,
+    UNPRICED_POLICIES,
     Allowance,
     AnonymousPolicy,
     Cap,
@@ -45,6 +47,8 @@ from tollkeep.catalog.model import (
     Route,
     Tier,
     TokenPrice,
+    ToolPrice,
+    ToolsPolicy,
 )
 
 __all__ = [
@@ -68,6 +72,7 @@ _TOP_KEYS: tuple[str, ...] = (
     "packs",
     "anonymous",
     "keys",
+    *("gateway", "tools"),  # the MCP gateway's prices (see _GatewayParser)
 )
 _TOP_KEYS += ("routes",)  # the HTTP gateway's priced routes (see _Parser.routes)
 _ROUTE_KEYS = ("method", "path", "price", "meter", "upstream", "feature")
@@ -344,6 +349,7 @@ class _Parser:
         plans = self.plans(raw_plans, meter_names)
         packs = self.packs(data.get("packs", {}))
         self.unique_provider_ids(plans, packs)
+        tools = _GatewayParser(self).tools(data.get("gateway", {}), data.get("tools", {}), meters, plans)
         default_plan = self.string(data, "default_plan", (), None)
         if default_plan is not None and default_plan not in plan_names:
             known = ", ".join(plan_names) or "no plans are defined"
@@ -363,6 +369,7 @@ class _Parser:
             anonymous=anonymous,
             keys=keys,
             packs=MappingProxyType(packs),
+            tools=tools,
             routes=routes,
         )
 
@@ -887,3 +894,115 @@ class _Parser:
                 continue
             out[code] = amount
         return out
+
+
+# --- the MCP gateway's prices: [gateway] and [tools."<server>/<tool>"] ------------------------
+
+_GATEWAY_KEYS = ("unpriced", "default_price", "description_suffix", "timeout_seconds")
+_TOOL_KEYS = ("price", "free", "meter", "quantity", "hold", "charge_errors", "feature")
+_TOOL_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}/(\*|[^\s/][^\s]{0,127})$")
+
+
+class _GatewayParser:
+    """``[gateway]`` (the unpriced-tool policy, the description suffix, the upstream timeout)
+    and ``[tools."<server>/<tool>"]`` (a tool's price; ``"<server>/*"`` for an upstream's)."""
+
+    def __init__(self, parser: _Parser) -> None:
+        self.p = parser
+
+    def tools(
+        self, gateway: Any, tools: Any, meters: Mapping[str, Meter], plans: Mapping[str, Plan]
+    ) -> ToolsPolicy:
+        p = self.p
+        path: Path_ = ("gateway",)
+        table = p.table(gateway, path) or {}
+        p.check_keys(table, _GATEWAY_KEYS, path, "[gateway]")
+        unpriced = p.choice(table, "unpriced", path, UNPRICED_POLICIES, "refuse")
+        default_price = p.integer(table, "default_price", path, minimum=0, default=None)
+        if unpriced == "default" and default_price is None and "default_price" not in table:
+            p.add(
+                (*path, "default_price"),
+                'is required with unpriced = "default" (the price of unlisted tools)',
+            )
+        suffix = p.string(table, "description_suffix", path, " [{price}]")
+        if isinstance(suffix, str) and suffix and "{price}" not in suffix:
+            p.add((*path, "description_suffix"), 'must contain "{price}" (or be "" to show no suffix)')
+        timeout = p.integer(table, "timeout_seconds", path, minimum=1, default=120)
+        features = {f for plan in plans.values() for f in plan.features}
+        prices: dict[str, ToolPrice] = {}
+        tools_table = p.table(tools, ("tools",)) or {}
+        for key, raw in tools_table.items():
+            tool = self.tool(key, raw, ("tools", key), meters, features)
+            if tool is not None:
+                prices[key] = tool
+        return ToolsPolicy(
+            prices=MappingProxyType(prices),
+            unpriced=unpriced or "refuse",
+            default_price=default_price,
+            description_suffix=suffix if isinstance(suffix, str) else " [{price}]",
+            timeout_seconds=timeout or 120,
+        )
+
+    def tool(
+        self, key: str, raw: Any, path: Path_, meters: Mapping[str, Meter], features: set[str]
+    ) -> ToolPrice | None:
+        p = self.p
+        if not _TOOL_KEY_RE.match(key):
+            p.add(path, f'invalid tool key {key!r}: use "<server>/<tool>" or "<server>/*"')
+            return None
+        table = p.table(raw, path)
+        if table is None:
+            return None
+        p.check_keys(table, _TOOL_KEYS, path, "a tool price")
+        before = len(p.issues)
+        price = p.integer(table, "price", path, minimum=0, default=None)
+        hold = p.integer(table, "hold", path, minimum=0, default=None)
+        free = self.flag(table, "free", path)
+        charge_errors = self.flag(table, "charge_errors", path)
+        meter = p.string(table, "meter", path, None)
+        quantity = p.string(table, "quantity", path, None)
+        feature = p.string(table, "feature", path, None)
+        given = [k for k in ("price", "meter") if k in table] + (["free"] if free else [])
+        if not given:
+            p.add(path, "needs a price: price = <credits per call>, free = true, or meter + quantity")
+        elif len(given) > 1:
+            p.add(path, f"give one of price, free = true, or meter + quantity (got {', '.join(given)})")
+        if meter is not None:
+            if meter not in meters:
+                p.add((*path, "meter"), f"unknown meter {meter!r} (known: {', '.join(meters) or 'none'})")
+            if quantity is None:
+                p.add((*path, "quantity"), 'is required with meter: "arguments.<name>" or "result.<name>"')
+        elif quantity is not None or hold is not None:
+            p.add(path, "quantity and hold go with a meter")
+        if quantity is not None:
+            source, _, rest = quantity.partition(".")
+            if source not in QUANTITY_SOURCES or not rest or "" in rest.split("."):
+                p.add(
+                    (*path, "quantity"), f'expected "arguments.<path>" or "result.<path>", got {quantity!r}'
+                )
+            elif source == "result" and hold is None:
+                p.add(
+                    (*path, "hold"), "is required with a quantity from the result (what to reserve up front)"
+                )
+        if feature is not None and feature not in features:
+            known = ", ".join(sorted(features)) or "no plan has features"
+            p.add((*path, "feature"), f"no plan has the feature {feature!r} (known: {known})")
+        if len(p.issues) > before:
+            return None
+        return ToolPrice(
+            key=key,
+            price=0 if free else price,
+            free=free or price == 0,
+            meter=meter,
+            quantity=quantity,
+            hold=hold,
+            charge_errors=charge_errors,
+            feature=feature,
+        )
+
+    def flag(self, table: Mapping[str, Any], key: str, path: Path_) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            self.p.add((*path, key), f"expected true or false, got {_type_name(value)}")
+            return False
+        return value

@@ -39,6 +39,8 @@ __all__ = [
     "Route",
     "Tier",
     "TokenPrice",
+    "ToolPrice",
+    "ToolsPolicy",
 ]
 
 AGGREGATIONS: tuple[str, ...] = ("count", "sum", "max", "unique_count")
@@ -432,6 +434,7 @@ class Catalog:
     anonymous: AnonymousPolicy = field(default_factory=AnonymousPolicy)
     keys: KeysPolicy = field(default_factory=KeysPolicy)
     packs: Mapping[str, Pack] = field(default_factory=_empty, hash=False)
+    tools: ToolsPolicy = field(default_factory=lambda: ToolsPolicy())  # the MCP gateway's prices
     routes: tuple[Route, ...] = ()  # the HTTP gateway's priced routes, in match order
 
     def pack(self, key: str) -> Pack | None:
@@ -475,3 +478,72 @@ class Catalog:
             "anonymous": self.anonymous.to_public_dict(),
             "routes": [route.to_public_dict() for route in self.routes],
         }
+
+
+# ---- the MCP gateway's tool prices ([gateway] and [tools."<server>/<tool>"]) -----------------
+UNPRICED_POLICIES: tuple[str, ...] = ("refuse", "default")
+QUANTITY_SOURCES: tuple[str, ...] = ("arguments", "result")
+
+
+@dataclass(frozen=True)
+class ToolPrice:
+    """``[tools."<server>/<tool>"]`` (or ``"<server>/*"``: every tool of that upstream not
+    listed itself): what one call costs, in ledger units.
+
+    * ``price``: flat per call; ``free``: costs nothing (listed as free);
+    * ``meter`` + ``quantity``: rated by the meter's price, with the quantity read from the
+      call's arguments (``"arguments.<path>"``) or from the result's structured content
+      (``"result.<path>"``, then ``hold`` is reserved up front and the rated amount settled);
+    * ``charge_errors``: charge a call whose result has ``isError: true`` too (default no);
+    * ``feature``: only customers whose plan has this feature (entitlement) see and call it."""
+
+    key: str
+    price: int | None = None
+    free: bool = False
+    meter: str | None = None
+    quantity: str | None = None
+    hold: int | None = None
+    charge_errors: bool = False
+    feature: str | None = None
+
+    @property
+    def quantity_source(self) -> str | None:
+        return None if self.quantity is None else self.quantity.split(".", 1)[0]
+
+    @property
+    def quantity_path(self) -> tuple[str, ...]:
+        return () if self.quantity is None else tuple(self.quantity.split(".")[1:])
+
+    def to_public_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tool": self.key, "free": self.free}
+        if self.price is not None:
+            out["price"] = self.price
+        if self.meter is not None:
+            out["meter"] = self.meter
+            out["quantity"] = self.quantity
+        if self.feature is not None:
+            out["feature"] = self.feature
+        return out
+
+
+@dataclass(frozen=True)
+class ToolsPolicy:
+    """``[gateway]`` and ``[tools.*]``: the MCP gateway's prices. A tool without a price of its
+    own or of its upstream (``"<server>/*"``) is refused (``unpriced = "refuse"``, the default)
+    or charged ``default_price`` (``unpriced = "default"``): never silently free."""
+
+    prices: Mapping[str, ToolPrice] = field(default_factory=_empty, hash=False)
+    unpriced: str = "refuse"
+    default_price: int | None = None
+    description_suffix: str = " [{price}]"
+    timeout_seconds: int = 120
+
+    def price_of(self, server: str, tool: str) -> ToolPrice | None:
+        """The price of ``server/tool``: its own, its upstream's, the default, or None
+        (unpriced and refused)."""
+        own = self.prices.get(f"{server}/{tool}") or self.prices.get(f"{server}/*")
+        if own is not None:
+            return own
+        if self.unpriced == "default" and self.default_price is not None:
+            return ToolPrice(key=f"{server}/{tool}", price=self.default_price, free=self.default_price == 0)
+        return None

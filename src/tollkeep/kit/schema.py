@@ -7,6 +7,7 @@ from tollkeep.audit import models as _audit
 from tollkeep.catalog import models as _catalog
 from tollkeep.customers import models as _customers
 from tollkeep.funnel import models as _funnel
+from tollkeep.gateway import models as _gateway
 from tollkeep.keys import models as _keys
 from tollkeep.kit.models import Base
 from tollkeep.ledger import models as _ledger
@@ -23,6 +24,7 @@ DOMAINS = (
     _catalog,
     _customers,
     _funnel,
+    _gateway,
     _keys,
     _ledger,
     _operators,
