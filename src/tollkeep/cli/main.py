@@ -22,6 +22,7 @@ from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out
 from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.customers import cli as customers_cli
 from tollkeep.funnel import cli as funnel_cli
+from tollkeep.gateway import http_cli as gateway_http_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
@@ -51,6 +52,8 @@ for _sub, _name in (
     (webhooks_cli.app, "webhooks"),
 ):
     app.add_typer(_sub, name=_name)
+# the HTTP gateway (`tollkeep gateway http`); moves into the gateway sub-app when it lands
+app.add_typer(gateway_http_cli.app, name="gateway")
 # commands another domain adds to the customers group
 customers_cli.app.command("plan")(plans_cli.customers_plan)
 customers_cli.app.command("overdraft")(ledger_cli.customers_overdraft)

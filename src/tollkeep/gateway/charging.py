@@ -1,10 +1,13 @@
-"""The HTTP gateway's calls into the ledger (in-process, through the write executor), and the
-caller's key.
+"""The HTTP gateway's calls into the ledger, in-process through the write executor.
 
-This is the HTTP side's own seam until the shared one (``gateway/core.py``) is merged; it
-does exactly what the ``/v1`` routes do: the key is checked like ``api.deps.principal`` (a
-buyer key as ``Authorization: Bearer`` or ``X-API-Key``), holds are ``ledger.hold_fn`` and
-``ledger.resolve_fn`` run through ``executor.acall``.
+Who is calling and whether they may (the key, its scope, the per-customer write limit and
+whatever per-key limits come) is the shared seam's (:class:`tollkeep.gateway.core.Charger`:
+``authenticate`` and ``admit``, the one gate both gateways pass). The holds are made here, on
+the same ledger calls (``ledger.hold_fn`` / ``resolve_fn`` through ``executor.acall``), because
+the HTTP gateway needs two things the shared ``Hold`` does not carry: a replayed hold's status
+(an ``Idempotency-Key`` retry of a call already charged is refused) and the actual token
+counts a tokens meter is settled with (``properties``). Resolutions are shielded from
+cancellation: a hold is resolved whatever happens to the request that opened it.
 """
 
 from __future__ import annotations
@@ -15,29 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 
+from tollkeep.gateway import core
 from tollkeep.keys import Principal
-from tollkeep.kit.errors import AuthError, Forbidden, InsufficientCredits, TollkeepError
+from tollkeep.kit.errors import Forbidden, InsufficientCredits, TollkeepError
+from tollkeep.kit.executor import Command
 from tollkeep.runtime import Tollkeep
 
-__all__ = ["Charger", "Held", "key_of"]
+__all__ = ["Charger", "Held"]
 
 log = logging.getLogger("tollkeep.gateway.http")
-
-SCOPE = "usage:write"  # a key that may spend (read-only keys are refused: 403 insufficient_scope)
-
-
-def key_of(headers: Mapping[bytes, bytes]) -> str | None:
-    """The caller's key: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    auth = headers.get(b"authorization")
-    if auth:
-        scheme, _, value = auth.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise AuthError("use 'Authorization: Bearer <api key>'", code="invalid_authorization")
-        return value.strip()
-    raw = headers.get(b"x-api-key")
-    return raw.decode("latin-1").strip() if raw else None
 
 
 @dataclass(frozen=True)
@@ -51,40 +42,36 @@ class Held:
 
 
 class Charger:
-    """Key auth, entitlements and holds for one runtime."""
+    """Key auth (the shared seam's), entitlements and holds for one runtime."""
 
     def __init__(self, tk: Tollkeep, *, hold_ttl: int) -> None:
         self.tk = tk
+        self.core = core.Charger(tk)
         self.hold_ttl = min(hold_ttl, tk.settings.hold_max_ttl_seconds)
 
     async def principal(self, headers: Mapping[bytes, bytes], ip: str | None) -> Principal:
-        raw = key_of(headers)
-        if raw is None:
-            raise AuthError(
-                "send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                code="missing_api_key",
-            )
-        keys = self.tk.keys
-        if not keys.well_formed(raw):
-            raise AuthError("invalid API key", code="invalid_api_key")
-        rec = keys.cached(raw)
-        if rec is None:
-            rec = await run_in_threadpool(keys.lookup, raw)
-        elif keys.refresh_due(rec):
-            asyncio.get_running_loop().run_in_executor(None, keys.refresh, raw, rec.key_id)
-        p = keys.check(raw, rec, ip)
-        p.require(SCOPE)
-        return p
+        """The caller's key (``Authorization: Bearer`` or ``X-API-Key``) → its principal."""
+        named = {
+            name: value.decode("latin-1")
+            for name in ("authorization", "x-api-key")
+            if (value := headers.get(name.encode())) is not None
+        }
+        return await self.core.authenticate(named, ip)
+
+    def admit(self, p: Principal, target: str, price: int) -> None:
+        """The one gate before anything is held (scope; rate and per-key limits): the shared
+        seam's :meth:`~tollkeep.gateway.core.Charger.admit`."""
+        self.core.admit(p, target=target, price=price)
 
     async def entitled(self, p: Principal, feature: str) -> None:
         """403 ``not_entitled`` unless the caller's plan has ``feature``."""
-        customer = await run_in_threadpool(self.tk.customers.get, p.customer_id)
-        plan = self.tk.catalog.plan(customer.get("plan") or "")
+        plan_key = await self.core.plan_of(p.customer_id)
+        plan = self.tk.catalog.plan(plan_key or "")
         if plan is None or not plan.has_feature(feature):
             raise Forbidden(
                 f"this route needs the {feature!r} feature, which your plan does not include",
                 code="not_entitled",
-                details={"feature": feature, "plan": customer.get("plan")},
+                details={"feature": feature, "plan": plan_key},
             )
 
     def topup(self, exc: TollkeepError) -> TollkeepError:
@@ -116,21 +103,24 @@ class Charger:
             raise self.topup(exc) from None
         return Held(out["id"], int(out["amount"]), str(out["status"]), bool(out.get("duplicate")))
 
+    async def _resolve(self, cmd: Command[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with anyio.CancelScope(shield=True):
+            out = await self.tk.ledger.executor.acall(cmd)
+        return out
+
     async def settle(
         self, p: Principal, held: Held, amount: int, properties: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         cmd = self.tk.ledger.resolve_fn(
             p.customer_id, held.id, action="settle", amount=amount, properties=properties
         )
-        out: dict[str, Any] = await self.tk.ledger.executor.acall(cmd)
-        return out
+        return await self._resolve(cmd)
 
     async def release(self, p: Principal, held: Held) -> None:
         """Give a hold back; a failure is logged (the sweeper releases it at its expiry)."""
         try:
-            await self.tk.ledger.executor.acall(
-                self.tk.ledger.resolve_fn(p.customer_id, held.id, action="release")
-            )
+            await self._resolve(self.tk.ledger.resolve_fn(p.customer_id, held.id, action="release"))
         except TollkeepError as exc:
             log.warning("release of hold %s failed: %s %s", held.id, exc.code, exc.message)
 

@@ -205,12 +205,6 @@ class HttpGateway:
             self._routes = cached = (cat.version, table)
         return cached[1]
 
-    # ---- admission (per-key limits plug in here) ---------------------------------------------
-    async def admit(self, p: Principal, method: str, path: str) -> None:
-        """Where per-key admission checks go (rate limits, concurrency caps, key spend limits):
-        raise a TollkeepError (e.g. 429 ``rate_limited``) to refuse before anything is held.
-        Nothing is checked here yet."""
-
     # ---- ASGI --------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -277,13 +271,14 @@ class HttpGateway:
             )
         client = scope.get("client")
         p = await self.charger.principal(headers, client[0] if client else None)
-        await self.admit(p, method, path)
         idem = headers.get(b"idempotency-key")
         idem_key = idem.decode("latin-1") if idem else None
         if idem_key is not None and not 1 <= len(idem_key) <= 200:
             raise InvalidInput("Idempotency-Key takes 1-200 characters", code="invalid_idempotency_key")
         kind = llm_kind(method, path)
         if kind is not None:
+            # admission: the one gate (scope, rate and per-key limits) before anything is held
+            self.charger.admit(p, f"{method} {path}", 1)
             await self._llm(scope, receive, send, p, kind, idem_key)
             return
         route = self.routes().match(method, path)
@@ -292,6 +287,8 @@ class HttpGateway:
         if route is not None and route.feature:
             await self.charger.entitled(p, route.feature)
         charged = route is not None and (route.meter is not None or bool(route.price))
+        # admission: the one gate (scope, rate and per-key limits) before anything is held
+        self.charger.admit(p, f"{method} {path}", (route.price or 1) if charged and route else 0)
         await self._plain(scope, receive, send, p, route if charged else None, idem_key)
 
     # ---- holds and idempotency ----------------------------------------------------------------
@@ -331,10 +328,13 @@ class HttpGateway:
     ) -> None:
         held: Held | None = None
         if route is not None:
+            # the request is part of the hold's payload: an Idempotency-Key reused for another
+            # request is a 409 idempotency_conflict
+            props = {"request": f"{scope['method']} {scope['path']}"[:200], "route": route.path}
             if route.meter is not None:
-                held, _ = await self._hold(p, idem, meter=route.meter, properties={"route": route.path})
+                held, _ = await self._hold(p, idem, meter=route.meter, properties=props)
             else:
-                held, _ = await self._hold(p, idem, amount=route.price)
+                held, _ = await self._hold(p, idem, amount=route.price, properties=props)
         try:
             delivered, status = await self._forward(scope, receive, send)
         except BaseException:
