@@ -189,6 +189,8 @@ class HttpGateway:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
                 follow_redirects=False,
             )
+            for name in ("accept", "accept-encoding", "user-agent"):  # only what the caller sent
+                del self._client.headers[name]
         return self._client
 
     async def aclose(self) -> None:
@@ -354,6 +356,7 @@ class HttpGateway:
         hdrs = request_headers(scope["headers"], self.config.upstream.headers, drop_length=drop_length)
         if llm:  # the gateway reads the answer's usage: ask for it uncompressed
             hdrs = [(k, v) for k, v in hdrs if k != b"accept-encoding"]
+            hdrs.append((b"accept-encoding", b"identity"))
         url = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         qs = scope.get("query_string") or b""
         target = url + ("?" + qs.decode("latin-1") if qs else "")

@@ -95,7 +95,11 @@ def gateway(gtk: Tollkeep, upstream: str) -> Gateway:
     @contextmanager
     def run(upstream_url: str | None = None, **kw: Any) -> Iterator[str]:
         base = GatewayConfig(
-            upstream=Upstream("default", upstream_url or upstream, ((b"authorization", f"Bearer {UPSTREAM_SECRET}".encode()),))
+            upstream=Upstream(
+                "default",
+                upstream_url or upstream,
+                ((b"authorization", f"Bearer {UPSTREAM_SECRET}".encode()),),
+            )
         )
         with serve(HttpGateway(gtk, replace(base, **kw)), lifespan="on") as url:
             yield url

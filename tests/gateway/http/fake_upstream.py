@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -78,7 +78,12 @@ def build_app(seen: Seen) -> Starlette:
         raw = await request.body()
         body = json.loads(raw) if raw else {}
         seen.requests.append(
-            {"path": request.url.path, "headers": dict(request.headers), "body": body, "method": request.method}
+            {
+                "path": request.url.path,
+                "headers": dict(request.headers),
+                "body": body,
+                "method": request.method,
+            }
         )
         return body if isinstance(body, dict) else {}
 
@@ -193,12 +198,20 @@ def build_app(seen: Seen) -> Starlette:
             async for _ in pieces(n, "slow" in text):
                 yield ev(
                     "content_block_delta",
-                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": PIECE}},
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": PIECE},
+                    },
                 )
             yield ev("content_block_stop", {"type": "content_block_stop", "index": 0})
             yield ev(
                 "message_delta",
-                {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n}},
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": n},
+                },
             )
             yield ev("message_stop", {"type": "message_stop"})
 
@@ -240,7 +253,7 @@ def build_app(seen: Seen) -> Starlette:
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
+def serve(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
     """``app`` served by real uvicorn in a thread, on a free port, for the block: its base URL."""
     port = free_port()
     server = uvicorn.Server(

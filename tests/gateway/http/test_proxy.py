@@ -45,7 +45,9 @@ def test_priced_route_is_charged_once_and_credentials_are_swapped(
         assert balance(gtk, cid) == 4
 
 
-def test_idempotent_retry_is_not_forwarded_or_charged_again(gtk: Tollkeep, gateway: Gateway, seen: Seen) -> None:
+def test_idempotent_retry_is_not_forwarded_or_charged_again(
+    gtk: Tollkeep, gateway: Gateway, seen: Seen
+) -> None:
     cid, key = customer(gtk, credits=10)
     with gateway() as url, httpx.Client(base_url=url) as c:
         h = {**auth(key), "Idempotency-Key": "order-1"}
@@ -118,7 +120,9 @@ def test_who_may_call(gtk: Tollkeep, gateway: Gateway) -> None:
         assert r.status_code == 404 and r.json()["error"]["code"] == "route_not_priced"
 
 
-def test_price_flags_override_the_catalog_and_meters_rate(gtk: Tollkeep, gateway: Gateway, seen: Seen) -> None:
+def test_price_flags_override_the_catalog_and_meters_rate(
+    gtk: Tollkeep, gateway: Gateway, seen: Seen
+) -> None:
     from tollkeep.gateway.proxy import parse_price
 
     cid, key = customer(gtk, credits=20)
