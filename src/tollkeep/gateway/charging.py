@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import anyio
 
 from tollkeep.gateway import core
 from tollkeep.keys import Principal
-from tollkeep.kit.errors import Forbidden, InsufficientCredits, TollkeepError
+from tollkeep.kit.errors import Conflict, Forbidden, InsufficientCredits, TollkeepError
 from tollkeep.kit.executor import Command
 from tollkeep.runtime import Tollkeep
 
@@ -86,6 +87,7 @@ class Charger:
         *,
         amount: int | None = None,
         meter: str | None = None,
+        quantity: Any = None,
         properties: Mapping[str, Any] | None = None,
     ) -> Held:
         cmd = self.tk.ledger.hold_fn(
@@ -93,6 +95,7 @@ class Charger:
             idempotency_key=key,
             amount=amount,
             meter=meter,
+            quantity=quantity,
             properties=properties,
             ttl_seconds=self.hold_ttl,
             api_key_id=p.key_id,
@@ -102,6 +105,34 @@ class Charger:
         except InsufficientCredits as exc:
             raise self.topup(exc) from None
         return Held(out["id"], int(out["amount"]), str(out["status"]), bool(out.get("duplicate")))
+
+    async def call_hold(self, p: Principal, prefix: str, idem_key: str | None, **kw: Any) -> tuple[Held, str]:
+        """The hold of one call and the key it was made with. Without the caller's
+        ``Idempotency-Key``: a fresh key. With one: a call already charged under it is refused
+        (409 ``idempotency_key_used``), one still running too (409 ``request_in_progress``,
+        whichever process runs it), one that was released is retried under a key derived from
+        the released hold (so two retries racing still make one hold)."""
+        if idem_key is None:
+            key = f"{prefix}:{uuid.uuid4().hex}"
+            return await self.hold(p, key, **kw), key
+        key = f"{prefix}:idem:{idem_key}"
+        for _ in range(8):
+            held = await self.hold(p, key, **kw)
+            if held.status == "open":
+                if held.duplicate:
+                    raise Conflict(
+                        "a request with this Idempotency-Key is still running", code="request_in_progress"
+                    )
+                return held, key
+            if held.status == "settled":
+                raise Conflict(
+                    "this Idempotency-Key was already used for a call that was charged; "
+                    "send a new key to call again",
+                    code="idempotency_key_used",
+                    details={"hold_id": held.id},
+                )
+            key = f"{prefix}:idem:{idem_key}:after:{held.id}"
+        raise Conflict("this Idempotency-Key was retried too often", code="idempotency_key_used")
 
     async def _resolve(self, cmd: Command[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}

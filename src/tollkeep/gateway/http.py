@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -53,7 +52,7 @@ from tollkeep.gateway.llm import (
 )
 from tollkeep.gateway.proxy import RouteTable, Upstream, request_headers, response_headers
 from tollkeep.keys import Principal
-from tollkeep.kit.errors import Conflict, InsufficientCredits, InvalidInput, NotFound, TollkeepError
+from tollkeep.kit.errors import InsufficientCredits, InvalidInput, NotFound, TollkeepError
 from tollkeep.pricing.rating import round_amount
 from tollkeep.runtime import Tollkeep
 
@@ -294,35 +293,8 @@ class HttpGateway:
         await self._plain(scope, receive, send, p, route if charged else None, idem_key)
 
     # ---- holds and idempotency ----------------------------------------------------------------
-    async def _first_hold(self, p: Principal, idem_key: str | None, **kw: Any) -> tuple[Held, str]:
-        """The call's hold and the key it was made with. With the caller's Idempotency-Key: a
-        replay of a call charged (409 ``idempotency_key_used``) or running (409
-        ``request_in_progress``) is refused; one that was released is retried once more under
-        a key derived from the released hold."""
-        prefix = self.config.idempotency_prefix
-        if idem_key is None:
-            key = f"{prefix}:{uuid.uuid4().hex}"
-            return await self.charger.hold(p, key, **kw), key
-        key = f"{prefix}:idem:{idem_key}"
-        for _ in range(8):
-            held = await self.charger.hold(p, key, **kw)
-            if held.status == "open":
-                return held, key
-            if held.status == "settled":
-                raise Conflict(
-                    "this Idempotency-Key was already used for a call that was charged; "
-                    "send a new key to call again",
-                    code="idempotency_key_used",
-                    details={"hold_id": held.id},
-                )
-            key = f"{prefix}:idem:{idem_key}:after:{held.id}"
-        raise Conflict("this Idempotency-Key was retried too often", code="idempotency_key_used")
-
     async def _hold(self, p: Principal, idem_key: str | None, **kw: Any) -> tuple[Held, str]:
-        held, key = await self._first_hold(p, idem_key, **kw)
-        if held.duplicate:  # open, made by another request with this key (any process)
-            raise Conflict("a request with this Idempotency-Key is still running", code="request_in_progress")
-        return held, key
+        return await self.charger.call_hold(p, self.config.idempotency_prefix, idem_key, **kw)
 
     # ---- priced (or free) routes ---------------------------------------------------------------
     async def _plain(
