@@ -155,6 +155,16 @@ class Charger:
         except TollkeepError as exc:
             log.warning("release of hold %s failed: %s %s", held.id, exc.code, exc.message)
 
+    async def keep_open(self, p: Principal, holds: list[Held]) -> None:
+        """Push the holds' expiry ``hold_ttl`` further (a stream longer than the TTL)."""
+        for h in holds:
+            try:
+                await self.tk.ledger.executor.acall(
+                    self.tk.ledger.extend_fn(p.customer_id, h.id, ttl_seconds=self.hold_ttl)
+                )
+            except TollkeepError as exc:
+                log.warning("extending hold %s failed: %s %s", h.id, exc.code, exc.message)
+
     async def settle_parts(
         self, p: Principal, holds: list[Held], charge: int, properties: Mapping[str, Any] | None
     ) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -554,10 +555,14 @@ class HttpGateway:
         await send(start)
         cut: TollkeepError | None = None
         delivered_chars = 0
+        renew_at = time.monotonic() + self.charger.hold_ttl / 3
         try:
             async for chunk in resp.aiter_raw():
                 if watch.gone:
                     break
+                if time.monotonic() > renew_at:  # a stream longer than the holds' TTL
+                    await self.charger.keep_open(p, holds)
+                    renew_at = time.monotonic() + self.charger.hold_ttl / 3
                 delivered_chars = meter.output_chars
                 meter.feed(chunk)
                 if meter.input_tokens is not None and meter.input_tokens != tin:
