@@ -4,8 +4,9 @@ OpenAI- / Anthropic-compatible LLM endpoints with their real JSON and SSE shapes
 How it answers is driven by the request: the last user message's text ``"words:N"`` makes an
 answer of N pieces of ``"abcd"`` (4 characters: one token by the gateway's estimator, and
 one token in the usage it reports); ``"slow"`` in it streams a piece every 20 ms; ``"fail"``
-answers 500. ``prompt_tokens`` / ``input_tokens`` are the prompt's characters / 4 (rounded
-up), the gateway's own estimate, so tests can predict every charge exactly.
+answers 500; ``"hang"`` waits until the caller gives up; ``"break"`` crashes a stream after
+3 pieces (the connection is cut). ``prompt_tokens`` / ``input_tokens`` are the prompt's
+characters / 4 (rounded up), the gateway's own estimate, so tests can predict every charge.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def build_app(seen: Seen) -> Starlette:
         text = _instruction(body)
         if "fail" in text:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        if "hang" in text:  # until the caller gives up (at most a minute)
+            for _ in range(3000):
+                if await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.02)
         n, pt = _words(text), _prompt_tokens(body)
         completions = request.url.path.endswith("/v1/completions")
         if not body.get("stream"):
@@ -124,7 +130,9 @@ def build_app(seen: Seen) -> Starlette:
         usage = (body.get("stream_options") or {}).get("include_usage") is True
 
         async def events() -> AsyncIterator[bytes]:
-            async for _ in pieces(n, "slow" in text):
+            async for i in pieces(n, "slow" in text):
+                if "break" in text and i == 3:
+                    raise RuntimeError("the upstream crashes mid-stream")
                 delta = {"text": PIECE} if completions else {"delta": {"content": PIECE}}
                 chunk = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, **delta}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
@@ -257,7 +265,14 @@ def serve(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
     """``app`` served by real uvicorn in a thread, on a free port, for the block: its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan=lifespan,
+            timeout_graceful_shutdown=2,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

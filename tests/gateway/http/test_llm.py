@@ -162,3 +162,32 @@ def test_client_gone_mid_stream_pays_what_was_produced(gtk: Tollkeep, gateway: G
     assert prompt_tokens(text) + 2 * 5 <= spent < full
     assert (spent - prompt_tokens(text)) % 2 == 0
     assert seen.completed == 0
+
+
+def test_upstream_that_hangs_or_breaks_off_is_not_charged(
+    gtk: Tollkeep, gateway: Gateway, seen: Seen
+) -> None:
+    cid, key = customer(gtk, credits=1000)
+    with gateway(read_timeout=0.5) as url, httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/v1/chat/completions", headers=auth(key), json=chat("hang", max_tokens=10))
+        assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+        with c.stream(
+            "POST", "/v1/chat/completions", headers=auth(key), json=chat("break words:10", stream=True)
+        ) as s:
+            events = sse_events(s.read().decode())
+        assert events[-1][0] == "error"
+        assert json.loads(events[-1][1])["error"]["code"] == "upstream_error"
+    assert balance(gtk, cid) == 1000
+
+
+def test_client_gone_before_the_answer_is_not_charged(gtk: Tollkeep, gateway: Gateway, seen: Seen) -> None:
+    cid, key = customer(gtk, credits=1000)
+    with gateway() as url, httpx.Client(base_url=url, timeout=0.5) as c:
+        try:
+            c.post("/v1/chat/completions", headers=auth(key), json=chat("hang", max_tokens=10))
+        except httpx.ReadTimeout:
+            pass
+        else:
+            raise AssertionError("the upstream answered a hanging request")
+        assert eventually(lambda: len(seen.requests) == 1)
+    assert balance(gtk, cid) == 1000  # released once the gateway saw the client go
