@@ -29,7 +29,7 @@ def test_openai_sdk_through_the_gateway(gtk: Tollkeep, gateway: Gateway) -> None
         assert balance(gtk, cid) == 300 - 2 * (2 + 40)
         # 216 left: a stream of 200 pieces (402 credits) is cut when an increment does not fit
         long = [{"role": "user", "content": "words:200"}]
-        got = []
+        got: list[str] = []
         with pytest.raises(openai.APIError) as info:
             for ch in client.chat.completions.create(model="test-model", messages=long, stream=True):
                 got.extend(c.delta.content or "" for c in ch.choices)
