@@ -404,7 +404,8 @@ class HttpGateway:
             if watch.gone:
                 return False, resp.status_code
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return True, resp.status_code
+            await asyncio.sleep(0)  # a client that closed before the end has been seen by now
+            return not watch.gone, resp.status_code
         finally:
             watch.stop()
             await resp.aclose()
