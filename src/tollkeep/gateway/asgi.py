@@ -98,7 +98,9 @@ class TollkeepMiddleware:
         async def receive_watched() -> Message:
             nonlocal disconnected
             msg = await receive()
-            if msg["type"] == "http.disconnect":
+            # after the last byte uvicorn answers receive() with http.disconnect: only a
+            # disconnect before the response is complete counts
+            if msg["type"] == "http.disconnect" and not complete:
                 disconnected = True
             return msg
 

@@ -403,9 +403,10 @@ class HttpGateway:
                 return False, 502
             if watch.gone:
                 return False, resp.status_code
+            # (once the response is complete, uvicorn answers receive() with http.disconnect:
+            # the watcher's verdict counts only until here)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            await asyncio.sleep(0)  # a client that closed before the end has been seen by now
-            return not watch.gone, resp.status_code
+            return True, resp.status_code
         finally:
             watch.stop()
             await resp.aclose()
@@ -521,10 +522,10 @@ class HttpGateway:
                         ) from None
                     if data is None:
                         return None
-                    await send(start)
-                    await send({"type": "http.response.body", "body": data, "more_body": False})
                     if watch.gone:
                         return None
+                    await send(start)
+                    await send({"type": "http.response.body", "body": data, "more_body": False})
                     usage = usage_of(data)
                     if usage is None:  # no usage: the estimate that was held
                         est = holds[0].amount
@@ -597,8 +598,9 @@ class HttpGateway:
             body = _sse_error("insufficient_credits", cut.message, topup=self.tk.topup_hint())
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return tin, min(max(covered, 0), estimate_tokens(delivered_chars))
+        gone = watch.gone  # (after the last byte, uvicorn reports a disconnect: read it before)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if not watch.gone and meter.reported:
+        if not gone and meter.reported:
             assert meter.input_tokens is not None and meter.output_tokens is not None
             return meter.input_tokens, meter.output_tokens
         return tin, meter.produced_tokens()

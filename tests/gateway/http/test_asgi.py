@@ -4,10 +4,12 @@ status, an exception or a refused caller is not charged."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 from fastapi import FastAPI, HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 
 from tests.gateway.http.conftest import balance, customer
 from tests.gateway.http.fake_upstream import serve
@@ -48,6 +50,15 @@ def build(tk: Tollkeep, calls: list[str]) -> FastAPI:
         calls.append("plain")
         return PlainTextResponse("ok")
 
+    @app.get("/streamed")
+    @charge(amount=2)
+    async def streamed() -> StreamingResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(3):
+                yield f"part {i}\n".encode()
+
+        return StreamingResponse(gen(), media_type="text/plain")
+
     app.add_route("/plain", plain)
     return app
 
@@ -71,10 +82,13 @@ def test_charge_decorator_and_middleware(gtk: Tollkeep) -> None:
         assert httpx.get(f"{url}/crash", headers=h).status_code == 500
         assert c.get("/plain", headers=h).text == "ok"
         assert balance(gtk, cid) == 11
+        r = c.get("/streamed", headers=h)  # a streamed response: charged once it is complete
+        assert r.status_code == 200 and r.text == "part 0\npart 1\npart 2\n"
+        assert balance(gtk, cid) == 9
         r = c.get("/flat")
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
         r = c.get("/search", params={"q": "x", "n": 100}, headers=h)  # 50 credits
         assert r.status_code == 402 and r.json()["error"]["code"] == "insufficient_credits"
         assert "topup" in r.json()["error"]
     assert calls.count("search") == 1  # the refused calls never ran
-    assert balance(gtk, cid) == 11
+    assert balance(gtk, cid) == 9
