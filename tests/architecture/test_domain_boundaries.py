@@ -19,6 +19,7 @@ DOMAINS = (
     "catalog",
     "customers",
     "funnel",
+    "gateway",
     "keys",
     "ledger",
     "operators",
@@ -54,6 +55,7 @@ WRITERS = {
     "webhook_endpoints": {"webhooks"},
     "webhook_deliveries": {"webhooks"},
     "webhook_attempts": {"webhooks"},
+    "gateway_calls": {"gateway"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

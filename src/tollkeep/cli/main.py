@@ -22,7 +22,7 @@ from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, fail, options, out
 from tollkeep.config import Settings, masked_url, sqlite_file
 from tollkeep.customers import cli as customers_cli
 from tollkeep.funnel import cli as funnel_cli
-from tollkeep.gateway import http_cli as gateway_http_cli
+from tollkeep.gateway import cli as gateway_cli
 from tollkeep.keys import cli as keys_cli
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger import cli as ledger_cli
@@ -50,10 +50,9 @@ for _sub, _name in (
     (payments_cli.inbox_app, "inbox"),
     (payments_cli.payments_app, "payments"),
     (webhooks_cli.app, "webhooks"),
+    (gateway_cli.app, "gateway"),  # gateway mcp | gateway http (src/tollkeep/gateway/cli.py)
 ):
     app.add_typer(_sub, name=_name)
-# the HTTP gateway (`tollkeep gateway http`); moves into the gateway sub-app when it lands
-app.add_typer(gateway_http_cli.app, name="gateway")
 # commands another domain adds to the customers group
 customers_cli.app.command("plan")(plans_cli.customers_plan)
 customers_cli.app.command("overdraft")(ledger_cli.customers_overdraft)

@@ -23,6 +23,7 @@ Out of credits, a gateway answers with :func:`payment_error_data` (balance, pric
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "raw_key",
 ]
 
+MAX_HOLD_KEY = 255  # the ledger's idempotency keys
 # the scope an agent key needs to spend through a gateway (a read-only key is refused)
 CHARGE_SCOPE = "usage:write"
 
@@ -64,8 +66,12 @@ def raw_key(headers: Mapping[str, str]) -> str | None:
 
 def hold_key(scope: str, call_key: str) -> str:
     """The idempotency key of the hold for one call: ``gw:<scope>:<call key>`` (the ledger
-    dedupes holds per wallet and key, so the same call key never holds twice)."""
-    return f"gw:{scope}:{call_key}"
+    dedupes holds per wallet and key, so the same call key never holds twice); a call key too
+    long for the ledger's 255 characters is replaced by its SHA-256."""
+    key = f"gw:{scope}:{call_key}"
+    if len(key) <= MAX_HOLD_KEY:
+        return key
+    return f"gw:{scope}:sha256:{hashlib.sha256(call_key.encode()).hexdigest()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,7 @@ import typer
 from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, out, runtime
 from tollkeep.kit.errors import TollkeepError
 
-__all__ = ["app", "http"]
-
-app = typer.Typer(help="Put tollkeep in front of an MCP server or an HTTP API.", no_args_is_help=True)
+__all__ = ["http"]
 
 
 def http(
@@ -54,9 +52,11 @@ def http(
     catalog: CatalogOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
-    """Forward every path to --upstream, charging each call: LLM endpoints by the token, other
-    routes by --price or the catalog's routes. Needs a migrated database
-    (TOLLKEEP_DATABASE_URL; `tollkeep migrate`)."""
+    """Put an HTTP API (or an LLM endpoint) behind tollkeep, charged per call or per token.
+
+    Forwards every path to --upstream: LLM endpoints are charged by the token, other routes by
+    --price or the catalog's routes. Needs a migrated database (TOLLKEEP_DATABASE_URL;
+    `tollkeep migrate`)."""
     import uvicorn
 
     from tollkeep.cli.server import uvicorn_options
@@ -132,6 +132,3 @@ def _banner(gw: object, host: str, port: int) -> None:
         markup=False,
         soft_wrap=True,
     )
-
-
-app.command("http")(http)
