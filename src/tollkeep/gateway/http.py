@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from tollkeep.catalog.model import Route, TokenPrice
+from tollkeep.catalog import Route, TokenPrice
 from tollkeep.gateway.charging import Charger, Held
 from tollkeep.gateway.llm import (
     LlmRequest,
@@ -54,7 +54,7 @@ from tollkeep.gateway.llm import (
 from tollkeep.gateway.proxy import RouteTable, Upstream, request_headers, response_headers
 from tollkeep.keys import Principal
 from tollkeep.kit.errors import InsufficientCredits, InvalidInput, NotFound, TollkeepError
-from tollkeep.pricing.rating import round_amount
+from tollkeep.pricing import round_amount
 from tollkeep.runtime import Tollkeep
 
 __all__ = ["GatewayConfig", "HttpGateway"]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tollkeep.catalog.model import Route
+from tollkeep.catalog import Route
 
 __all__ = [
     "HOP_BY_HOP",
