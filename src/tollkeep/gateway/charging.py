@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +45,11 @@ class Held:
 class Charger:
     """Key auth (the shared seam's), entitlements and holds for one runtime."""
 
-    def __init__(self, tk: Tollkeep, *, hold_ttl: int) -> None:
+    def __init__(
+        self, tk: Tollkeep, *, hold_ttl: int, limit_writes: Callable[[str], None] | None = None
+    ) -> None:
         self.tk = tk
-        self.core = core.Charger(tk)
+        self.core = core.Charger(tk, limit_writes=limit_writes)
         self.hold_ttl = min(hold_ttl, tk.settings.hold_max_ttl_seconds)
 
     async def principal(self, headers: Mapping[bytes, bytes], ip: str | None) -> Principal:

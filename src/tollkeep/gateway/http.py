@@ -30,6 +30,7 @@ JSON body, which the estimate needs, and a non-streamed LLM answer, which carrie
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -137,6 +138,9 @@ def _json_body(status: int, body: dict[str, Any]) -> tuple[Message, Message]:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    retry = body.get("error", {}).get("retry_after")
+    if isinstance(retry, int):
+        headers.append((b"retry-after", str(retry).encode()))
     return (
         {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": data},
@@ -168,11 +172,18 @@ class HttpGateway:
     """An ASGI app: the billing reverse proxy (see the module's docstring)."""
 
     def __init__(
-        self, tk: Tollkeep, config: GatewayConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        tk: Tollkeep,
+        config: GatewayConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limit_writes: Callable[[str], None] | None = None,
     ) -> None:
+        """``limit_writes``: the per-customer write limiter charged calls count against (the
+        command passes ``TOLLKEEP_RATE_LIMIT_USAGE``'s; 429 ``rate_limited`` past it)."""
         self.tk = tk
         self.config = config
-        self.charger = Charger(tk, hold_ttl=config.hold_ttl_seconds)
+        self.charger = Charger(tk, hold_ttl=config.hold_ttl_seconds, limit_writes=limit_writes)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._routes: tuple[str, RouteTable] | None = None
@@ -451,12 +462,21 @@ class HttpGateway:
             raise InvalidInput("the request body must be a JSON object", code="invalid_json", status=400)
         req = parse_request(kind, body)
         prices = self._tokens(req.model)
+        digest_of = raw
         if ask_for_usage(kind, body):
             raw = json.dumps(body).encode()
         est_out = req.max_tokens if req.max_tokens is not None else self.config.default_max_tokens
         if req.stream and req.max_tokens is None:
             est_out = min(est_out, self.config.increment_tokens)  # grown as the stream flows
-        props = {"model": req.model, "input_tokens": req.input_tokens, "output_tokens": est_out}
+        props = {
+            "model": req.model,
+            "input_tokens": req.input_tokens,
+            "output_tokens": est_out,
+            # the request is part of the hold's payload: an Idempotency-Key reused for another
+            # request is a 409 idempotency_conflict
+            "request": f"POST {scope['path']}"[:200],
+            "body_sha256": hashlib.sha256(digest_of).hexdigest()[:32],
+        }
         held, key = await self._hold(p, idem, meter=self.config.llm_meter, properties=props)
         holds = [held]
         try:

@@ -59,6 +59,7 @@ def http(
     `tollkeep migrate`)."""
     import uvicorn
 
+    from tollkeep.api.ratelimit import Limiters
     from tollkeep.cli.server import uvicorn_options
     from tollkeep.gateway.http import GatewayConfig, HttpGateway
     from tollkeep.gateway.proxy import Upstream, parse_header, parse_price
@@ -86,7 +87,8 @@ def http(
         read_timeout=timeout,
     )
     with runtime(database_url=database, catalog_path=catalog) as tk:
-        gw = HttpGateway(tk, config)
+        # charged calls count against the per-customer write limit (TOLLKEEP_RATE_LIMIT_USAGE)
+        gw = HttpGateway(tk, config, limit_writes=Limiters(tk.settings).writes.hit)
         _banner(gw, host, port)
         if tk.settings.run_workers:  # the sweeper releases holds a crash left behind
             tk.start_workers()

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from tests.conftest import make_settings
 from tests.factories import eventually
 from tests.gateway.http.fake_upstream import Seen, build_app, serve
+from tollkeep.api.ratelimit import Limiter
 from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.gateway.http import GatewayConfig, HttpGateway
 from tollkeep.gateway.proxy import Upstream
@@ -93,7 +94,7 @@ def gateway(gtk: Tollkeep, upstream: str) -> Gateway:
     """``with gateway(**config) as url``: the gateway in front of the fake upstream."""
 
     @contextmanager
-    def run(upstream_url: str | None = None, **kw: Any) -> Iterator[str]:
+    def run(upstream_url: str | None = None, limit: str | None = None, **kw: Any) -> Iterator[str]:
         base = GatewayConfig(
             upstream=Upstream(
                 "default",
@@ -101,7 +102,9 @@ def gateway(gtk: Tollkeep, upstream: str) -> Gateway:
                 ((b"authorization", f"Bearer {UPSTREAM_SECRET}".encode()),),
             )
         )
-        with serve(HttpGateway(gtk, replace(base, **kw)), lifespan="on") as url:
+        limit_writes = Limiter.parse(limit, what="charged calls").hit if limit else None
+        gw = HttpGateway(gtk, replace(base, **kw), limit_writes=limit_writes)
+        with serve(gw, lifespan="on") as url:
             yield url
 
     return run

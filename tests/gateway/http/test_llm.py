@@ -191,3 +191,27 @@ def test_client_gone_before_the_answer_is_not_charged(gtk: Tollkeep, gateway: Ga
             raise AssertionError("the upstream answered a hanging request")
         assert eventually(lambda: len(seen.requests) == 1)
     assert balance(gtk, cid) == 1000  # released once the gateway saw the client go
+
+
+def test_llm_retry_with_an_idempotency_key_is_charged_once(
+    gtk: Tollkeep, gateway: Gateway, seen: Seen
+) -> None:
+    cid, key = customer(gtk, credits=1000)
+    body = chat("words:5", max_tokens=20)
+    with gateway() as url, httpx.Client(base_url=url) as c:
+        h = {**auth(key), "Idempotency-Key": "run-1/step-1"}
+        assert c.post("/v1/chat/completions", headers=h, json=body).status_code == 200
+        r = c.post("/v1/chat/completions", headers=h, json=body)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_used"
+        r = c.post("/v1/chat/completions", headers=h, json=chat("words:6", max_tokens=20))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict"
+        # while a call runs, its retry is refused (the client of the first gives up later)
+        h2 = {**auth(key), "Idempotency-Key": "run-1/step-2"}
+        slow = chat("slow words:100", max_tokens=200, stream=True)
+        with c.stream("POST", "/v1/chat/completions", headers=h2, json=slow) as first:
+            assert first.status_code == 200
+            r = c.post("/v1/chat/completions", headers=h2, json=slow)
+            assert r.status_code == 409 and r.json()["error"]["code"] == "request_in_progress"
+            first.read()
+    assert len(seen.requests) == 2
+    assert balance(gtk, cid) == 1000 - (2 + 10) - (4 + 200)

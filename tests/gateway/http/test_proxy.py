@@ -149,3 +149,15 @@ def test_body_size_limit(gtk: Tollkeep, gateway: Gateway, seen: Seen) -> None:
         assert r.status_code == 413
     assert seen.requests == [] or all(q["path"] != "/items" for q in seen.requests)
     assert balance(gtk, cid) == 5
+
+
+def test_charged_calls_count_against_the_write_limit(gtk: Tollkeep, gateway: Gateway, seen: Seen) -> None:
+    cid, key = customer(gtk, credits=20)
+    with gateway(limit="2/minute") as url, httpx.Client(base_url=url) as c:
+        assert c.get("/items/1", headers=auth(key)).status_code == 200
+        assert c.get("/items/2", headers=auth(key)).status_code == 200
+        r = c.get("/items/3", headers=auth(key))
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+        assert int(r.headers["retry-after"]) >= 1
+    assert len(seen.requests) == 2
+    assert balance(gtk, cid) == 14
