@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,7 +18,7 @@ from tests.gateway.http.conftest import Gateway, balance, customer
 from tests.gateway.http.fake_upstream import PIECE
 from tollkeep.runtime import Tollkeep
 
-STREAMS = 20
+STREAMS = int(os.environ.get("TK_GATEWAY_STREAMS", "20"))  # more: TK_GATEWAY_STREAMS=200
 WORDS = 100
 GRANTED = 400
 
