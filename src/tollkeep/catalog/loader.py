@@ -32,6 +32,7 @@ from tollkeep.catalog.model import (
     PRICE_MODELS,
     QUANTITY_SOURCES,
     ROUNDING_RULES,
+    ROUTE_METHODS,
     UNPRICED_POLICIES,
     Allowance,
     AnonymousPolicy,
@@ -43,6 +44,7 @@ from tollkeep.catalog.model import (
     Pack,
     Plan,
     Price,
+    Route,
     Tier,
     TokenPrice,
     ToolPrice,
@@ -61,7 +63,7 @@ DEFAULT_CATALOG_TEXT: str = (
     resources.files("tollkeep.catalog").joinpath("default.toml").read_text(encoding="utf-8")
 )
 
-_TOP_KEYS = (
+_TOP_KEYS: tuple[str, ...] = (
     "version",
     "default_plan",
     "credits",
@@ -72,6 +74,8 @@ _TOP_KEYS = (
     "keys",
     *("gateway", "tools"),  # the MCP gateway's prices (see _GatewayParser)
 )
+_TOP_KEYS += ("routes",)  # the HTTP gateway's priced routes (see _Parser.routes)
+_ROUTE_KEYS = ("method", "path", "price", "meter", "upstream", "feature")
 _CREDIT_KEYS = ("unit", "per_credit", "rounding", "ledger_unit", "value", "low_balance")
 _ANON_KEYS = ("allowance",)
 _KEYS_KEYS = ("default_scopes",)
@@ -350,6 +354,7 @@ class _Parser:
         if default_plan is not None and default_plan not in plan_names:
             known = ", ".join(plan_names) or "no plans are defined"
             self.add(("default_plan",), f"unknown plan {default_plan!r} (known: {known})")
+        routes = self.routes(data.get("routes", []), meter_names)
         if self.issues or credits is None or anonymous is None or keys is None:
             return None
         return Catalog(
@@ -365,6 +370,7 @@ class _Parser:
             keys=keys,
             packs=MappingProxyType(packs),
             tools=tools,
+            routes=routes,
         )
 
     def label(self, value: Any) -> str | None:
@@ -713,6 +719,37 @@ class _Parser:
             self.add((*path, key), f"expected a provider id (letters, digits, '_' or '-'), got {value!r}")
             return None
         return value
+
+    # -- gateway routes --
+
+    def routes(self, value: Any, meters: tuple[str, ...]) -> tuple[Route, ...]:
+        """``[[routes]]``: method + path pattern -> a price (ledger units) or a meter."""
+        if not isinstance(value, list):
+            self.add(("routes",), f"expected an array of tables ([[routes]]), got {_type_name(value)}")
+            return ()
+        out: list[Route] = []
+        for i, raw in enumerate(value):
+            path: Path_ = ("routes", i)
+            table = self.table(raw, path)
+            if table is None:
+                continue
+            before = len(self.issues)
+            self.check_keys(table, _ROUTE_KEYS, path, "a route")
+            method = self.choice(table, "method", path, ROUTE_METHODS, "*")
+            pattern = self.string(table, "path", path)
+            if isinstance(pattern, str) and not pattern.startswith("/"):
+                self.add((*path, "path"), f"must start with '/', got {pattern!r}")
+            price = self.integer(table, "price", path, minimum=0, default=None)
+            meter = self.string(table, "meter", path, None)
+            if (price is None) == (meter is None):
+                self.add(path, "give a route either a price (ledger units per call) or a meter")
+            if meter is not None and meter not in meters:
+                self.add((*path, "meter"), f"unknown meter {meter!r} (known: {', '.join(meters) or 'none'})")
+            upstream = self.string(table, "upstream", path, None)
+            feature = self.string(table, "feature", path, None)
+            if len(self.issues) == before:
+                out.append(Route(method.upper(), pattern, price, meter, upstream, feature))
+        return tuple(out)
 
     # -- packs --
 

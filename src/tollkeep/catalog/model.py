@@ -36,6 +36,7 @@ __all__ = [
     "Pack",
     "Plan",
     "Price",
+    "Route",
     "Tier",
     "TokenPrice",
     "ToolPrice",
@@ -364,6 +365,40 @@ class AnonymousPolicy:
         return {"allowance": self.allowance}
 
 
+# ---- gateway routes (HTTP gateway: a price per method + path pattern) ----------------------------
+ROUTE_METHODS: tuple[str, ...] = ("*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Route:
+    """``[[routes]]``: what one call through the HTTP gateway to ``method`` + ``path`` costs.
+
+    ``path`` is a pattern: literal segments, ``{name}`` for one segment, a trailing ``*`` for
+    the rest. ``price``: ledger units per call (0: free); or ``meter``: rated by the catalog
+    with quantity 1. ``upstream`` limits it to one named upstream (None: any); ``feature``: the
+    caller's plan must have it (403 ``not_entitled``)."""
+
+    method: str
+    path: str
+    price: int | None = None
+    meter: str | None = None
+    upstream: str | None = None
+    feature: str | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "price": self.price,
+            "meter": self.meter,
+            "upstream": self.upstream,
+            "feature": self.feature,
+        }
+
+
+# ---- end of gateway routes -----------------------------------------------------------------------
+
+
 # the scopes a buyer's API key can have (tollkeep.keys.ALL_SCOPES; a test keeps them equal)
 BUYER_KEY_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
 
@@ -400,6 +435,7 @@ class Catalog:
     keys: KeysPolicy = field(default_factory=KeysPolicy)
     packs: Mapping[str, Pack] = field(default_factory=_empty, hash=False)
     tools: ToolsPolicy = field(default_factory=lambda: ToolsPolicy())  # the MCP gateway's prices
+    routes: tuple[Route, ...] = ()  # the HTTP gateway's priced routes, in match order
 
     def pack(self, key: str) -> Pack | None:
         return self.packs.get(key)
@@ -440,6 +476,7 @@ class Catalog:
             "packs": [pack.to_public_dict() for pack in self.packs.values()],
             "default_plan": self.default_plan,
             "anonymous": self.anonymous.to_public_dict(),
+            "routes": [route.to_public_dict() for route in self.routes],
         }
 
 

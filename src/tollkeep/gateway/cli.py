@@ -16,6 +16,7 @@ import typer
 
 from tollkeep.cli.common import CatalogOpt, DatabaseOpt, err, out, runtime
 from tollkeep.config import masked_url
+from tollkeep.gateway.http_cli import http as http_command
 
 if TYPE_CHECKING:
     from tollkeep.gateway.mcp import McpGateway
@@ -219,3 +220,7 @@ def _print_ready(gw: McpGateway, url: str, tools: list[Any], database_label: str
         soft_wrap=True,
         highlight=False,
     )
+
+
+# `tollkeep gateway http`: the HTTP gateway's command (src/tollkeep/gateway/http_cli.py)
+app.command("http")(http_command)
