@@ -25,7 +25,7 @@ from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
 from tollkeep.kit.worker import WorkerRegistry, WorkerRunner
-from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, LedgerService, queries
+from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, KeyLimits, LedgerService, queries
 from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
@@ -71,6 +71,12 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     PaymentRefundedEvent,
     WebhookEndpointDisabled,
 )
+
+
+def _key_limits(s: Tx, key_id: str) -> KeyLimits | None:
+    """An API key's spend limits, for the ledger's per-key check in a charge's unit of work."""
+    found = KeyService.spend_limits_in(s, key_id)
+    return None if found is None else KeyLimits(*found)
 
 
 class Tollkeep:
@@ -125,6 +131,7 @@ class Tollkeep:
             hold_max_ttl=s.hold_max_ttl_seconds,
             before_spend=ensure_allowance,
             events=self.events,
+            key_limits=_key_limits,  # per-key spend limits (the keys domain's), read in the charge
         )
         self.plans = PlanService(
             self.db, self.executor, lambda: cat.current, clock=self.clock, events=self.events
