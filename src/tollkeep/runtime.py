@@ -47,6 +47,7 @@ from tollkeep.payments import (
 from tollkeep.payments import jobs as payments_jobs
 from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
+from tollkeep.ratelimit import Limits
 from tollkeep.webhooks import WebhookEndpointDisabled, WebhookService
 from tollkeep.webhooks import jobs as webhooks_jobs
 
@@ -225,6 +226,8 @@ class Tollkeep:
                 *webhooks_jobs.jobs(self.webhooks, s),
             ]
         )
+        # rate limits, quotas, calls in flight per key and tool / route (memory, or Redis)
+        self.limits = Limits(s)
         self._runner: WorkerRunner | None = None
         self._topup: tuple[str, dict[str, Any]] | None = None
         self._record_catalog(initial)
@@ -346,6 +349,7 @@ class Tollkeep:
         self.stop_workers()
         self.webhooks.close()
         self.executor.close()
+        self.limits.close()
         self.db.dispose()
 
     def __enter__(self) -> Tollkeep:

@@ -74,7 +74,7 @@ def test_parallel_holds_never_pass_the_total_limit(tk: Tollkeep) -> None:
     ok, errors = race(16, lambda i: hold(tk, cid, k["id"], f"h{i}", 3))
     assert len(ok) == 3  # 3 x 3 = 9 <= 10; a 4th would make 12
     assert all(isinstance(e, KeySpendLimitExceeded) and e.code == "key_spend_limit" for e in errors)
-    assert errors[0].status == 402
+    assert isinstance(errors[0], KeySpendLimitExceeded) and errors[0].status == 402
     assert spend(tk, k["id"])["total"] == {"spent": 0, "held": 9}
     assert tk.balance(cid)["balance"] == 1000 - 9  # nothing charged by the refused ones
     # settling for less frees the rest; releasing frees all
