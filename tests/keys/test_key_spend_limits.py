@@ -310,3 +310,31 @@ def test_cli_sets_and_shows_limits(tk: Tollkeep, db_url: str) -> None:
     )
     assert shown["spend_limit_daily"] is None and shown["max_concurrency"] == 3
     assert shown["spend"]["total"] == {"spent": 0, "held": 0}
+
+
+def test_migration_0010_counts_existing_charges(tk: Tollkeep) -> None:
+    """A database with key charges and holds from before 0010: going down to 0009 and up again
+    rebuilds ``key_spend`` (and the holds' key) from the operations, and verify agrees."""
+    from alembic import command
+
+    from tollkeep.kit.migrate import alembic_config, upgrade
+
+    cid = funded(tk)
+    k = agent_key(tk, cid, spend_limit=100)
+    charge(tk, cid, k["id"], "u1", quantity=2)
+    h1 = hold(tk, cid, k["id"], "h1", 5)
+    h2 = hold(tk, cid, k["id"], "h2", 4)
+    hold(tk, cid, k["id"], "h3", 3)
+    tk.ledger.resolve_hold(cid, h1["id"], action="settle", amount=2)
+    tk.ledger.resolve_hold(cid, h2["id"], action="release")
+    before = spend(tk, k["id"])
+    assert before["total"] == {"spent": 4, "held": 3}
+    cfg = alembic_config()
+    with tk.db.engine.connect() as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    upgrade(tk.db)
+    assert spend(tk, k["id"]) == before
+    tk.keys.update(k["id"], spend_limit=7)  # (going down dropped the limit columns)
+    with pytest.raises(KeySpendLimitExceeded):  # 4 spent + 3 held + 1 > 7: the rebuilt rows count
+        hold(tk, cid, k["id"], "h4", 1)
