@@ -338,3 +338,23 @@ def test_migration_0010_counts_existing_charges(tk: Tollkeep) -> None:
     tk.keys.update(k["id"], spend_limit=7)  # (going down dropped the limit columns)
     with pytest.raises(KeySpendLimitExceeded):  # 4 spent + 3 held + 1 > 7: the rebuilt rows count
         hold(tk, cid, k["id"], "h4", 1)
+
+
+def test_server_key_charges_are_not_counted_per_key(client: TestClient, tk: Tollkeep) -> None:
+    """A server key acts for many customers: its charges and holds are not a key's spend (one
+    row shared by all its customers would serialize their charges)."""
+    sk = client.post("/admin/server-keys", json={"name": "backend"}).json()["key"]
+    for ext in ("srv-a", "srv-b"):
+        cid = funded(tk, ext=ext)
+        body = {"meter": "api_call", "idempotency_key": f"s-{ext}", "customer_id": cid}
+        assert client.post("/v1/usage", json=body, headers=bearer(sk)).status_code == 200
+        r = client.post(
+            "/v1/holds",
+            json={"amount": 3, "idempotency_key": f"h-{ext}", "customer_id": cid},
+            headers=bearer(sk),
+        )
+        assert r.status_code == 201, r.text
+        client.post(f"/v1/holds/{r.json()['id']}/settle", json={"amount": 2}, headers=bearer(sk))
+    with tk.db.scope(write=False) as s:
+        assert s.execute(text("SELECT count(*) FROM key_spend")).scalar_one() == 0
+        assert s.execute(text("SELECT count(*) FROM holds WHERE api_key_id IS NOT NULL")).scalar_one() == 0

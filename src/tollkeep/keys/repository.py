@@ -111,8 +111,9 @@ _SPEND_LIMITS = RawStatement(
 
 
 def spend_limits(s: Tx, key_id: str) -> tuple[int | None, int | None, int | None] | None:
-    """A key's (total, daily, monthly) spend limits; None when it has none (or is not a key)."""
+    """A key's (total, daily, monthly) spend limits (each None: none); None when ``key_id`` is
+    no API key (a server key's id)."""
     r = _SPEND_LIMITS.first(s, {"kid": key_id})
-    if r is None or (r.spend_limit is None and r.spend_limit_daily is None and r.spend_limit_monthly is None):
+    if r is None:
         return None
     return r.spend_limit, r.spend_limit_daily, r.spend_limit_monthly

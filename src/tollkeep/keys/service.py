@@ -509,7 +509,7 @@ class KeyService:
     @staticmethod
     def spend_limits_in(s: Tx, key_id: str) -> tuple[int | None, int | None, int | None] | None:
         """A key's (total, daily, monthly) spend limits read in the caller's unit of work (the
-        ledger's charge: the runtime wires it as the ledger's ``key_limits``); None: none."""
+        ledger's charge: the runtime wires it as the ledger's ``key_limits``); None: not a key."""
         return repo.spend_limits(s, key_id)
 
     def get(self, key_id: str) -> dict[str, Any]:

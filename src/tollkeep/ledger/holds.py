@@ -69,7 +69,7 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
                 held = rating.amount
         assert held is not None
         day = keyspend.day_of(now)
-        keyspend.admit(s, ctx.key_limits, req.api_key_id, held, day)
+        spender = keyspend.admit(s, ctx.key_limits, req.api_key_id, held, day)
         op_id = new_id("hop")
         hold_id = new_id("hld")
         ctx.draw(
@@ -114,10 +114,10 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
             "expires_at": now + ttl,
             "created_at": now,
             "opened_by": req.opened_by,
-            "api_key_id": req.api_key_id,
+            "api_key_id": spender,  # the buyer key its amount counts against (None: none)
         }
         repo.insert_hold(s, **row)
-        keyspend.count(s, req.api_key_id, day, held=held)
+        keyspend.count(s, spender, day, held=held)
         repo.persist(s, st, now, grant_meta=meta)
         balance = ctx.balance(s, st, now)
         ctx.after_spend(s, cat, w, st, balance, held, op_id)

@@ -29,7 +29,8 @@ from tollkeep.ledger.rules import KeyLimits, KeySpendLimitExceeded, key_spend_re
 
 __all__ = ["KeyLimitsOf", "admit", "count", "day_of"]
 
-# (tx, api key id) -> the key's limits, or None (no such key, or none set)
+# (tx, key id) -> a buyer API key's limits (KeyLimits() when it has none), None when the id is
+# not a buyer API key (a server key's)
 KeyLimitsOf = Callable[[Tx, str], KeyLimits | None]
 
 
@@ -38,14 +39,19 @@ def day_of(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def admit(s: Tx, limits_of: KeyLimitsOf | None, key_id: str | None, amount: int, day: str) -> None:
+def admit(s: Tx, limits_of: KeyLimitsOf | None, key_id: str | None, amount: int, day: str) -> str | None:
     """Raise 402 ``key_spend_limit`` when ``amount`` more, counted on ``day``, would pass one of
-    the key's limits. Reads nothing for an unkeyed call, a zero amount or a key without limits."""
-    if key_id is None or limits_of is None or amount <= 0:
-        return
+    the key's limits. Returns the key to count the call under: ``key_id`` when it is a buyer's
+    API key, None otherwise (no key; a server key, whose id the operation still records, is
+    neither limited nor counted: it acts for many customers, and one row shared by all of
+    them would serialize their charges)."""
+    if key_id is None or limits_of is None:
+        return None
     limits = limits_of(s, key_id)
-    if limits is None or not limits.any:
-        return
+    if limits is None:
+        return None
+    if amount <= 0 or not limits.any:
+        return key_id
     if limits.total is not None:
         since = None
     elif limits.monthly is not None:
@@ -55,7 +61,7 @@ def admit(s: Tx, limits_of: KeyLimitsOf | None, key_id: str | None, amount: int,
     use = key_use(repo.key_spend_rows(s, key_id, since), day)
     refused = key_spend_refusal(limits, use, amount)
     if refused is None:
-        return
+        return key_id
     window, limit, used = refused
     raise KeySpendLimitExceeded(
         f"this API key's {window} spend limit is {limit}: {used} used, {amount} more refused",

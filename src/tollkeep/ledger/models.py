@@ -165,7 +165,8 @@ class Hold(Base):
     resolved_at: Mapped[datetime | None]
     # "server:<id>" when a server key opened it: then only a server key may resolve it
     opened_by: Mapped[str | None] = mapped_column(String(64))
-    # the API key it was opened with (its amount counts against that key's spend limits)
+    # the buyer's API key it was opened with: its amount counts against that key's spend limits
+    # (a server key's hold has none here; its operation records the server key)
     api_key_id: Mapped[str | None] = mapped_column(String(40))
 
 

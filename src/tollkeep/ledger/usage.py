@@ -177,7 +177,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
             s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
         )
         day = keyspend.day_of(now)
-        keyspend.admit(s, ctx.key_limits, req.api_key_id, rating.amount, day)
+        spender = keyspend.admit(s, ctx.key_limits, req.api_key_id, rating.amount, day)
         op_id = new_id("evt")
         draw = ctx.draw(
             s,
@@ -192,7 +192,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
         write_counters(
             s, w.id, req.meter, mt, used_allowance=GrantSource.PLAN_ALLOWANCE in draw.sources(st.grants)
         )
-        keyspend.count(s, req.api_key_id, day, spent=rating.amount)
+        keyspend.count(s, spender, day, spent=rating.amount)
         result = UsageResult(
             op_id, rating.amount, cat.credits.ledger_name, req.meter, mt.quantity, cat.version, now
         ).to_json()

@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, or_, select
 
 from tollkeep.catalog import Catalog, parse_catalog
 from tollkeep.catalog.models import CatalogVersion
+from tollkeep.keys.models import ApiKey
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import TollkeepError
 from tollkeep.ledger.keyspend import day_of
@@ -281,7 +282,7 @@ def _verify_key_spend(s: Tx, rep: VerifyReport) -> None:
     want: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     charges = select(O.c.api_key_id, O.c.amount, O.c.created_at).where(
         O.c.kind == "usage",
-        O.c.api_key_id.is_not(None),
+        O.c.api_key_id.in_(select(ApiKey.__table__.c.id)),  # buyer keys (not server keys)
         or_(O.c.ref_id.is_(None), ~O.c.ref_id.startswith("hld_")),
     )
     for key_id, amount, created in s.execute(charges):

@@ -54,14 +54,14 @@ def upgrade() -> None:
     conn.execute(
         sa.text(
             "UPDATE holds SET api_key_id = (SELECT o.api_key_id FROM operations o "
-            "WHERE o.id = holds.operation_id)"
+            "WHERE o.id = holds.operation_id AND o.api_key_id IN (SELECT id FROM api_keys))"
         )
     )
     spend: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for key_id, amount, created in conn.execute(
         sa.text(
             "SELECT api_key_id, amount, created_at FROM operations "
-            "WHERE kind = 'usage' AND api_key_id IS NOT NULL "
+            "WHERE kind = 'usage' AND api_key_id IN (SELECT id FROM api_keys) "
             "AND (ref_id IS NULL OR ref_id NOT LIKE 'hld_%')"
         )
     ):
