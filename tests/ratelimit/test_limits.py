@@ -202,3 +202,23 @@ def test_bad_limits_are_refused_at_start() -> None:
         Settings(rate_limit_key="lots")
     with pytest.raises(ValueError, match="not a rate limit"):
         Settings(rate_limits={"tool:*": "fast"})
+
+
+def test_the_slot_is_given_back_when_the_call_fails(redis_url: str | None, agent_id: str) -> None:
+    lim = limits(redis_url)
+    who = Agent(agent_id, max_concurrency=1)
+
+    async def go() -> None:
+        with pytest.raises(ValueError):
+            async with lim.admit(who, "tool:x/y"):
+                raise ValueError("upstream failed")
+        assert lim.in_flight(who) == 0
+        permit = await lim.acquire(who, "tool:x/y")  # a stream: released elsewhere, once
+        with pytest.raises(ConcurrencyLimited):
+            await lim.acquire(who, "tool:x/y")
+        await lim.arelease(permit)
+        await lim.arelease(permit)
+        assert lim.in_flight(who) == 0
+
+    asyncio.run(go())
+    lim.close()

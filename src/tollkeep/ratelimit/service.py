@@ -15,8 +15,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -269,6 +268,28 @@ class _Inflight:
         return int(self._client.zcard(f"tk:inflight:{ident}"))
 
 
+class _Admission:
+    """What :meth:`Limits.admit` returns: an async context manager (a plain class, not a
+    generator: it sits on the hot path of every charge)."""
+
+    __slots__ = ("_limits", "_permit", "_scope", "_who")
+
+    def __init__(self, limits: Limits, who: Any, scope: str) -> None:
+        self._limits = limits
+        self._who = who
+        self._scope = scope
+        self._permit: Permit | None = None
+
+    async def __aenter__(self) -> Permit:
+        self._permit = await self._limits._run(self._limits.enter, self._who, self._scope)
+        return self._permit
+
+    async def __aexit__(self, *exc: object) -> None:
+        permit = self._permit
+        if permit is not None and permit._token is not None:
+            await self._limits._run(self._limits.leave, permit)
+
+
 class Limits:
     """Every rate limit of one runtime (see the package docstring for the contract).
 
@@ -401,18 +422,12 @@ class Limits:
             return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         return fn(*args)
 
-    @asynccontextmanager
-    async def admit(self, who: Any, scope: str = "") -> AsyncIterator[Permit]:
+    def admit(self, who: Any, scope: str = "") -> _Admission:
         """``async with limits.admit(principal, scope="tool:weather/forecast") as permit:`` —
         count the call against the key's rate limits and take one of its slots in flight for
         the block. Raises :class:`RateLimited` (429 ``rate_limited``) or
         :class:`ConcurrencyLimited` (429 ``concurrency_limited``) before the block runs."""
-        permit = await self._run(self.enter, who, scope)
-        try:
-            yield permit
-        finally:
-            if permit._token is not None:
-                await self._run(self.leave, permit)
+        return _Admission(self, who, scope)
 
     async def acquire(self, who: Any, scope: str = "") -> Permit:
         """:meth:`admit` without the block (a call whose end is elsewhere, e.g. a stream):
