@@ -17,7 +17,6 @@ from tollkeep import __version__
 from tollkeep.api.errors import install_error_handlers
 from tollkeep.api.middleware import BodyLimitMiddleware, HotRoutes
 from tollkeep.api.openapi import install_openapi
-from tollkeep.api.ratelimit import Limiters
 from tollkeep.audit import routes as audit_routes
 from tollkeep.catalog import routes as catalog_routes
 from tollkeep.config import Settings
@@ -83,6 +82,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tk = runtime or Tollkeep(settings)
         app.state.tollkeep = tk
+        app.state.limiters = tk.limits  # the runtime's rate limits (tollkeep.ratelimit)
         if settings.run_workers:
             tk.start_workers()
         # Objects made at start-up live as long as the process: keep them out of the garbage
@@ -109,9 +109,9 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
         lifespan=lifespan,
         redirect_slashes=False,
     )
-    app.state.limiters = Limiters(settings)
     if runtime is not None:
         app.state.tollkeep = runtime
+        app.state.limiters = runtime.limits
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(HotRoutes, routes=ledger_routes.HOT_ROUTES)

@@ -145,6 +145,30 @@ class Settings(BaseSettings):
         20, description="New anonymous install ids one client address may create per hour (0: no limit)"
     )
 
+    # ---- per-key rate limits, quotas, concurrency (docs/rate-limits.md) --------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:6379/0) shared by every replica for rate limits, quotas and "
+        "calls in flight; unset: counted in memory, per process",
+    )
+    rate_limit_key: str = Field(
+        "off",
+        description="Default rate limit of one API key over all its calls (a key's own rate_limit "
+        "overrides it), e.g. '60/minute' or '10/second;10000/day'; 'off': none",
+    )
+    rate_limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rate limits per tool / route, counted per key: JSON mapping a scope pattern to a "
+        'limit, e.g. {"tool:weather/*": "10/minute", "route:POST /v1/usage": "50/second"}; '
+        "the first matching pattern applies",
+    )
+    max_concurrency: int = Field(
+        0, ge=0, description="Default cap on one API key's calls in flight (0: none; a key's own overrides)"
+    )
+    concurrency_ttl_seconds: float = Field(
+        300.0, gt=0, description="With Redis: a call in flight no process finished frees its slot after this"
+    )
+
     # ---- the HTTP server (`tollkeep serve`) ------------------------------------------------------
     forwarded_allow_ips: str | None = Field(
         None,
@@ -176,6 +200,19 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("rate_limit_key")
+    @classmethod
+    def _rate_limit_key(cls, value: str) -> str:
+        _check_limits_string(value)
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        for limit in value.values():
+            _check_limits_string(limit)
+        return value
+
     @field_validator("webhooks_retry_seconds")
     @classmethod
     def _retry_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
@@ -186,6 +223,17 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _check_limits_string(value: str) -> None:
+    """A `limits` string ('60/minute', '10/second;1000/day') or 'off'."""
+    if value.strip().lower() not in ("", "off", "none", "0", "false", "no"):
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit (e.g. '60/minute'; 'off' disables)") from None
 
 
 def masked_url(url: str) -> str:

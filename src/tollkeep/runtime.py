@@ -25,7 +25,7 @@ from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
 from tollkeep.kit.worker import WorkerRegistry, WorkerRunner
-from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, LedgerService, queries
+from tollkeep.ledger import CreditsExhausted, CreditsGranted, CreditsLow, KeyLimits, LedgerService, queries
 from tollkeep.ledger import jobs as ledger_jobs
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.verify import VerifyReport, verify_ledger
@@ -54,6 +54,7 @@ from tollkeep.payments import (
 from tollkeep.payments import jobs as payments_jobs
 from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
+from tollkeep.ratelimit import Limits
 from tollkeep.webhooks import WebhookEndpointDisabled, WebhookService
 from tollkeep.webhooks import jobs as webhooks_jobs
 
@@ -82,6 +83,12 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     LicenseRevoked,
     LicenseRecoveryRequested,
 )
+
+
+def _key_limits(s: Tx, key_id: str) -> KeyLimits | None:
+    """An API key's spend limits, for the ledger's per-key check in a charge's unit of work."""
+    found = KeyService.spend_limits_in(s, key_id)
+    return None if found is None else KeyLimits(*found)
 
 
 class Tollkeep:
@@ -136,6 +143,7 @@ class Tollkeep:
             hold_max_ttl=s.hold_max_ttl_seconds,
             before_spend=ensure_allowance,
             events=self.events,
+            key_limits=_key_limits,  # per-key spend limits (the keys domain's), read in the charge
         )
         self.plans = PlanService(
             self.db, self.executor, lambda: cat.current, clock=self.clock, events=self.events
@@ -240,6 +248,8 @@ class Tollkeep:
                 *webhooks_jobs.jobs(self.webhooks, s),
             ]
         )
+        # rate limits, quotas, calls in flight per key and tool / route (memory, or Redis)
+        self.limits = Limits(s)
         self._runner: WorkerRunner | None = None
         self._topup: tuple[str, dict[str, Any]] | None = None
         self._record_catalog(initial)
@@ -361,6 +371,7 @@ class Tollkeep:
         self.stop_workers()
         self.webhooks.close()
         self.executor.close()
+        self.limits.close()
         self.db.dispose()
 
     def __enter__(self) -> Tollkeep:

@@ -43,6 +43,7 @@ WRITERS = {
     "holds": {"ledger"},
     "usage_counters": {"ledger"},
     "unique_values": {"ledger"},
+    "key_spend": {"ledger"},
     "outbox_events": {"outbox"},
     "operator_keys": {"operators"},
     "audit_log": {"audit"},

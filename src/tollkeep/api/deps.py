@@ -31,6 +31,7 @@ __all__ = [
     "MaybeCaller",
     "Runtime",
     "ServerCaller",
+    "acount_write",
     "actor_of",
     "admin",
     "admin_actor",
@@ -77,6 +78,11 @@ _UNREADABLE = object()
 def count_write(request: Request, customer_id: str) -> None:
     """One usage or hold write for a customer: 429 ``rate_limited`` past the limit."""
     request.app.state.limiters.writes.hit(customer_id)
+
+
+async def acount_write(request: Request, customer_id: str) -> None:
+    """:func:`count_write` on the event loop (a shared Redis storage is called off it)."""
+    await request.app.state.limiters.writes.ahit(customer_id)
 
 
 @dataclass(frozen=True)

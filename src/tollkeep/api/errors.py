@@ -49,6 +49,9 @@ def tollkeep_error_response(exc: TollkeepError) -> JSONResponse:
     retry = exc.details.get("retry_after")
     if isinstance(retry, int):
         headers = {**(headers or {}), "Retry-After": str(retry)}
+    extra = getattr(exc, "headers", None)  # a rate limit's RateLimit-* headers (tollkeep.ratelimit)
+    if extra:
+        headers = {**(headers or {}), **extra}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

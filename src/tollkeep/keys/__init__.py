@@ -1,6 +1,14 @@
 """API keys: issuing, rotating and revoking them, and authenticating a caller by one."""
 
 from tollkeep.keys.events import KeyCreated, KeyRevoked
-from tollkeep.keys.service import ALL_SCOPES, KeyService, Principal
+from tollkeep.keys.service import ALL_SCOPES, LIMIT_FIELDS, KeyService, Principal, check_limits
 
-__all__ = ["ALL_SCOPES", "KeyCreated", "KeyRevoked", "KeyService", "Principal"]
+__all__ = [
+    "ALL_SCOPES",
+    "LIMIT_FIELDS",
+    "KeyCreated",
+    "KeyRevoked",
+    "KeyService",
+    "Principal",
+    "check_limits",
+]

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollkeep.kit.models import Base
@@ -38,3 +38,15 @@ class ApiKey(Base):
     rotated_from: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # ---- per-key limits (docs/keys.md#per-key-limits); NULL: none of its own ----------------
+    # spend limits in ledger units: all time, per UTC day, per UTC month (the ledger enforces
+    # them in the charge's transaction, counting open holds: ledger/keyspend.py)
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
+    spend_limit_daily: Mapped[int | None] = mapped_column(BigInteger)
+    spend_limit_monthly: Mapped[int | None] = mapped_column(BigInteger)
+    # tool / route names or glob patterns the key may call (NULL: all)
+    tools: Mapped[list[Any] | None] = mapped_column(JSON)
+    # a `limits` string ("60/minute", "off"); NULL: the server's default
+    rate_limit: Mapped[str | None] = mapped_column(String(200))
+    # most calls in flight at once; NULL: the server's default
+    max_concurrency: Mapped[int | None]

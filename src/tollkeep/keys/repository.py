@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from tollkeep.customers.models import Customer
 from tollkeep.keys.models import ApiKey, KeyStatus
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 
 __all__ = [
     "active_key_of",
@@ -22,6 +23,7 @@ __all__ = [
     "list_keys",
     "replacement_of",
     "set_key",
+    "spend_limits",
 ]
 
 K = table_of(ApiKey)
@@ -81,6 +83,9 @@ def key_for_auth(s: Tx, handle: str) -> Any:
             K.c.status,
             K.c.expires_at,
             K.c.ip_allowlist,
+            K.c.tools,
+            K.c.rate_limit,
+            K.c.max_concurrency,
             C.c.status.label("customer_status"),
         )
         .join(C, C.c.id == K.c.customer_id)
@@ -97,3 +102,18 @@ def set_status_of_customer(s: Tx, customer_id: str, status: str, *, only: str) -
     if ids:
         s.execute(update(K).where(K.c.id.in_(ids)).values(status=status))
     return ids
+
+
+# read in every charge's unit of work made with a key (the ledger's per-key spend check): prebuilt
+_SPEND_LIMITS = RawStatement(
+    select(K.c.spend_limit, K.c.spend_limit_daily, K.c.spend_limit_monthly).where(K.c.id == bindparam("kid"))
+)
+
+
+def spend_limits(s: Tx, key_id: str) -> tuple[int | None, int | None, int | None] | None:
+    """A key's (total, daily, monthly) spend limits (each None: none); None when ``key_id`` is
+    no API key (a server key's id)."""
+    r = _SPEND_LIMITS.first(s, {"kid": key_id})
+    if r is None:
+        return None
+    return r.spend_limit, r.spend_limit_daily, r.spend_limit_monthly

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from tollkeep.api.deps import Admin, AdminActor, errors
+from tollkeep.keys import LIMIT_FIELDS
 from tollkeep.keys.schemas import KeyIn, KeyPatch, RotateIn
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -30,6 +31,7 @@ def create_key(customer_id: str, tk: Admin, actor: AdminActor, body: KeyIn | Non
         expires_at=b.expires_at,
         force_new=b.force_new,
         actor=actor,
+        limits=b.model_dump(include=set(LIMIT_FIELDS), exclude_unset=True),
     )
     return JSONResponse(out, status_code=200 if out["reused"] else 201)
 
@@ -48,14 +50,19 @@ def list_keys(tk: Admin, status: Annotated[str | None, Query(max_length=16)] = N
     return tk.keys.list(status=status)
 
 
-@router.get("/keys/{key_id}", responses=errors(401, 404))
+@router.get(
+    "/keys/{key_id}",
+    summary="A key, with what it has spent and holds against its spend limits",
+    responses=errors(401, 404),
+)
 def get_key(key_id: str, tk: Admin) -> dict[str, Any]:
-    return tk.keys.get(key_id)
+    # ``spend``: total, this UTC month, today; each {spent, held} (open holds count)
+    return {**tk.keys.get(key_id), "spend": tk.ledger.key_spend(key_id)}
 
 
 @router.patch(
     "/keys/{key_id}",
-    summary="Change scopes, IP allowlist, expiry, name or note",
+    summary="Change scopes, IP allowlist, expiry, name, note or limits (null clears a limit)",
     responses=errors(401, 403, 404, 413, 422),
 )
 def patch_key(key_id: str, body: KeyPatch, tk: Admin, actor: AdminActor) -> dict[str, Any]:

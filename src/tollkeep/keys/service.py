@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from limits import parse_many
+
 from tollkeep.audit import record
 from tollkeep.customers import CustomerStatusChanged
 from tollkeep.keys import repository as repo
@@ -36,10 +38,20 @@ from tollkeep.kit.ids import new_id
 from tollkeep.kit.jsonsafe import check_text
 from tollkeep.kit.secrets import HANDLE_CHARS, digest, handle_of, new_secret
 
-__all__ = ["ALL_SCOPES", "KeyService", "Principal"]
+__all__ = ["ALL_SCOPES", "LIMIT_FIELDS", "KeyService", "Principal", "check_limits"]
 
 ALL_SCOPES = ("balance:read", "usage:read", "usage:write", "holds:write", "pricing:read")
 LAST_USED_EVERY = 60.0
+# a key's own limits (docs/keys.md#per-key-limits): None / null is "none of its own"
+LIMIT_FIELDS = (
+    "spend_limit",
+    "spend_limit_daily",
+    "spend_limit_monthly",
+    "tools",
+    "rate_limit",
+    "max_concurrency",
+)
+MAX_TOOLS = 200
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,12 @@ class Principal:
     key_id: str | None
     scopes: frozenset[str]
     anonymous: bool = False
+    # the key's own call limits (spend limits are the ledger's, read in the charge's transaction):
+    # tool / route names or glob patterns it may call (None: all), its rate limit (a `limits`
+    # string; None: the server's default), its cap on calls in flight (None: the default)
+    tools: tuple[str, ...] | None = None
+    rate_limit: str | None = None
+    max_concurrency: int | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -69,6 +87,9 @@ class _Cached:
     expires_at: datetime | None
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     fetched: float
+    tools: tuple[str, ...] | None = None
+    rate_limit: str | None = None
+    max_concurrency: int | None = None
 
 
 def _networks(cidrs: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -87,6 +108,51 @@ def _check_texts(**texts: str | None) -> None:
     for label, text in texts.items():
         if text is not None:
             check_text(text, label)
+
+
+def check_limits(values: dict[str, Any]) -> dict[str, Any]:
+    """A key's limits as given (only those present), checked: spend limits are integers >= 0,
+    ``tools`` a list of names or glob patterns, ``rate_limit`` a `limits` string ("60/minute",
+    "10/second;1000/day", "off"), ``max_concurrency`` an integer >= 1. 422 ``invalid_key_limit``."""
+    out: dict[str, Any] = {}
+    bad = "invalid_key_limit"
+    for name in ("spend_limit", "spend_limit_daily", "spend_limit_monthly"):
+        if name in values:
+            v = values[name]
+            if v is not None and (type(v) is not int or v < 0):
+                raise InvalidInput(f"{name} must be an integer >= 0 or null", code="invalid_key_limit")
+            out[name] = v
+    if "tools" in values:
+        tools = values["tools"]
+        if tools is not None:
+            if not isinstance(tools, list | tuple) or len(tools) > MAX_TOOLS:
+                raise InvalidInput(f"tools must be a list of at most {MAX_TOOLS} names", code=bad)
+            for t in tools:
+                if not isinstance(t, str) or not 0 < len(t) <= 200:
+                    raise InvalidInput("each tool is a name or pattern of 1-200 characters", code=bad)
+                check_text(t, "tools")
+            tools = list(tools)
+        out["tools"] = tools
+    if "rate_limit" in values:
+        rl = values["rate_limit"]
+        if rl is not None:
+            if not isinstance(rl, str) or len(rl) > 200:
+                raise InvalidInput("rate_limit must be a string such as '60/minute'", code=bad)
+            if rl.strip().lower() not in ("off", "none"):
+                try:
+                    parse_many(rl)
+                except ValueError:
+                    raise InvalidInput(
+                        f"{rl!r} is not a rate limit (e.g. '60/minute', '10/second;1000/day', 'off')",
+                        code="invalid_key_limit",
+                    ) from None
+        out["rate_limit"] = rl
+    if "max_concurrency" in values:
+        mc = values["max_concurrency"]
+        if mc is not None and (type(mc) is not int or mc < 1):
+            raise InvalidInput("max_concurrency must be an integer >= 1 or null", code="invalid_key_limit")
+        out["max_concurrency"] = mc
+    return out
 
 
 def _public(created: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +175,13 @@ def key_view(row: Any) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "revoked_at": iso(row.revoked_at),
         "rotated_from": row.rotated_from,
+        **{f: _limit_value(row, f) for f in LIMIT_FIELDS},
     }
+
+
+def _limit_value(row: Any, name: str) -> Any:
+    v = getattr(row, name, None)
+    return list(v) if name == "tools" and v is not None else v
 
 
 class KeyService:
@@ -150,11 +222,14 @@ class KeyService:
         force_new: bool = False,
         rotated_from: str | None = None,
         actor: Actor | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A new key (its plaintext in ``key``, the only time it is shown). Unless ``force_new``,
         a customer who already has an active key gets that one back (``reused``, no plaintext).
         ``actor``: who asked (a new key is audited in the same transaction, without its
-        plaintext; a reused one changed nothing and is not)."""
+        plaintext; a reused one changed nothing and is not). ``limits``: the key's own limits
+        (:data:`LIMIT_FIELDS`; see :func:`check_limits`)."""
+        limits = check_limits(limits or {})
         if scopes is None:  # the catalog's [keys] default_scopes, else every scope
             scopes = list(self.default_scopes() or ALL_SCOPES)
         _check_texts(name=name, note=note)
@@ -176,6 +251,7 @@ class KeyService:
                 force_new=force_new,
                 rotated_from=rotated_from,
                 actor=actor,
+                limits=limits,
             )
         )
 
@@ -191,6 +267,7 @@ class KeyService:
         force_new: bool = False,
         rotated_from: str | None = None,
         actor: Actor | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> Command[dict[str, Any]]:
         """:meth:`create` as a unit of work to run inside another domain's (a paid checkout's
         claim mints the buyer's key in the transaction that marks it claimed). Arguments are
@@ -198,12 +275,16 @@ class KeyService:
         if scopes is None:
             scopes = list(self.default_scopes() or ALL_SCOPES)
         allow = list(allow or [])
+        own_limits = check_limits(limits or {})
+        # a key minted with limits (an agent run's budget) is always a new key: handing back
+        # the customer's existing key would silently drop them
+        fresh = force_new or any(v is not None for v in own_limits.values())
 
         def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             if repo.customer_status(s, customer_id) is None:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
-            if not force_new:
+            if not fresh:
                 existing = repo.active_key_of(s, customer_id, now)
                 if existing is not None:
                     return {**key_view(existing), "key": None, "reused": True}
@@ -217,6 +298,7 @@ class KeyService:
                 allow=allow,
                 expires_at=expires_at,
                 rotated_from=rotated_from,
+                limits=own_limits,
             )
             if actor is not None:
                 record(s, actor, "key.create", ("api_key", new["id"]), after=_public(new), at=now)
@@ -248,6 +330,7 @@ class KeyService:
         allow: list[str],
         expires_at: datetime | None,
         rotated_from: str | None,
+        limits: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         raw = new_secret(self.prefix)
         row = {
@@ -265,6 +348,7 @@ class KeyService:
             "rotated_from": rotated_from,
             "created_at": now,
             "revoked_at": None,
+            **{f: (limits or {}).get(f) for f in LIMIT_FIELDS},
         }
         repo.insert_key(s, row)
         view = key_view(SimpleNamespace(**row))
@@ -367,6 +451,8 @@ class KeyService:
                 allow=list(old.ip_allowlist or []),
                 expires_at=expires_at,
                 rotated_from=key_id,
+                # the new key has the old one's limits; its spend counts from zero (per key)
+                limits={f: _limit_value(old, f) for f in LIMIT_FIELDS},
             )
             if grace_seconds:
                 until = now + timedelta(seconds=grace_seconds)
@@ -391,6 +477,7 @@ class KeyService:
         values = {
             k: v for k, v in fields.items() if k in {"name", "note", "scopes", "ip_allowlist", "expires_at"}
         }
+        values.update(check_limits({k: v for k, v in fields.items() if k in LIMIT_FIELDS}))
         if "scopes" in values and values["scopes"] is None:
             values["scopes"] = list(ALL_SCOPES)  # null: back to every scope
         if "ip_allowlist" in values and values["ip_allowlist"] is None:
@@ -419,6 +506,12 @@ class KeyService:
         return self.get(key_id)
 
     # ---- reads --------------------------------------------------------------------------------
+    @staticmethod
+    def spend_limits_in(s: Tx, key_id: str) -> tuple[int | None, int | None, int | None] | None:
+        """A key's (total, daily, monthly) spend limits read in the caller's unit of work (the
+        ledger's charge: the runtime wires it as the ledger's ``key_limits``); None: not a key."""
+        return repo.spend_limits(s, key_id)
+
     def get(self, key_id: str) -> dict[str, Any]:
         with self.db.scope(write=False) as s:
             row = repo.get_key(s, key_id)
@@ -464,6 +557,9 @@ class KeyService:
             row.expires_at,
             _networks(list(row.ip_allowlist or [])),
             time.monotonic(),
+            None if row.tools is None else tuple(row.tools),
+            row.rate_limit,
+            row.max_concurrency,
         )
 
     def cached(self, raw: str) -> _Cached | None:
@@ -532,7 +628,14 @@ class KeyService:
             if ip is None or not any(ip in n for n in rec.networks):
                 raise Forbidden("this address is not in the key's IP allowlist", code="ip_not_allowed")
         self._touch(rec.key_id)
-        return Principal(rec.customer_id, rec.key_id, rec.scopes)
+        return Principal(
+            rec.customer_id,
+            rec.key_id,
+            rec.scopes,
+            tools=rec.tools,
+            rate_limit=rec.rate_limit,
+            max_concurrency=rec.max_concurrency,
+        )
 
     def well_formed(self, raw: str) -> bool:
         return raw.startswith(self.prefix) and len(raw) >= len(self.prefix) + HANDLE_CHARS and len(raw) <= 256

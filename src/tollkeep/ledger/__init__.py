@@ -23,7 +23,7 @@ from tollkeep.ledger.repository import (
     try_lock_wallet,
 )
 from tollkeep.ledger.requests import UsageRequest
-from tollkeep.ledger.rules import GrantMeta, new_grant
+from tollkeep.ledger.rules import GrantMeta, KeyLimits, KeySpendLimitExceeded, new_grant
 from tollkeep.ledger.service import LedgerService
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "GrantSource",
     "GrantState",
     "HoldStatus",
+    "KeyLimits",
+    "KeySpendLimitExceeded",
     "LedgerService",
     "OpKind",
     "UsageRequest",

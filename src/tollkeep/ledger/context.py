@@ -23,6 +23,7 @@ from tollkeep.kit.executor import WriteExecutor
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.domain import Draw, WalletState
 from tollkeep.ledger.events import CreditsExhausted, CreditsLow
+from tollkeep.ledger.keyspend import KeyLimitsOf
 from tollkeep.ledger.rules import GrantMeta, balance_crossings
 
 __all__ = ["BeforeSpend", "LedgerContext"]
@@ -43,6 +44,7 @@ class LedgerContext:
         hold_max_ttl: int = 86_400,
         before_spend: BeforeSpend | None = None,
         events: EventBus | None = None,
+        key_limits: KeyLimitsOf | None = None,
     ) -> None:
         self.db = db
         self.executor = executor
@@ -54,6 +56,9 @@ class LedgerContext:
         # called in a charge's or hold's unit of work before credits are drawn (the plans
         # domain grants the period's allowance there, lazily)
         self.before_spend = before_spend
+        # an API key's spend limits, read in the charge's unit of work (the keys domain owns
+        # them; the runtime wires it): see keyspend.py
+        self.key_limits = key_limits
 
     @property
     def unit(self) -> str:

@@ -16,6 +16,7 @@ from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
+from tollkeep.ledger import keyspend
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.context import LedgerContext
 from tollkeep.ledger.domain import Draw, check_replay, merge_draws
@@ -67,6 +68,8 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
             if held is None:
                 held = rating.amount
         assert held is not None
+        day = keyspend.day_of(now)
+        spender = keyspend.admit(s, ctx.key_limits, req.api_key_id, held, day)
         op_id = new_id("hop")
         hold_id = new_id("hld")
         ctx.draw(
@@ -111,8 +114,10 @@ def hold_command(ctx: LedgerContext, req: HoldRequest) -> Command[dict[str, Any]
             "expires_at": now + ttl,
             "created_at": now,
             "opened_by": req.opened_by,
+            "api_key_id": spender,  # the buyer key its amount counts against (None: none)
         }
         repo.insert_hold(s, **row)
+        keyspend.count(s, spender, day, held=held)
         repo.persist(s, st, now, grant_meta=meta)
         balance = ctx.balance(s, st, now)
         ctx.after_spend(s, cat, w, st, balance, held, op_id)
@@ -150,6 +155,7 @@ def resolve_command(
         held = repo.drawn_by(s, hold_id=hold_id)
         st = ctx.state(s, w, grant_ids=tuple(g for g, _ in held.parts))
         op_id = new_id("sop" if settle else "rop")
+        key_day = keyspend.day_of(hold.created_at)
         meta: GrantMeta = {}
         final = 0
         status = HoldStatus.RELEASED
@@ -162,6 +168,9 @@ def resolve_command(
                 give_back_hold(st, meta, held, hold.amount - final, now, operation_id=op_id, hold_id=hold_id)
                 extra = Draw(())
             else:
+                # settling for more than was held is a new charge for the key's limits (on the
+                # hold's day); for no more, never refused: it was reserved
+                keyspend.admit(s, ctx.key_limits, hold.api_key_id, final - hold.amount, key_day)
                 extra = ctx.draw(
                     s,
                     st,
@@ -210,6 +219,7 @@ def resolve_command(
             result=result,
             resolved_at=now,
         )
+        keyspend.count(s, hold.api_key_id, key_day, spent=final, held=-hold.amount)
         repo.persist(s, st, now, grant_meta=meta)
         balance = ctx.balance(s, st, now)
         if settle and final > hold.amount:  # settling for more than was held draws the rest now
@@ -353,6 +363,7 @@ def expire_hold_command(ctx: LedgerContext, hold_id: str, customer_id: str) -> C
             resolution_hash="expired",
             resolved_at=now,
         )
+        keyspend.count(s, h.api_key_id, keyspend.day_of(h.created_at), held=-h.amount)
         repo.persist(s, st, now, grant_meta=meta)
         return 1
 

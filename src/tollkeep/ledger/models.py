@@ -23,7 +23,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tollkeep.kit.models import Base
 
-__all__ = ["Grant", "Hold", "JournalEntry", "Operation", "UniqueValue", "UsageCounter", "Wallet"]
+__all__ = [
+    "Grant",
+    "Hold",
+    "JournalEntry",
+    "KeySpend",
+    "Operation",
+    "UniqueValue",
+    "UsageCounter",
+    "Wallet",
+]
 
 
 class Wallet(Base):
@@ -156,6 +165,9 @@ class Hold(Base):
     resolved_at: Mapped[datetime | None]
     # "server:<id>" when a server key opened it: then only a server key may resolve it
     opened_by: Mapped[str | None] = mapped_column(String(64))
+    # the buyer's API key it was opened with: its amount counts against that key's spend limits
+    # (a server key's hold has none here; its operation records the server key)
+    api_key_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class UsageCounter(Base):
@@ -175,3 +187,16 @@ class UniqueValue(Base):
     meter: Mapped[str] = mapped_column(String(64), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class KeySpend(Base):
+    """What an API key spent (charges, settled holds) and holds (open holds) on one UTC day,
+    written in the transaction of the journal entries it counts (``ledger/keyspend.py``); a
+    hold counts on the day it was opened, also when it settles later. ``ledger verify``
+    recomputes it from the operations and holds."""
+
+    __tablename__ = "key_spend"
+    api_key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)

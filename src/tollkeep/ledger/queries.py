@@ -14,9 +14,10 @@ from tollkeep.kit.errors import NotFound
 from tollkeep.kit.models import table_of
 from tollkeep.kit.pagination import clamp_limit, page, parse_time_cursor, time_cursor
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger.models import Grant, JournalEntry, Operation
+from tollkeep.ledger.keyspend import day_of
+from tollkeep.ledger.models import Grant, JournalEntry, KeySpend, Operation
 
-__all__ = ["balance", "journal", "usage_events"]
+__all__ = ["balance", "journal", "key_spend", "usage_events"]
 
 G = table_of(Grant)
 J = table_of(JournalEntry)
@@ -138,3 +139,16 @@ def journal(s: Tx, customer_id: str, *, limit: int | None = None, after: int | N
         for e in s.execute(stmt)
     ]
     return page(items, n)
+
+
+def key_spend(s: Tx, key_id: str, now: datetime) -> dict[str, dict[str, int]]:
+    """What an API key has spent and its open holds reserve: in all, this UTC month, today."""
+    ks = table_of(KeySpend)
+    day = day_of(now)
+    out = {w: {"spent": 0, "held": 0} for w in ("total", "month", "day")}
+    for d, spent, held in s.execute(select(ks.c.day, ks.c.spent, ks.c.held).where(ks.c.api_key_id == key_id)):
+        windows = ["total"] + (["month"] if d[:7] == day[:7] else []) + (["day"] if d == day else [])
+        for w in windows:
+            out[w]["spent"] += int(spent)
+            out[w]["held"] += int(held)
+    return out

@@ -15,7 +15,16 @@ from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
 from tollkeep.kit.rawsql import RawRow, RawStatement, driver_cursor
 from tollkeep.ledger.domain import Draw, GrantState, WalletState, spend_order
-from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, UniqueValue, UsageCounter, Wallet
+from tollkeep.ledger.models import (
+    Grant,
+    Hold,
+    JournalEntry,
+    KeySpend,
+    Operation,
+    UniqueValue,
+    UsageCounter,
+    Wallet,
+)
 
 W = table_of(Wallet)
 C = table_of(Customer)
@@ -629,3 +638,42 @@ def open_allowance_grant_ids(s: Tx, wallet_id: str, now: datetime) -> list[str]:
             )
         ).scalars()
     )
+
+
+# ---- per-key spend (ledger/keyspend.py): one row per key and UTC day, written with the journal
+KS = table_of(KeySpend)
+_KEY_SPEND_COLS = (KS.c.day, (KS.c.spent + KS.c.held).label("used"))
+_KEY_SPEND_ALL = RawStatement(select(*_KEY_SPEND_COLS).where(KS.c.api_key_id == bindparam("kid")))
+_KEY_SPEND_SINCE = RawStatement(
+    select(*_KEY_SPEND_COLS).where(KS.c.api_key_id == bindparam("kid"), KS.c.day >= bindparam("since"))
+)
+_ADD_KEY_SPEND = RawStatement(
+    update(KS)
+    .where(KS.c.api_key_id == bindparam("kid"), KS.c.day == bindparam("d"))
+    .values(
+        spent=KS.c.spent + bindparam("sp", type_=KS.c.spent.type),
+        held=KS.c.held + bindparam("hd", type_=KS.c.held.type),
+    )
+)
+_INSERT_KEY_SPEND = RawStatement(
+    insert(KS).values(
+        api_key_id=bindparam("kid"), day=bindparam("d"), spent=bindparam("sp"), held=bindparam("hd")
+    )
+)
+
+
+def key_spend_rows(s: Tx, key_id: str, since: str | None) -> list[tuple[str, int]]:
+    """A key's ``(day, spent + held)`` rows, from ``since`` (a YYYY-MM-DD day) or all."""
+    if since is None:
+        rows = _KEY_SPEND_ALL.rows(s, {"kid": key_id})
+    else:
+        rows = _KEY_SPEND_SINCE.rows(s, {"kid": key_id, "since": since})
+    return [(r.day, int(r.used)) for r in rows]
+
+
+def add_key_spend(s: Tx, key_id: str, day: str, *, spent: int, held: int) -> None:
+    """Add to a key's row of ``day``, creating it. The caller holds the wallet lock of the key's
+    customer, so no other transaction writes this row meanwhile."""
+    params = {"kid": key_id, "d": day, "sp": spent, "hd": held}
+    if _ADD_KEY_SPEND.execute(s, params).rowcount == 0:
+        _INSERT_KEY_SPEND.execute(s, params)

@@ -16,7 +16,7 @@ from tollkeep.api.deps import (
     Caller,
     Runtime,
     ServerCaller,
-    count_write,
+    acount_write,
     customer_for,
     errors,
     parse_body,
@@ -95,7 +95,7 @@ async def post_usage(request: Request) -> JSONResponse:
     caller.require("usage:write")
     body = parse_body(UsageIn, await request.body())
     cid = customer_for(caller, body.customer_id)
-    count_write(request, cid)
+    await acount_write(request, cid)
     req = UsageRequest(
         customer_id=cid,
         meter=body.meter,
@@ -104,7 +104,9 @@ async def post_usage(request: Request) -> JSONResponse:
         properties=properties(tk, body.properties),
         api_key_id=caller.key_id,
     )
-    return JSONResponse(await tk.ledger.arecord_usage(req))
+    async with tk.limits.admit(caller, "route:POST /v1/usage") as permit:
+        out = await tk.ledger.arecord_usage(req)
+    return JSONResponse(out, headers=tk.limits.headers(permit))
 
 
 @router.get(
@@ -139,7 +141,7 @@ def list_usage(
 async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtime) -> JSONResponse:
     caller.require("holds:write")
     cid = customer_for(caller, body.customer_id)
-    count_write(request, cid)
+    await acount_write(request, cid)
     server = isinstance(caller, ServerCaller)
     cmd = tk.ledger.hold_fn(
         cid,
@@ -152,8 +154,10 @@ async def create_hold(request: Request, body: HoldIn, caller: Caller, tk: Runtim
         api_key_id=caller.key_id,
         opened_by=f"server:{caller.key_id}" if server else None,
     )
-    out = await tk.executor.acall(cmd)
-    return JSONResponse(out, status_code=200 if out.get("duplicate") else 201)
+    async with tk.limits.admit(caller, "route:POST /v1/holds") as permit:
+        out = await tk.executor.acall(cmd)
+    headers = tk.limits.headers(permit)
+    return JSONResponse(out, status_code=200 if out.get("duplicate") else 201, headers=headers)
 
 
 @router.get(
@@ -195,8 +199,10 @@ async def settle_hold(
         properties=properties(tk, body.properties),
         by_server=server,
     )
-    count_write(request, cmd.key or hold_id)
-    return JSONResponse(await tk.executor.acall(cmd))
+    await acount_write(request, cmd.key or hold_id)
+    async with tk.limits.admit(caller, "route:POST /v1/holds/{hold_id}/settle") as permit:
+        out = await tk.executor.acall(cmd)
+    return JSONResponse(out, headers=tk.limits.headers(permit))
 
 
 @router.post(
@@ -209,8 +215,10 @@ async def release_hold(request: Request, hold_id: str, caller: Caller, tk: Runti
     caller.require("holds:write")
     cid, server = _resolver(caller)
     cmd = await run_in_threadpool(tk.ledger.resolve_fn, cid, hold_id, action="release", by_server=server)
-    count_write(request, cmd.key or hold_id)
-    return JSONResponse(await tk.executor.acall(cmd))
+    await acount_write(request, cmd.key or hold_id)
+    async with tk.limits.admit(caller, "route:POST /v1/holds/{hold_id}/release") as permit:
+        out = await tk.executor.acall(cmd)
+    return JSONResponse(out, headers=tk.limits.headers(permit))
 
 
 @router.post(
@@ -227,8 +235,10 @@ async def extend_hold(
     cmd = await run_in_threadpool(
         tk.ledger.extend_fn, cid, hold_id, ttl_seconds=body.ttl_seconds, by_server=server
     )
-    count_write(request, cmd.key or hold_id)
-    return JSONResponse(await tk.executor.acall(cmd))
+    await acount_write(request, cmd.key or hold_id)
+    async with tk.limits.admit(caller, "route:POST /v1/holds/{hold_id}/extend") as permit:
+        out = await tk.executor.acall(cmd)
+    return JSONResponse(out, headers=tk.limits.headers(permit))
 
 
 @router.post(
@@ -273,7 +283,7 @@ async def _verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: R
     charge = body.charge
     if charge.customer_id is not None and charge.customer_id != cid:
         raise Forbidden("the charge names another customer than the key's", code="customer_mismatch")
-    count_write(request, cid)
+    await acount_write(request, cid)
     req = UsageRequest(
         customer_id=cid,
         meter=charge.meter,
@@ -284,7 +294,7 @@ async def _verify_key(request: Request, body: KeyVerifyIn, caller: Caller, tk: R
     )
     try:
         out = await tk.ledger.arecord_usage(req)
-    except (InsufficientCredits, CapExceeded) as exc:
+    except (InsufficientCredits, CapExceeded) as exc:  # and key_spend_limit (a 402 too)
         wallet = await run_in_threadpool(tk.balance, cid)
         return {
             "valid": False,

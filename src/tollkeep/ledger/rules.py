@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tollkeep.kit.clock import iso, period_bounds
-from tollkeep.kit.errors import CapExceeded
+from tollkeep.kit.errors import CapExceeded, InsufficientCredits
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger.domain import DEFAULT_PRIORITY, Draw, GrantState, WalletState, subtract_draws, take_back
 from tollkeep.ledger.kinds import EntryKind, GrantSource
@@ -28,11 +28,16 @@ __all__ = [
     "Counters",
     "GiveBack",
     "GrantMeta",
+    "KeyLimits",
+    "KeySpendLimitExceeded",
+    "KeyUse",
     "balance_crossings",
     "check_caps",
     "counter_updates",
     "give_back_hold",
     "give_back_refund",
+    "key_spend_refusal",
+    "key_use",
     "new_grant",
     "refund_left",
 ]
@@ -243,3 +248,65 @@ def counter_updates(
             au = allowance_used + step if used_allowance else allowance_used
         out.append((p, new, au, p in counters))
     return out
+
+
+# ---- per-key spend limits (ledger/keyspend.py reads and writes what these decide) -------------
+class KeySpendLimitExceeded(InsufficientCredits):
+    """402 ``key_spend_limit``: the API key's own spend limit (not the wallet) refuses the charge
+    or hold; nothing was charged. Topping up the wallet does not help: the seller (or whoever
+    minted the key) must raise the key's limit, or the next window must come."""
+
+    code = "key_spend_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """A key's spend limits in ledger units (None: no limit): all time, per UTC day, per UTC
+    month."""
+
+    total: int | None = None
+    daily: int | None = None
+    monthly: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.total is not None or self.daily is not None or self.monthly is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """What a key has spent plus what its open holds reserve, in each window of one day."""
+
+    total: int = 0
+    month: int = 0
+    day: int = 0
+
+
+def key_use(rows: Iterable[tuple[str, int]], day: str) -> KeyUse:
+    """Fold a key's per-day rows ``(YYYY-MM-DD, spent + held)`` into its windows around ``day``:
+    all of them, those of ``day``'s month, ``day``'s own."""
+    total = month = today = 0
+    ym = day[:7]
+    for d, used in rows:
+        total += used
+        if d[:7] == ym:
+            month += used
+            if d == day:
+                today += used
+    return KeyUse(total, month, today)
+
+
+def key_spend_refusal(limits: KeyLimits, use: KeyUse, amount: int) -> tuple[str, int, int] | None:
+    """The first window (``total``, ``monthly``, ``daily``) whose limit ``amount`` more would pass,
+    with that limit and what is used of it; None: admitted. Nothing (0) is always admitted,
+    even past a limit lowered below what was already spent."""
+    if amount <= 0:
+        return None
+    for window, limit, used in (
+        ("total", limits.total, use.total),
+        ("monthly", limits.monthly, use.month),
+        ("daily", limits.daily, use.day),
+    ):
+        if limit is not None and used + amount > limit:
+            return window, limit, used
+    return None

@@ -20,7 +20,7 @@ from tollkeep.kit.actor import Actor
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import InvalidInput
 from tollkeep.kit.executor import Command
-from tollkeep.ledger import clawback, grants, holds, refunds, usage
+from tollkeep.ledger import clawback, grants, holds, queries, refunds, usage
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger import sweep as sweeper
 from tollkeep.ledger.context import BeforeSpend, LedgerContext
@@ -214,6 +214,13 @@ class LedgerService(LedgerContext):
             return out
 
         return self.executor.call(Command(fn, customer_id))
+
+    # ================================================================ per-key spend
+    def key_spend(self, key_id: str) -> dict[str, dict[str, int]]:
+        """What an API key has spent and holds (``total``, this UTC ``month``, ``day``): what its
+        spend limits count (see ``keyspend.py``). A read session."""
+        with self.db.scope(write=False) as s:
+            return queries.key_spend(s, key_id, self.clock.now())
 
     # ================================================================ sweeper
     def sweep(self, *, limit: int = 500, actor: Actor | None = None) -> dict[str, int]:

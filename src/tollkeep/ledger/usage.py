@@ -20,8 +20,8 @@ from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import InvalidInput
 from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
+from tollkeep.ledger import keyspend, rules
 from tollkeep.ledger import repository as repo
-from tollkeep.ledger import rules
 from tollkeep.ledger.context import LedgerContext
 from tollkeep.ledger.domain import check_replay
 from tollkeep.ledger.kinds import EntryKind, GrantSource, OpKind
@@ -176,6 +176,8 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
         rating, mt = meter_event(
             s, w, cat, req.meter, qty, props, now, quantity_given=req.quantity is not None
         )
+        day = keyspend.day_of(now)
+        spender = keyspend.admit(s, ctx.key_limits, req.api_key_id, rating.amount, day)
         op_id = new_id("evt")
         draw = ctx.draw(
             s,
@@ -190,6 +192,7 @@ def usage_command(ctx: LedgerContext, req: UsageRequest) -> Command[dict[str, An
         write_counters(
             s, w.id, req.meter, mt, used_allowance=GrantSource.PLAN_ALLOWANCE in draw.sources(st.grants)
         )
+        keyspend.count(s, spender, day, spent=rating.amount)
         result = UsageResult(
             op_id, rating.amount, cat.credits.ledger_name, req.meter, mt.quantity, cat.version, now
         ).to_json()

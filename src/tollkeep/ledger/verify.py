@@ -8,7 +8,9 @@ closed) unless it ends again in the same operation, that closed grants hold noth
 wallet's stored credit sum is what its grants hold and what the journal says (and that no grant
 with credits expires before the wallet's ``live_until``), that each grant's
 ``has_credits`` flag (what a charge reads grants by) says whether it holds credits, and, given
-the catalogs, that tokens events recorded ``input + output`` tokens as their quantity."""
+the catalogs, that tokens events recorded ``input + output`` tokens as their quantity; and that
+each API key's per-day spend (``key_spend``, what its spend limits read) is what its charges and
+holds say."""
 
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ from sqlalchemy import and_, func, or_, select
 
 from tollkeep.catalog import Catalog, parse_catalog
 from tollkeep.catalog.models import CatalogVersion
+from tollkeep.keys.models import ApiKey
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import TollkeepError
-from tollkeep.ledger.models import Grant, Hold, JournalEntry, Operation, Wallet
+from tollkeep.ledger.keyspend import day_of
+from tollkeep.ledger.models import Grant, Hold, JournalEntry, KeySpend, Operation, Wallet
 from tollkeep.ledger.repository import draw_of
 from tollkeep.pricing import rate
 
@@ -255,6 +259,9 @@ def verify_ledger(
                 f"grant {r.grant_id}: operation {r.operation_id} put {r.net} into it after it ended"
             )
 
+    say("key spend")
+    _verify_key_spend(s, rep)
+
     dupes = s.execute(
         select(O.c.wallet_id, O.c.kind, O.c.idempotency_key)
         .where(O.c.idempotency_key.is_not(None))
@@ -266,6 +273,42 @@ def verify_ledger(
             f"idempotency key {d.idempotency_key!r} ({d.kind}) used twice in wallet {d.wallet_id}"
         )
     return rep
+
+
+def _verify_key_spend(s: Tx, rep: VerifyReport) -> None:
+    """Each key's per-day ``key_spend`` row is what its charges and settled holds spent and its
+    open holds reserve (a hold on the day it was opened), recomputed from operations and holds."""
+    O, H, KS = (m.__table__ for m in (Operation, Hold, KeySpend))  # noqa: E741
+    want: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    charges = select(O.c.api_key_id, O.c.amount, O.c.created_at).where(
+        O.c.kind == "usage",
+        O.c.api_key_id.in_(select(ApiKey.__table__.c.id)),  # buyer keys (not server keys)
+        or_(O.c.ref_id.is_(None), ~O.c.ref_id.startswith("hld_")),
+    )
+    for key_id, amount, created in s.execute(charges):
+        want[(key_id, day_of(created))][0] += int(amount)
+    holds = select(H.c.api_key_id, H.c.status, H.c.amount, H.c.settled_amount, H.c.created_at).where(
+        H.c.api_key_id.is_not(None)
+    )
+    for key_id, status, amount, settled, created in s.execute(holds):
+        row = want[(key_id, day_of(created))]
+        if status == "open":
+            row[1] += int(amount)
+        elif status == "settled":
+            row[0] += int(settled or 0)
+    for key_id, day, spent, held in s.execute(select(KS.c.api_key_id, KS.c.day, KS.c.spent, KS.c.held)):
+        spent_w, held_w = want.pop((key_id, day), (0, 0))
+        if (spent, held) != (spent_w, held_w):
+            rep.problems.append(
+                f"key {key_id} on {day}: key_spend says spent {spent}, held {held}; "
+                f"the charges and holds say spent {spent_w}, held {held_w}"
+            )
+    for (key_id, day), (spent_w, held_w) in want.items():
+        if spent_w or held_w:
+            rep.problems.append(
+                f"key {key_id} on {day}: no key_spend row, but the charges and holds say "
+                f"spent {spent_w}, held {held_w}"
+            )
 
 
 def _expected_net(o: Any, hold_amount: dict[str, int], reended: int) -> int | None:
