@@ -156,11 +156,12 @@ def charge(
             if billing is None:
                 raise RuntimeError("@charge needs TollkeepMiddleware on the app")
             charger = billing.charger
+            permit = None
             try:
                 headers = {k.lower(): v for k, v in request.scope["headers"]}
                 client = request.client
                 p = await charger.principal(headers, client.host if client else None)
-                await charger.admit(p, f"{request.method} {request.url.path}", amount or 1)
+                permit = await charger.admit(p, f"{request.method} {request.url.path}", amount or 1)
                 qty = quantity(request) if callable(quantity) else quantity
                 idem = request.headers.get("idempotency-key")
                 props = {"request": f"{request.method} {request.url.path}"[:200]}
@@ -174,12 +175,16 @@ def charge(
                     properties=props,
                 )
             except TollkeepError as exc:
+                await charger.finish(permit)
                 return _error(exc, charger)
             request.state.tollkeep_principal = p
             billing.holds.append((p, held))
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
+            try:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:  # the call's slot in flight: the handler is done
+                await charger.finish(permit)
             return result
 
         if not has_request:

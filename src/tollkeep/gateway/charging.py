@@ -25,6 +25,7 @@ from tollkeep.gateway import core
 from tollkeep.keys import Principal
 from tollkeep.kit.errors import Conflict, Forbidden, InsufficientCredits, TollkeepError
 from tollkeep.kit.executor import Command
+from tollkeep.ratelimit import Permit
 from tollkeep.runtime import Tollkeep
 
 __all__ = ["Charger", "Held"]
@@ -61,10 +62,14 @@ class Charger:
         }
         return await self.core.authenticate(named, ip)
 
-    async def admit(self, p: Principal, target: str, price: int) -> None:
-        """The one gate before anything is held (scope; rate and per-key limits): the shared
-        seam's :meth:`~tollkeep.gateway.core.Charger.admit`."""
-        await self.core.admit(p, target=target, price=price)
+    async def admit(self, p: Principal, target: str, price: int) -> Permit:
+        """The one gate before anything is held (scope; allowlist, rate and in-flight limits):
+        the shared seam's :meth:`~tollkeep.gateway.core.Charger.admit`. Give the permit back
+        with :meth:`finish` when the call is over."""
+        return await self.core.admit(p, target=target, price=price)
+
+    async def finish(self, permit: Permit | None) -> None:
+        await self.core.finish(permit)
 
     async def entitled(self, p: Principal, feature: str) -> None:
         """403 ``not_entitled`` unless the caller's plan has ``feature``."""

@@ -35,6 +35,7 @@ from tollkeep.keys import Principal
 from tollkeep.kit.errors import AuthError, TollkeepError
 from tollkeep.kit.executor import Command
 from tollkeep.operators import SERVER_PREFIX
+from tollkeep.ratelimit import Permit
 from tollkeep.runtime import Tollkeep
 
 __all__ = [
@@ -138,17 +139,28 @@ class Charger:
         return keys.check(raw, rec, client_ip)
 
     # ---- 2. may they ----------------------------------------------------------------------
-    async def admit(self, caller: Principal, *, target: str, price: int) -> None:
+    async def admit(self, caller: Principal, *, target: str, price: int) -> Permit:
         """The single gate before a call is held and forwarded (``target``: the tool
-        ``server/tool`` or the route ``METHOD /path``). Raises 403 ``insufficient_scope`` or
-        429 ``rate_limited`` (with ``retry_after``).
+        ``server/tool`` or the route ``METHOD /path``): the charge scope, the key's tool / route
+        allowlist (403 ``tool_not_allowed``), the per-customer write limit, and the key's rate
+        limits and in-flight cap (``tk.limits``, scope ``tool:<target>`` or ``route:<target>``;
+        429 ``rate_limited`` / ``concurrency_limited`` with ``retry_after``). Per-key spend
+        limits are the ledger's, enforced in the hold's own transaction.
 
-        Per-key limits (spend limits, tool allowlists, per-key/per-tool rate limits and
-        in-flight caps, from ``keys/`` and ``api/ratelimit.py``) are checked here and nowhere
-        else, so both gateways enforce the same rules (async: a check may read or call out)."""
+        Returns the permit holding the call's slot in flight: give it back with
+        :meth:`finish` when the call is over (``finally``), exactly once."""
         caller.require(CHARGE_SCOPE)
+        limits = self.tk.limits
+        limits.require_tool(caller, target)
         if price > 0 and self._limit_writes is not None:
             self._limit_writes(caller.customer_id)
+        kind = "route" if " " in target else "tool"
+        return await limits.acquire(caller, f"{kind}:{target}")
+
+    async def finish(self, permit: Permit | None) -> None:
+        """Give back the slot in flight :meth:`admit` took (None: nothing was admitted)."""
+        if permit is not None:
+            await self.tk.limits.arelease(permit)
 
     # ---- 3. hold ----------------------------------------------------------------------------
     async def hold(

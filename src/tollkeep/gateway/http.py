@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+import anyio
 import httpx
 
 from tollkeep.catalog import Route, TokenPrice
@@ -291,8 +292,12 @@ class HttpGateway:
         kind = llm_kind(method, path)
         if kind is not None:
             # admission: the one gate (scope, rate and per-key limits) before anything is held
-            await self.charger.admit(p, f"{method} {path}", 1)
-            await self._llm(scope, receive, send, p, kind, idem_key)
+            permit = await self.charger.admit(p, f"{method} {path}", 1)
+            try:
+                await self._llm(scope, receive, send, p, kind, idem_key)
+            finally:  # the call's slot in flight, once the stream is over
+                with anyio.CancelScope(shield=True):
+                    await self.charger.finish(permit)
             return
         route = self.routes().match(method, path)
         if route is None and self.config.unpriced == "refuse":
@@ -301,8 +306,14 @@ class HttpGateway:
             await self.charger.entitled(p, route.feature)
         charged = route is not None and (route.meter is not None or bool(route.price))
         # admission: the one gate (scope, rate and per-key limits) before anything is held
-        await self.charger.admit(p, f"{method} {path}", (route.price or 1) if charged and route else 0)
-        await self._plain(scope, receive, send, p, route if charged else None, idem_key)
+        permit = await self.charger.admit(
+            p, f"{method} {path}", (route.price or 1) if charged and route else 0
+        )
+        try:
+            await self._plain(scope, receive, send, p, route if charged else None, idem_key)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.charger.finish(permit)
 
     # ---- holds and idempotency ----------------------------------------------------------------
     async def _hold(self, p: Principal, idem_key: str | None, **kw: Any) -> tuple[Held, str]:

@@ -263,25 +263,32 @@ class McpGateway:
             )
         target = f"{self.upstream.name}/{name}"
         amount, quantity = self._hold_size(price, arguments)
+        permit = None
         try:
-            await self.charger.admit(caller, target=target, price=0 if price.free else max(amount, 1))
-            call: CallKey | None = None
-            if idem is not None:
-                call, stored = await run_in_threadpool(
-                    self.calls.lookup, caller.customer_id, idem, target, arguments
+            try:
+                permit = await self.charger.admit(
+                    caller, target=target, price=0 if price.free else max(amount, 1)
                 )
-                if stored is not None:
-                    return _replayed(stored)
-        except TollkeepError as exc:
-            raise rpc_error(exc) from None
-        forward_meta: types.RequestParamsMeta | None = meta or None  # type: ignore[assignment]
-        if price.free:
-            result = await self._forward(name, arguments, forward_meta)
-            if call is not None and not result.get("isError"):
-                await self._store_free(call, result)
-            return result
-        hold = await self._hold(caller, price, amount, quantity, target, call)
-        return await self._charged_call(hold, price, name, arguments, forward_meta, call)
+                call: CallKey | None = None
+                if idem is not None:
+                    call, stored = await run_in_threadpool(
+                        self.calls.lookup, caller.customer_id, idem, target, arguments
+                    )
+                    if stored is not None:
+                        return _replayed(stored)
+            except TollkeepError as exc:
+                raise rpc_error(exc) from None
+            forward_meta: types.RequestParamsMeta | None = meta or None  # type: ignore[assignment]
+            if price.free:
+                result = await self._forward(name, arguments, forward_meta)
+                if call is not None and not result.get("isError"):
+                    await self._store_free(call, result)
+                return result
+            hold = await self._hold(caller, price, amount, quantity, target, call)
+            return await self._charged_call(hold, price, name, arguments, forward_meta, call)
+        finally:  # the call's slot in flight, also when it was cancelled
+            with anyio.CancelScope(shield=True):
+                await self.charger.finish(permit)
 
     def _hold_size(self, price: ToolPrice, arguments: Mapping[str, Any]) -> tuple[int, Any]:
         """(the amount to hold, the quantity to rate it by: None for a flat price)."""

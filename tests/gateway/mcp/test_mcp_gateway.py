@@ -5,42 +5,20 @@ the delivered successful calls; the ledger is verified after each test (conftest
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tollkeep.gateway.mcp import IDEMPOTENCY_META, PRICE_META, RPC_CODES, Overrides
 from tollkeep.kit.actor import SYSTEM
 
 from .conftest import Served
+from .helpers import client, rpc_error, run
 
 MODES = ["auto", "legacy"]
-
-
-@asynccontextmanager
-async def client(
-    gw: Served, key: str | None = None, mode: str = "auto", header: str = "bearer"
-) -> AsyncIterator[Client]:
-    """The official SDK's client of the gateway, with an API key header."""
-    key = key or gw.key
-    headers = {"Authorization": f"Bearer {key}"} if header == "bearer" else {"X-API-Key": key}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=60) as http,
-        Client(streamable_http_client(gw.url, http_client=http), mode=mode, cache=None) as c,
-    ):
-        yield c
-
-
-def run(fn: Any) -> Any:
-    return anyio.run(fn)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -55,12 +33,6 @@ def test_paid_call_is_charged_once_free_call_never(gw: Served, mode: str) -> Non
     run(main)
     assert gw.available() == 95
     assert gw.upstream_calls("search") == 1 and gw.upstream_calls("echo") == 1
-
-
-def rpc_error(exc: pytest.ExceptionInfo[MCPError]) -> dict[str, Any]:
-    data = exc.value.error.data
-    assert isinstance(data, dict)
-    return data
 
 
 @pytest.mark.parametrize("mode", MODES)
