@@ -6,13 +6,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.payments.models import Checkout, InboxEvent, Payment, PaymentRefund, ProviderCustomer
 
 __all__ = [
@@ -58,6 +59,38 @@ def _insert_new(s: Tx, table: Any, values: dict[str, Any]) -> bool:
 
 
 # ---- inbox --------------------------------------------------------------------------------------
+_EVENT_COLUMNS = (
+    "id",
+    "provider",
+    "event_id",
+    "type",
+    "status",
+    "body",
+    "headers",
+    "attempts",
+    "received_at",
+    "available_at",
+    "claimed_by",
+    "processed_at",
+    "error",
+    "result",
+)
+# the receive path's two statements, prebuilt (kit/rawsql.py): a webhook is stored by the single
+# SQLite writer, where SQLAlchemy's per-statement bookkeeping would cost more than the insert
+_INSERT_EVENT = {
+    name: RawStatement(
+        make(IBX)
+        .values({c: bindparam(c) for c in _EVENT_COLUMNS})
+        .on_conflict_do_nothing()
+        .returning(IBX.c.id)
+    )
+    for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+_EXISTING_EVENT = RawStatement(
+    select(IBX.c.id).where(IBX.c.provider == bindparam("provider"), IBX.c.event_id == bindparam("event_id"))
+)
+
+
 def insert_event(
     s: Tx,
     *,
@@ -70,7 +103,9 @@ def insert_event(
     now: datetime,
     available_at: datetime | None = None,
 ) -> tuple[str, bool]:
-    """Store a verified event; (its inbox id, whether it is new). A duplicate stores nothing."""
+    """Store a verified event; (its inbox id, whether it is new). A duplicate stores nothing.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING (so two deliveries racing on one event id
+    never both store it, and neither fails); a duplicate then reads the stored row's id."""
     row_id = new_id("ibx")
     values = {
         "id": row_id,
@@ -88,12 +123,11 @@ def insert_event(
         "error": None,
         "result": None,
     }
-    if _insert_new(s, IBX, values):
+    # RETURNING, not rowcount (psycopg's rowcount of an upsert is not reliable)
+    if _INSERT_EVENT[s.get_bind().dialect.name].execute(s, values).fetchone() is not None:
         return row_id, True
-    existing = s.execute(
-        select(IBX.c.id).where(IBX.c.provider == provider, IBX.c.event_id == event_id)
-    ).scalar_one()
-    return str(existing), False
+    existing = _EXISTING_EVENT.first(s, {"provider": provider, "event_id": event_id})
+    return str(existing.id), False
 
 
 def get_event(s: Tx, inbox_id: str) -> Any:
