@@ -204,7 +204,9 @@ def test_leaving_the_plan_reports_its_usage_and_nothing_after(
         (POSTPAID.replace('billing = "postpaid"', 'billing = "arrears"'), "must be one of"),
     ],
 )
-def test_the_catalog_refuses_a_postpaid_plan_that_cannot_work(extra: str, message: str, tmp_path: Path) -> None:
+def test_the_catalog_refuses_a_postpaid_plan_that_cannot_work(
+    extra: str, message: str, tmp_path: Path
+) -> None:
     path = tmp_path / "tollkeep.toml"
     path.write_text(DEFAULT_CATALOG_TEXT + extra)
     with pytest.raises(CatalogError) as err:

@@ -7,33 +7,38 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.outbox.models import OutboxEvent
 
 __all__ = ["add", "add_once", "any_due", "claim", "count_pending", "mark_delivered", "mark_failed", "recent"]
 
 O = table_of(OutboxEvent)  # noqa: E741
+# prebuilt (kit/rawsql.py): events are written inside other units of work, often several per
+# unit (a payment applied by the inbox worker writes three), on the single SQLite writer
+_ADD = RawStatement(insert(O).values({c.name: bindparam(c.name) for c in O.columns}))
 
 
 def add(s: Tx, *, topic: str, customer_id: str | None, payload: dict[str, Any], now: datetime) -> str:
     """Write one event in the caller's transaction: it commits, or rolls back, with the change."""
     event_id = new_id("evt")
-    s.execute(
-        insert(O).values(
-            id=event_id,
-            topic=topic,
-            customer_id=customer_id,
-            payload=payload,
-            created_at=now,
-            available_at=now,
-            delivered_at=None,
-            attempts=0,
-            last_error=None,
-        )
+    _ADD.execute(
+        s,
+        {
+            "id": event_id,
+            "topic": topic,
+            "customer_id": customer_id,
+            "payload": payload,
+            "created_at": now,
+            "available_at": now,
+            "delivered_at": None,
+            "attempts": 0,
+            "last_error": None,
+        },
     )
     return event_id
 

@@ -48,6 +48,27 @@ PCU = table_of(ProviderCustomer)
 PENDING, PROCESSED, IGNORED, FAILED = "pending", "processed", "ignored", "failed"
 
 
+def _prebuilt_insert(table: Any) -> dict[str, RawStatement]:
+    """INSERT of every column of ``table`` ON CONFLICT DO NOTHING RETURNING its key, prebuilt per
+    dialect (kit/rawsql.py): the inbox worker applies events on the single SQLite writer, where
+    SQLAlchemy's per-statement bookkeeping costs more than the statement."""
+    pk = next(iter(table.primary_key.columns))
+    return {
+        name: RawStatement(
+            make(table)
+            .values({c.name: bindparam(c.name) for c in table.columns})
+            .on_conflict_do_nothing()
+            .returning(pk)
+        )
+        for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+    }
+
+
+def _insert_all(s: Tx, stmts: dict[str, RawStatement], values: dict[str, Any]) -> bool:
+    """Like :func:`_insert_new`, with a prebuilt statement (columns left out are NULL)."""
+    return stmts[s.get_bind().dialect.name].execute(s, values).fetchone() is not None
+
+
 def _insert_new(s: Tx, table: Any, values: dict[str, Any]) -> bool:
     """INSERT unless a row with the same unique key exists; True when this one went in. One
     statement, so two writers racing on one key never both win (and neither fails)."""
@@ -130,6 +151,40 @@ def insert_event(
     return str(existing.id), False
 
 
+_INSERT_PAYMENT = _prebuilt_insert(PAY)
+_INSERT_LINK = _prebuilt_insert(PCU)
+_PAYMENT = RawStatement(
+    select(PAY)
+    .where(PAY.c.provider == bindparam("provider"), PAY.c.payment_id == bindparam("payment_id"))
+    .with_for_update()
+)
+_LINKED = RawStatement(
+    select(PCU.c.customer_id).where(
+        PCU.c.provider == bindparam("provider"), PCU.c.external_ref == bindparam("external_ref")
+    )
+)
+
+
+def _outcome_statement(*, pending: bool, claimed: bool) -> RawStatement:
+    values: dict[str, Any] = {"status": bindparam("status"), "error": bindparam("error"), "claimed_by": None}
+    if pending:
+        values["available_at"] = bindparam("available_at")
+    else:
+        values["processed_at"] = bindparam("processed_at")
+        values["result"] = bindparam("result", type_=IBX.c.result.type)
+    stmt = update(IBX).where(IBX.c.id == bindparam("inbox_id"))
+    if claimed:
+        stmt = stmt.where(IBX.c.claimed_by == bindparam("claimant"), IBX.c.status == PENDING)
+    return RawStatement(stmt.values(values))
+
+
+_SET_OUTCOME = {
+    (pending, claimed): _outcome_statement(pending=pending, claimed=claimed)
+    for pending in (True, False)
+    for claimed in (True, False)
+}
+
+
 def get_event(s: Tx, inbox_id: str) -> Any:
     return s.execute(select(IBX).where(IBX.c.id == inbox_id)).first()
 
@@ -200,16 +255,15 @@ def set_event_outcome(
 ) -> bool:
     """Record what processing did. ``claimant``: only if this worker still holds the claim (a
     worker whose lease ran out and was overtaken changes nothing)."""
-    values: dict[str, Any] = {"status": status, "error": error, "claimed_by": None}
-    if status == PENDING:
-        values["available_at"] = available_at or now
+    pending = status == PENDING
+    params: dict[str, Any] = {"inbox_id": inbox_id, "status": status, "error": error, "claimant": claimant}
+    if pending:
+        params["available_at"] = available_at or now
     else:
-        values["processed_at"] = now
-        values["result"] = result
-    stmt = update(IBX).where(IBX.c.id == inbox_id)
-    if claimant is not None:
-        stmt = stmt.where(IBX.c.claimed_by == claimant, IBX.c.status == PENDING)
-    return int(s.execute(stmt.values(**values)).rowcount) == 1  # type: ignore[attr-defined]
+        params["processed_at"] = now
+        params["result"] = result
+    res = _SET_OUTCOME[(pending, claimant is not None)].execute(s, params)
+    return int(res.rowcount) == 1
 
 
 def replay_event(s: Tx, inbox_id: str, now: datetime) -> bool:
@@ -281,14 +335,17 @@ def expire_checkouts(s: Tx, now: datetime) -> int:
 
 # ---- payments -----------------------------------------------------------------------------------
 def insert_payment(s: Tx, **values: Any) -> bool:
-    return _insert_new(s, PAY, values)
+    return _insert_all(
+        s,
+        _INSERT_PAYMENT,
+        {"credits": 0, "refunded_amount": 0, "credits_taken_back": 0, "shortfall": 0, **values},
+    )
 
 
 def get_payment(s: Tx, provider: str, payment_id: str, *, lock: bool = False) -> Any:
-    stmt = select(PAY).where(PAY.c.provider == provider, PAY.c.payment_id == payment_id)
     if lock:
-        stmt = stmt.with_for_update()
-    return s.execute(stmt).first()
+        return _PAYMENT.first(s, {"provider": provider, "payment_id": payment_id})
+    return s.execute(select(PAY).where(PAY.c.provider == provider, PAY.c.payment_id == payment_id)).first()
 
 
 def set_payment(s: Tx, pay_id: str, **values: Any) -> None:
@@ -305,15 +362,14 @@ def refunds_of(s: Tx, pay_id: str) -> Sequence[Any]:
 
 # ---- provider accounts --------------------------------------------------------------------------
 def linked_customer(s: Tx, provider: str, external_ref: str) -> str | None:
-    return s.execute(
-        select(PCU.c.customer_id).where(PCU.c.provider == provider, PCU.c.external_ref == external_ref)
-    ).scalar_one_or_none()
+    row = _LINKED.first(s, {"provider": provider, "external_ref": external_ref})
+    return None if row is None else str(row.customer_id)
 
 
 def link_customer(s: Tx, provider: str, external_ref: str, customer_id: str, now: datetime) -> None:
-    _insert_new(
+    _insert_all(
         s,
-        PCU,
+        _INSERT_LINK,
         {
             "id": new_id("pcu"),
             "provider": provider,
