@@ -220,3 +220,25 @@ def test_a_postpaid_plan_loads(tmp_path: Path) -> None:
     team = load_catalog(path).plan("team")
     assert team is not None and team.postpaid
     assert dict(team.stripe_meters) == {"team_call": "team_calls", "team_tokens": "team_tokens"}
+
+
+def test_the_cli_lists_what_waits_for_stripe(
+    db_url: str, tk: Tollkeep, clock: FrozenClock, stripe: StripeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tollkeep.cli.main import app
+
+    cid = _customer(tk, "team-cli", stripe_id=None)
+    tk.plans.change_plan(cid, "team")
+    _tick(clock)
+    op = _use(tk, cid, "team_call", "cli1")
+    _tick(clock)
+    _drain(tk, clock)
+    monkeypatch.setenv("TOLLKEEP_DATABASE_URL", db_url)
+    res = CliRunner().invoke(app, ["payments", "meter-events", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.output)["data"]
+    assert row["payload"]["identifier"] == op and "no Stripe customer id" in row["last_error"]
