@@ -280,7 +280,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "*stored/s* counts 2xx that stored a new event (each only after its row committed); "
         "*duplicates*: the same deliveries sent again (2xx, nothing stored). Then "
         f"up to {args.events:,} stored events are processed by `Inbox.process` (the `payments.inbox` "
-        "job) in the benchmark process.",
+        "job) in the benchmark process. Load average (1/5/15 min) "
+        f"{' '.join(f'{x:.2f}' for x in args.load_start)} at the start, "
+        f"{' '.join(f'{x:.2f}' for x in args.load_end)} at the end: on a machine shared with other "
+        "work the `/healthz` column shows how much of the server process was left.",
         "",
     ]
     if not args.have_wrk:
@@ -357,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     args.have_wrk = have_wrk
+    args.load_start = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = f"sqlite:///{tmp}/bench.db"
@@ -382,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     except Exception as exc:  # PostgreSQL absent: SQLite alone, and said so
         print(f"PostgreSQL not benchmarked: {exc}", file=sys.stderr)
+    args.load_end = os.getloadavg()
     (ROOT / "bench" / "out").mkdir(exist_ok=True)
     (ROOT / "bench" / "out" / "payments.json").write_text(json.dumps(results, indent=2, default=str))
     text = render(results, args)
