@@ -242,3 +242,19 @@ def test_the_cli_lists_what_waits_for_stripe(
     assert res.exit_code == 0, res.output
     (row,) = json.loads(res.output)["data"]
     assert row["payload"]["identifier"] == op and "no Stripe customer id" in row["last_error"]
+
+
+def test_a_backlog_is_queued_page_by_page(
+    tk: Tollkeep, clock: FrozenClock, stripe: StripeProvider, stripe_fake: fakes.StripeFake
+) -> None:
+    cid = _customer(tk, "team-e", stripe_id="cus_team_e")
+    tk.plans.change_plan(cid, "team")
+    _tick(clock)
+    ops = []
+    for i in range(7):
+        ops.append(_use(tk, cid, "team_call", f"e{i}"))
+        _tick(clock)
+    tk.meters.batch_size = 3
+    assert [tk.meters.scan() for _ in range(4)] == [{"queued": 3}, {"queued": 3}, {"queued": 1}, {}]
+    tk.outbox.dispatch()
+    assert set(stripe_fake.meter_events) == set(ops)

@@ -140,11 +140,12 @@ class MeterReporter:
             self._floor_known = True
         since = max(self._floor or now - _STRIPE_MAX_AGE, now - _STRIPE_MAX_AGE)
 
-        def fn(s: Tx) -> int:
-            return self._queue(s, self._candidates(s, mapping, since=since), mapping)
+        def fn(s: Tx) -> tuple[int, int]:
+            rows = self._candidates(s, mapping, since=since)
+            return len(rows), self._queue(s, rows, mapping)
 
-        queued = self.executor.call(fn)
-        if queued < self.batch_size:  # caught up: later scans start near now
+        seen, queued = self.executor.call(fn)
+        if seen < self.batch_size:  # caught up: later scans start near now
             self._floor = now - self.overlap
         return {"queued": queued} if queued else {}
 
