@@ -16,9 +16,26 @@ from fastapi.testclient import TestClient
 from tests.factories import SRC, eventually
 from tests.payments.fakes.github_payloads import purchased, signed
 from tests.payments.fakes.testpay import event, sign
-from tests.payments.test_payments_end_to_end import SECRET, _catalog
+from tollkeep.catalog import DEFAULT_CATALOG_TEXT
 from tollkeep.payments.providers.github import GitHubMarketplace
 from tollkeep.runtime import Tollkeep
+
+SECRET = "gh-webhook-secret"
+BASIC = """
+[plans.basic]
+name = "Basic"
+prices = { usd = 1000 }
+github_plan_id = 435
+[plans.basic.allowance]
+amount = 5000
+period = "month"
+"""
+
+
+def _catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "tollkeep.toml"
+    path.write_text(DEFAULT_CATALOG_TEXT + BASIC)
+    return path
 
 
 def test_a_poison_event_amid_a_batch_fails_alone(tk: Tollkeep, pay_client: TestClient) -> None:
