@@ -35,6 +35,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.payments
 
+# optional: the load generator the benchmarks use (Debian/Ubuntu, as root); without it the
+# webhook-receive benchmark is skipped with a message
+.PHONY: bench-tools
+bench-tools:
+	command -v wrk >/dev/null || apt-get install -y wrk
+
 serve: $(STAMP)
 	$(BIN)/tollkeep serve
 

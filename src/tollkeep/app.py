@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
         app.state.limiters = runtime.limits
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(HotRoutes, routes=ledger_routes.HOT_ROUTES)
+    app.add_middleware(HotRoutes, routes={**ledger_routes.HOT_ROUTES, **payment_routes.HOT_ROUTES})
     # our own body limit, not FastAPI's max_body_size (that one answers 413 in plain text)
     app.add_middleware(
         BodyLimitMiddleware,

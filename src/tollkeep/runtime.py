@@ -37,7 +37,7 @@ from tollkeep.licensing.events import (
 )
 from tollkeep.licensing.service import LicenseService
 from tollkeep.operators import OperatorService
-from tollkeep.outbox import ALL_TOPICS, OutboxService
+from tollkeep.outbox import OutboxService
 from tollkeep.outbox import jobs as outbox_jobs
 from tollkeep.payments import (
     Applier,
@@ -52,6 +52,7 @@ from tollkeep.payments import (
     public_url,
 )
 from tollkeep.payments import jobs as payments_jobs
+from tollkeep.payments.meters import METER_TOPIC, MeterReporter
 from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
 from tollkeep.ratelimit import Limits
@@ -233,17 +234,24 @@ class Tollkeep:
             schedule=s.webhooks_retry_seconds,
             disable_after_seconds=s.webhooks_disable_after_seconds,
         )
+        # postpaid plans: usage of their Stripe meters goes to Stripe through the outbox
+        self.meters = MeterReporter(
+            self.db, self.executor, self.providers, lambda: cat.current, self.outbox.enqueue, clock=self.clock
+        )
         # cross-domain reactions, in one place
         self.events.subscribe(CustomerStatusChanged, self.keys.customer_status_changed)
         self.outbox.capture(self.events, *OUTBOX_EVENTS)
-        self.outbox.register_sink(ALL_TOPICS, self.webhooks.fan_out)  # every event, every endpoint
+        for topic in dict.fromkeys(e.topic for e in OUTBOX_EVENTS):  # every event, every endpoint
+            self.outbox.register_sink(topic, self.webhooks.fan_out)
+        self.events.subscribe_in_tx(PlanChanged, self.meters.plan_changed)
+        self.outbox.register_sink(METER_TOPIC, self.meters.report)  # not a seller webhook
         # background work: each domain declares its jobs
         self.workers = WorkerRegistry(
             [
                 *ledger_jobs.jobs(self.ledger, s),
                 *plans_jobs.jobs(self.plans, s),
                 *outbox_jobs.jobs(self.outbox, s),
-                *payments_jobs.jobs(self.inbox, self.payments, s),
+                *payments_jobs.jobs(self.inbox, self.payments, s, meters=self.meters),
                 *funnel_jobs.jobs(self.funnel),
                 *webhooks_jobs.jobs(self.webhooks, s),
             ]

@@ -84,6 +84,7 @@ def test_list_names_the_registered_jobs(workdir: Path) -> None:
         "payments.inbox",
         "payments.prune",
         "payments.expire_checkouts",
+        "payments.meters",
         "funnel.catch_up",
         "webhooks.deliver",
     ]

@@ -105,6 +105,8 @@ _PLAN_KEYS = (
     "github_plan_id",
     "suspend_keys_on_cancel",
     "low_balance",
+    "billing",  # postpaid plans (payments)
+    "stripe_meters",
 )
 _PACK_KEYS = ("name", "description", "credits", "prices", "expires_days", "priority", "stripe_price_id")
 _ALLOWANCE_KEYS = ("amount", "period", "priority")
@@ -350,6 +352,7 @@ class _Parser:
         packs = self.packs(data.get("packs", {}))
         self.unique_provider_ids(plans, packs)
         tools = _GatewayParser(self).tools(data.get("gateway", {}), data.get("tools", {}), meters, plans)
+        self.postpaid_meters_free(plans, meters)
         default_plan = self.string(data, "default_plan", (), None)
         if default_plan is not None and default_plan not in plan_names:
             known = ", ".join(plan_names) or "no plans are defined"
@@ -692,6 +695,7 @@ class _Parser:
         suspend = table.get("suspend_keys_on_cancel", False)
         if not isinstance(suspend, bool):
             self.add((*path, "suspend_keys_on_cancel"), f"expected true or false, got {_type_name(suspend)}")
+        billing, stripe_meters = self.postpaid(table, path, meters, stripe_price_id)
         if len(self.issues) > before:
             return None
         return Plan(
@@ -711,7 +715,52 @@ class _Parser:
             github_plan_id=github_plan_id,
             suspend_keys_on_cancel=suspend,
             low_balance=low_balance,
+            billing=billing,
+            stripe_meters=MappingProxyType(stripe_meters),
         )
+
+    # ---- postpaid plans (payments) ----
+    def postpaid(
+        self, table: Mapping[str, Any], path: Path_, meters: tuple[str, ...], stripe_price_id: str | None
+    ) -> tuple[str, dict[str, str]]:
+        """``billing`` and ``stripe_meters`` (meter -> Stripe meter event_name) of a plan."""
+        billing = self.choice(table, "billing", path, ("prepaid", "postpaid"), "prepaid") or "prepaid"
+        raw = table.get("stripe_meters", {})
+        out: dict[str, str] = {}
+        if not isinstance(raw, dict):
+            got = _type_name(raw)
+            self.add((*path, "stripe_meters"), f"expected a table (meter = event_name), got {got}")
+            return billing, out
+        for meter, event_name in raw.items():
+            where = (*path, "stripe_meters", meter)
+            if meter not in meters:
+                self.add(where, f"unknown meter {meter!r} (known: {', '.join(meters) or 'none'})")
+            elif not isinstance(event_name, str) or not 1 <= len(event_name) <= 100:
+                self.add(where, "expected the Stripe meter's event_name (a string of 1 to 100 characters)")
+            else:
+                out[meter] = event_name
+        if billing == "postpaid":
+            if not stripe_price_id:
+                self.add((*path, "stripe_price_id"), "a postpaid plan needs the Stripe Price it is billed by")
+            if not raw:
+                self.add((*path, "stripe_meters"), "a postpaid plan reports at least one meter to Stripe")
+        elif raw:
+            self.add((*path, "stripe_meters"), 'only a plan with billing = "postpaid" reports to Stripe')
+        return billing, out
+
+    def postpaid_meters_free(self, plans: Mapping[str, Plan], meters: Mapping[str, Meter]) -> None:
+        """A meter Stripe bills on a postpaid plan must cost no credits: the ledger rates a meter
+        the same on every plan, so a credit price would charge that plan's customers twice."""
+        for key, plan in plans.items():
+            for meter in plan.stripe_meters:
+                m = meters.get(meter)
+                if m is not None and m.price is not None:
+                    self.add(
+                        ("plans", key, "stripe_meters", meter),
+                        f"meter {meter!r} costs credits, and postpaid plan {key!r} also bills it through "
+                        "Stripe: its customers would pay twice. Give the meter no price (bill it only "
+                        "through Stripe) or report another meter",
+                    )
 
     def provider_id(self, table: Mapping[str, Any], key: str, path: Path_) -> str | None:
         value = self.string(table, key, path, None)

@@ -298,6 +298,16 @@ class Plan:
     suspend_keys_on_cancel: bool = False
     # the credits.low threshold of this plan's customers (None: [credits] low_balance)
     low_balance: int | None = None
+    # ---- postpaid plans (payments: docs/payments-stripe.md "Postpaid metered plans") ----
+    # "prepaid" (default): usage is paid with credits. "postpaid": Stripe bills the subscription
+    # in arrears; every usage event of the meters in ``stripe_meters`` (meter -> Stripe meter
+    # event_name) is reported to Stripe's Billing Meter Events.
+    billing: str = "prepaid"
+    stripe_meters: Mapping[str, str] = field(default_factory=_empty, hash=False)
+
+    @property
+    def postpaid(self) -> bool:
+        return self.billing == "postpaid"
 
     def has_feature(self, feature: str) -> bool:
         return feature in self.features
@@ -445,6 +455,10 @@ class Catalog:
 
     def plan_for_stripe_price(self, price_id: str) -> Plan | None:
         return next((p for p in self.plans.values() if p.stripe_price_id == price_id), None)
+
+    def postpaid_plans(self) -> dict[str, Plan]:
+        """The plans Stripe bills in arrears (``billing = "postpaid"``), by key."""
+        return {k: p for k, p in self.plans.items() if p.postpaid}
 
     def meter(self, key: str) -> Meter:
         """The meter ``key``; raises ``UnknownMeter`` (code ``unknown_meter``, 422)."""

@@ -7,35 +7,76 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.outbox.models import OutboxEvent
 
-__all__ = ["add", "any_due", "claim", "count_pending", "mark_delivered", "mark_failed", "recent"]
+__all__ = ["add", "add_once", "any_due", "claim", "count_pending", "mark_delivered", "mark_failed", "recent"]
 
 O = table_of(OutboxEvent)  # noqa: E741
+# prebuilt (kit/rawsql.py): events are written inside other units of work, often several per
+# unit (a payment applied by the inbox worker writes three), on the single SQLite writer
+_ADD = RawStatement(insert(O).values({c.name: bindparam(c.name) for c in O.columns}))
 
 
 def add(s: Tx, *, topic: str, customer_id: str | None, payload: dict[str, Any], now: datetime) -> str:
     """Write one event in the caller's transaction: it commits, or rolls back, with the change."""
     event_id = new_id("evt")
-    s.execute(
-        insert(O).values(
-            id=event_id,
+    _ADD.execute(
+        s,
+        {
+            "id": event_id,
+            "topic": topic,
+            "customer_id": customer_id,
+            "payload": payload,
+            "created_at": now,
+            "available_at": now,
+            "delivered_at": None,
+            "attempts": 0,
+            "last_error": None,
+        },
+    )
+    return event_id
+
+
+def add_once(
+    s: Tx,
+    *,
+    id: str,
+    topic: str,
+    customer_id: str | None,
+    payload: dict[str, Any],
+    created_at: datetime,
+    now: datetime,
+) -> bool:
+    """Write one event with a caller-chosen ``id`` unless a row with that id exists (one
+    statement, so two writers racing on one id never both insert); True when this one went in.
+    For events derived from committed facts by a scan (postpaid usage for Stripe)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    make = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        make(O)
+        .values(
+            id=id,
             topic=topic,
             customer_id=customer_id,
             payload=payload,
-            created_at=now,
+            created_at=created_at,
             available_at=now,
             delivered_at=None,
             attempts=0,
             last_error=None,
         )
+        .on_conflict_do_nothing()
+        .returning(O.c.id)
     )
-    return event_id
+    return s.execute(stmt).first() is not None
 
 
 def _due(now: datetime) -> Any:

@@ -74,6 +74,28 @@ class OutboxService:
             now=self.clock.now(),
         )
 
+    def enqueue(
+        self,
+        s: Tx,
+        *,
+        id: str,
+        topic: str,
+        customer_id: str | None,
+        payload: dict[str, Any],
+        created_at: datetime,
+    ) -> bool:
+        """Write an event with its own ``id``, once (a second call with the id writes nothing):
+        for events derived from committed facts by a scan that may see a fact twice."""
+        return repo.add_once(
+            s,
+            id=id,
+            topic=topic,
+            customer_id=customer_id,
+            payload=payload,
+            created_at=created_at,
+            now=self.clock.now(),
+        )
+
     # ---- delivering: sinks ----------------------------------------------------------------------
     def register_sink(self, topic: str, sink: Sink) -> None:
         """Hand every event of ``topic`` (``"*"``: of every topic) to ``sink(message)``. A sink that

@@ -126,3 +126,35 @@ def payments_reconcile(
             )
         )
     show(res, True)
+
+
+@payments_app.command("meter-events")
+def payments_meter_events(
+    all_: Annotated[bool, typer.Option("--all", help="Also the ones already reported")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Usage of postpaid plans queued for Stripe's Billing Meter Events, newest first: by default
+    the ones not reported yet, with the last error (no Stripe customer linked, Stripe down)."""
+    with runtime() as tk:
+        rows = tk.meters.queued(limit=limit, pending=not all_)
+    if as_json:
+        show({"data": _jsonable(rows)}, True)
+        return
+    t = id_table("identifier", "customer", "event_name", "value", "attempts", "reported", "error")
+    for r in rows:
+        p = r["payload"]
+        t.add_row(
+            p["identifier"],
+            p["customer_id"],
+            p["event_name"],
+            p["value"],
+            str(r["attempts"]),
+            "yes" if r["delivered_at"] else "no",
+            (r["last_error"] or "")[:60],
+        )
+    print_table(t)
+
+
+def _jsonable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]

@@ -5,12 +5,26 @@ from __future__ import annotations
 from tollkeep.config import Settings
 from tollkeep.kit.worker import Job
 from tollkeep.payments.inbox import Inbox
+from tollkeep.payments.meters import MeterReporter
 from tollkeep.payments.service import PaymentsService
 
 __all__ = ["jobs"]
 
 
-def jobs(inbox: Inbox, payments: PaymentsService, settings: Settings) -> list[Job]:
+def jobs(
+    inbox: Inbox, payments: PaymentsService, settings: Settings, *, meters: MeterReporter | None = None
+) -> list[Job]:
+    extra = []
+    if meters is not None:
+        extra.append(
+            Job(
+                "payments.meters",
+                2.0,
+                meters.scan,
+                jitter=0.2,
+                description="queue postpaid plans' metered usage for Stripe (sent by outbox.dispatch)",
+            )
+        )
     return [
         Job(
             "payments.inbox",
@@ -33,4 +47,5 @@ def jobs(inbox: Inbox, payments: PaymentsService, settings: Settings) -> list[Jo
             jitter=0.2,
             description="mark unpaid checkouts past their expiry",
         ),
+        *extra,
     ]

@@ -6,13 +6,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.payments.models import Checkout, InboxEvent, Payment, PaymentRefund, ProviderCustomer
 
 __all__ = [
@@ -47,6 +48,27 @@ PCU = table_of(ProviderCustomer)
 PENDING, PROCESSED, IGNORED, FAILED = "pending", "processed", "ignored", "failed"
 
 
+def _prebuilt_insert(table: Any) -> dict[str, RawStatement]:
+    """INSERT of every column of ``table`` ON CONFLICT DO NOTHING RETURNING its key, prebuilt per
+    dialect (kit/rawsql.py): the inbox worker applies events on the single SQLite writer, where
+    SQLAlchemy's per-statement bookkeeping costs more than the statement."""
+    pk = next(iter(table.primary_key.columns))
+    return {
+        name: RawStatement(
+            make(table)
+            .values({c.name: bindparam(c.name) for c in table.columns})
+            .on_conflict_do_nothing()
+            .returning(pk)
+        )
+        for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+    }
+
+
+def _insert_all(s: Tx, stmts: dict[str, RawStatement], values: dict[str, Any]) -> bool:
+    """Like :func:`_insert_new`, with a prebuilt statement (columns left out are NULL)."""
+    return stmts[s.get_bind().dialect.name].execute(s, values).fetchone() is not None
+
+
 def _insert_new(s: Tx, table: Any, values: dict[str, Any]) -> bool:
     """INSERT unless a row with the same unique key exists; True when this one went in. One
     statement, so two writers racing on one key never both win (and neither fails)."""
@@ -58,6 +80,38 @@ def _insert_new(s: Tx, table: Any, values: dict[str, Any]) -> bool:
 
 
 # ---- inbox --------------------------------------------------------------------------------------
+_EVENT_COLUMNS = (
+    "id",
+    "provider",
+    "event_id",
+    "type",
+    "status",
+    "body",
+    "headers",
+    "attempts",
+    "received_at",
+    "available_at",
+    "claimed_by",
+    "processed_at",
+    "error",
+    "result",
+)
+# the receive path's two statements, prebuilt (kit/rawsql.py): a webhook is stored by the single
+# SQLite writer, where SQLAlchemy's per-statement bookkeeping would cost more than the insert
+_INSERT_EVENT = {
+    name: RawStatement(
+        make(IBX)
+        .values({c: bindparam(c) for c in _EVENT_COLUMNS})
+        .on_conflict_do_nothing()
+        .returning(IBX.c.id)
+    )
+    for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+_EXISTING_EVENT = RawStatement(
+    select(IBX.c.id).where(IBX.c.provider == bindparam("provider"), IBX.c.event_id == bindparam("event_id"))
+)
+
+
 def insert_event(
     s: Tx,
     *,
@@ -70,7 +124,9 @@ def insert_event(
     now: datetime,
     available_at: datetime | None = None,
 ) -> tuple[str, bool]:
-    """Store a verified event; (its inbox id, whether it is new). A duplicate stores nothing."""
+    """Store a verified event; (its inbox id, whether it is new). A duplicate stores nothing.
+    One INSERT ... ON CONFLICT DO NOTHING RETURNING (so two deliveries racing on one event id
+    never both store it, and neither fails); a duplicate then reads the stored row's id."""
     row_id = new_id("ibx")
     values = {
         "id": row_id,
@@ -88,12 +144,45 @@ def insert_event(
         "error": None,
         "result": None,
     }
-    if _insert_new(s, IBX, values):
+    # RETURNING, not rowcount (psycopg's rowcount of an upsert is not reliable)
+    if _INSERT_EVENT[s.get_bind().dialect.name].execute(s, values).fetchone() is not None:
         return row_id, True
-    existing = s.execute(
-        select(IBX.c.id).where(IBX.c.provider == provider, IBX.c.event_id == event_id)
-    ).scalar_one()
-    return str(existing), False
+    existing = _EXISTING_EVENT.first(s, {"provider": provider, "event_id": event_id})
+    return str(existing.id), False
+
+
+_INSERT_PAYMENT = _prebuilt_insert(PAY)
+_INSERT_LINK = _prebuilt_insert(PCU)
+_PAYMENT = RawStatement(
+    select(PAY)
+    .where(PAY.c.provider == bindparam("provider"), PAY.c.payment_id == bindparam("payment_id"))
+    .with_for_update()
+)
+_LINKED = RawStatement(
+    select(PCU.c.customer_id).where(
+        PCU.c.provider == bindparam("provider"), PCU.c.external_ref == bindparam("external_ref")
+    )
+)
+
+
+def _outcome_statement(*, pending: bool, claimed: bool) -> RawStatement:
+    values: dict[str, Any] = {"status": bindparam("status"), "error": bindparam("error"), "claimed_by": None}
+    if pending:
+        values["available_at"] = bindparam("available_at")
+    else:
+        values["processed_at"] = bindparam("processed_at")
+        values["result"] = bindparam("result", type_=IBX.c.result.type)
+    stmt = update(IBX).where(IBX.c.id == bindparam("inbox_id"))
+    if claimed:
+        stmt = stmt.where(IBX.c.claimed_by == bindparam("claimant"), IBX.c.status == PENDING)
+    return RawStatement(stmt.values(values))
+
+
+_SET_OUTCOME = {
+    (pending, claimed): _outcome_statement(pending=pending, claimed=claimed)
+    for pending in (True, False)
+    for claimed in (True, False)
+}
 
 
 def get_event(s: Tx, inbox_id: str) -> Any:
@@ -166,16 +255,15 @@ def set_event_outcome(
 ) -> bool:
     """Record what processing did. ``claimant``: only if this worker still holds the claim (a
     worker whose lease ran out and was overtaken changes nothing)."""
-    values: dict[str, Any] = {"status": status, "error": error, "claimed_by": None}
-    if status == PENDING:
-        values["available_at"] = available_at or now
+    pending = status == PENDING
+    params: dict[str, Any] = {"inbox_id": inbox_id, "status": status, "error": error, "claimant": claimant}
+    if pending:
+        params["available_at"] = available_at or now
     else:
-        values["processed_at"] = now
-        values["result"] = result
-    stmt = update(IBX).where(IBX.c.id == inbox_id)
-    if claimant is not None:
-        stmt = stmt.where(IBX.c.claimed_by == claimant, IBX.c.status == PENDING)
-    return int(s.execute(stmt.values(**values)).rowcount) == 1  # type: ignore[attr-defined]
+        params["processed_at"] = now
+        params["result"] = result
+    res = _SET_OUTCOME[(pending, claimant is not None)].execute(s, params)
+    return int(res.rowcount) == 1
 
 
 def replay_event(s: Tx, inbox_id: str, now: datetime) -> bool:
@@ -247,14 +335,17 @@ def expire_checkouts(s: Tx, now: datetime) -> int:
 
 # ---- payments -----------------------------------------------------------------------------------
 def insert_payment(s: Tx, **values: Any) -> bool:
-    return _insert_new(s, PAY, values)
+    return _insert_all(
+        s,
+        _INSERT_PAYMENT,
+        {"credits": 0, "refunded_amount": 0, "credits_taken_back": 0, "shortfall": 0, **values},
+    )
 
 
 def get_payment(s: Tx, provider: str, payment_id: str, *, lock: bool = False) -> Any:
-    stmt = select(PAY).where(PAY.c.provider == provider, PAY.c.payment_id == payment_id)
     if lock:
-        stmt = stmt.with_for_update()
-    return s.execute(stmt).first()
+        return _PAYMENT.first(s, {"provider": provider, "payment_id": payment_id})
+    return s.execute(select(PAY).where(PAY.c.provider == provider, PAY.c.payment_id == payment_id)).first()
 
 
 def set_payment(s: Tx, pay_id: str, **values: Any) -> None:
@@ -271,15 +362,14 @@ def refunds_of(s: Tx, pay_id: str) -> Sequence[Any]:
 
 # ---- provider accounts --------------------------------------------------------------------------
 def linked_customer(s: Tx, provider: str, external_ref: str) -> str | None:
-    return s.execute(
-        select(PCU.c.customer_id).where(PCU.c.provider == provider, PCU.c.external_ref == external_ref)
-    ).scalar_one_or_none()
+    row = _LINKED.first(s, {"provider": provider, "external_ref": external_ref})
+    return None if row is None else str(row.customer_id)
 
 
 def link_customer(s: Tx, provider: str, external_ref: str, customer_id: str, now: datetime) -> None:
-    _insert_new(
+    _insert_all(
         s,
-        PCU,
+        _INSERT_LINK,
         {
             "id": new_id("pcu"),
             "provider": provider,

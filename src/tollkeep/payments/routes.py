@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from tollkeep.api.deps import Admin, AdminActor, MaybeCaller, Runtime, ServerCaller, errors
 from tollkeep.audit import record
 from tollkeep.kit.errors import AuthError, InvalidInput, TollkeepError
+from tollkeep.payments.providers import KNOWN
 from tollkeep.payments.schemas import CheckoutIn
 
 log = logging.getLogger("tollkeep.payments")
@@ -31,6 +33,10 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
     responses=errors(400, 401, 404, 413),
 )
 async def receive_webhook(provider: str, request: Request, tk: Runtime) -> dict[str, Any]:
+    return await _receive(tk, provider, request)
+
+
+async def _receive(tk: Any, provider: str, request: Request) -> dict[str, Any]:
     body = await request.body()
     try:
         return await tk.inbox.areceive(provider, body, request.headers)
@@ -39,6 +45,20 @@ async def receive_webhook(provider: str, request: Request, tk: Runtime) -> dict[
         peer = request.client.host if request.client else "?"
         log.warning("webhook %s refused (%s) from %s: %s", provider[:32], exc.code, peer, exc.message)
         raise
+
+
+def _hot(provider: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def receive(request: Request) -> JSONResponse:
+        return JSONResponse(await _receive(request.app.state.tollkeep, provider, request))
+
+    return receive
+
+
+# served ahead of the router by api.middleware.HotRoutes (like POST /v1/usage): a provider's
+# retries arrive in bursts, and FastAPI's routing and dependency machinery cost more than
+# verifying and storing the event. Same handler, same answers; other paths (an unknown
+# provider) go through the route above.
+HOT_ROUTES = {("POST", f"/webhooks/{name}"): _hot(name) for name in KNOWN}
 
 
 @public_router.post(

@@ -10,7 +10,8 @@ localstripe:
 - ``POST /v1/checkout/sessions``, ``GET /v1/checkout/sessions`` (``status``, ``created[gte]``,
   ``limit``, ``starting_after``), ``GET /v1/checkout/sessions/{id}``
 - ``POST /v1/billing_portal/sessions``
-- ``POST /v1/billing/meter_events`` (deduplicated on ``identifier``, like Stripe)
+- ``POST /v1/billing/meter_events`` (``identifier`` unique, like Stripe: a second event with one
+  answers 400 ``resource_already_exists``, unless replayed by its ``Idempotency-Key``)
 - ``GET /v1/invoices`` (the invoices a test seeded with :meth:`StripeFake.add_invoice`)
 - ``GET /v1/invoice_payments`` (``payment[payment_intent]``, ``invoice``): which invoice a
   PaymentIntent paid (recorded by :meth:`StripeFake.complete_session` for a plan)
@@ -191,6 +192,7 @@ class StripeFake:
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
     _idempotent: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     _failures: list[int] = field(default_factory=list)
+    _lost_answers: int = 0
     _seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -243,6 +245,17 @@ class StripeFake:
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         """The next ``count`` requests (any path) answer ``status`` with a Stripe api_error."""
         self._failures.extend([status] * count)
+
+    def lose_next_answers(self, count: int = 1) -> None:
+        """The next ``count`` requests served here take effect, then answer 500 (the answer lost
+        on the way back: the caller cannot know it worked). Their idempotency keys are not kept,
+        as Stripe does not keep a 500's."""
+        self._lost_answers += count
+
+    def forget_idempotency_keys(self) -> None:
+        """Like Stripe after 24 h: a retried request is a new request again."""
+        with self._lock:
+            self._idempotent.clear()
 
     def add_price(
         self, price_id: str, amount: int, currency: str = "usd", interval: str | None = None
@@ -389,7 +402,10 @@ class StripeFake:
             else:
                 status, obj = route(path, params)
                 out = json.dumps(obj).encode()
-                if key:
+                if self._lost_answers > 0:
+                    self._lost_answers -= 1
+                    status, out = 500, _error(500, "api_error", "An unknown error occurred (answer lost)")
+                elif key:
                     with self._lock:
                         self._idempotent[key] = (status, out)
         self._record(method, path, params, idem, served, status)
@@ -597,9 +613,13 @@ class StripeFake:
             return 400, _error_obj("invalid_request_error", "Missing required param: payload.", "payload")
         identifier = p.get("identifier") or _new_id("mev")
         with self._lock:
-            existing = self.meter_events.get(identifier)
-            if existing is not None:  # Stripe enforces identifier uniqueness: counted once
-                return 200, existing
+            if identifier in self.meter_events:  # Stripe keeps identifiers unique: counted once
+                return 400, _error_obj(
+                    "invalid_request_error",
+                    f"An event with identifier {identifier} already exists.",
+                    "identifier",
+                    "resource_already_exists",
+                )
             ev = {
                 "object": "billing.meter_event",
                 "created": int(time.time()),

@@ -678,13 +678,20 @@ class StripeProvider:
         }
         if timestamp is not None:
             params["timestamp"] = int(timestamp.timestamp())
-        self._call(
-            "reporting a meter event",
-            lambda: client.v1.billing.meter_events.create(
-                params,  # type: ignore[arg-type]
-                {"idempotency_key": f"tollkeep-meter-{identifier}"},
-            ),
-        )
+
+        def create() -> None:
+            try:
+                client.v1.billing.meter_events.create(
+                    params,  # type: ignore[arg-type]
+                    {"idempotency_key": f"tollkeep-meter-{identifier}"},
+                )
+            except stripe.InvalidRequestError as e:
+                # Stripe keeps identifiers unique for at least 24 h: an event reported before
+                # (a retry after a lost answer, past the idempotency key's lifetime) is done
+                if not _duplicate_identifier(e):
+                    raise
+
+        self._call("reporting a meter event", create)
 
 
 def from_settings(settings: Settings) -> StripeProvider | None:
@@ -725,6 +732,12 @@ def _shaped(event_type: str, obj: Mapping[str, Any]) -> VerifiedEvent:
         "data": {"object": dict(obj)},
     }
     return VerifiedEvent(event_id, event_type, payload, _when(obj.get("created")))
+
+
+def _duplicate_identifier(e: stripe.StripeError) -> bool:
+    """Stripe's answer to a meter event whose ``identifier`` it already has."""
+    message = (e.user_message or str(e) or "").lower()
+    return e.code == "resource_already_exists" or ("identifier" in message and "already" in message)
 
 
 def _signed_timestamp(header: str) -> int | None:
