@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from typer.testing import CliRunner
 from tests.factories import cli as run
 from tests.factories import free_port
 from tollkeep.cli.main import app
+from tollkeep.config import Settings
+from tollkeep.runtime import Tollkeep
 
 runner = CliRunner()
 
@@ -30,9 +33,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def start_demo(tmp: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def start_demo(
+    tmp: Path, port: int, *extra: str, gateways: bool = False
+) -> tuple[subprocess.Popen[str], str]:
     """``tollkeep demo`` as a user runs it, in an 80-column terminal; returns it and what it
-    printed up to the docs line, once it serves."""
+    printed up to the docs line (``gateways``: up to the end of the gateways' block), once it
+    serves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLKEEP_")} | {"COLUMNS": "80"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollkeep", "demo", "--port", str(port), *extra],
@@ -48,6 +54,11 @@ def start_demo(tmp: Path, port: int, *extra: str) -> tuple[subprocess.Popen[str]
         lines.append(line)
         if line.startswith("OpenAPI docs"):
             break
+    if gateways:  # and the gateways' block, printed once they listen
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("curl -s $BASE/v1/balance") and "export API=" in "".join(lines):
+                break
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -93,6 +104,36 @@ def test_the_demo_examples_paste_into_a_shell_and_work(tmp_path: Path) -> None:
         assert len(ledger["data"]) == 4  # three grants and the charge
     finally:
         stop(proc)
+
+
+def test_the_demo_shows_an_mcp_server_and_an_http_api_behind_the_gateways(tmp_path: Path) -> None:
+    port = free_port()
+    proc, printed = start_demo(tmp_path, port, gateways=True)
+    try:
+        assert all(len(line) <= 80 for line in printed.splitlines()), printed
+        exports = printed[printed.index("export BASE=") : printed.index("\ncurl")]
+        block = printed[printed.index("export MCP=") :]
+        done = subprocess.run(
+            ["bash", "-ec", exports + "\n" + block.replace("\ncurl", "\necho; curl")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        quote, called, balance = (json.loads(line) for line in done.stdout.splitlines() if line.strip())
+        # the seller's API got its own credential, never the buyer's key
+        assert quote["quote"] and quote["upstream_auth"] == "the-sellers-own-secret"
+        assert called["result"]["structuredContent"]["city"] == "Paris"
+        assert called["result"]["_meta"]["tollkeep/charge"] == {"charged": 2, "balance": 2047}
+        assert balance["balance"] == 2050 - 1 - 2
+    finally:
+        stop(proc)
+    # the gateways went with the demo, and the ledger they wrote to agrees with itself
+    with Tollkeep(Settings(database_url=f"sqlite:///{tmp_path / f'tollkeep-demo-{port}.db'}")) as tk:
+        assert tk.verify().ok
+    for p in (port + 100, port + 101, port + 102):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still served"
 
 
 def test_a_second_demo_refuses_and_keeps_the_first_ones_database(tmp_path: Path) -> None:

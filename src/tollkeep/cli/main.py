@@ -357,9 +357,21 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
     if no_serve:
         tk.close()
         return
+    # an MCP server and an HTTP API behind the real gateway commands, on this database
+    from tollkeep.demo import gateways
+
+    log = Path(f"{db_file}.gateways.log")
+    with out.status("starting the MCP and HTTP gateways"):
+        gws = gateways.start(db_file, port, log)
+    if gws is None:
+        err.print(f"[yellow]the demo gateways did not start (see {log}); the API is served[/yellow]")
+    else:
+        print(gws.examples(), flush=True)
     try:
         uvicorn.run(create_app(runtime=tk), host="127.0.0.1", port=port, log_level="info")
     finally:
+        if gws is not None:
+            gws.stop()
         tk.close()
 
 

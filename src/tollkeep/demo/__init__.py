@@ -1,0 +1,1 @@
+"""What `tollkeep demo` puts behind its gateways: a small MCP server and a small HTTP API."""
