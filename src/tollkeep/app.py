@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -85,6 +85,12 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
         app.state.limiters = tk.limits  # the runtime's rate limits (tollkeep.ratelimit)
         if settings.run_workers:
             tk.start_workers()
+        # the catalog's MCP upstreams ([gateway.upstreams.*]), connected and served at /mcp/<name>
+        mcp = AsyncExitStack()
+        if tk.catalog.tools.upstreams:
+            from tollkeep.gateway.serve import mount_upstreams
+
+            await mount_upstreams(app, tk, mcp, host=settings.host)
         # Objects made at start-up live as long as the process: keep them out of the garbage
         # collector's full passes, which otherwise show up as latency spikes under load.
         gc.collect()
@@ -95,6 +101,7 @@ def create_app(settings: Settings | None = None, *, runtime: Tollkeep | None = N
         try:
             yield
         finally:
+            await mcp.aclose()
             with suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             if owned:

@@ -40,6 +40,7 @@ from tollkeep.catalog.model import (
     Catalog,
     CreditUnit,
     KeysPolicy,
+    McpUpstream,
     Meter,
     Pack,
     Plan,
@@ -947,7 +948,9 @@ class _Parser:
 
 # --- the MCP gateway's prices: [gateway] and [tools."<server>/<tool>"] ------------------------
 
-_GATEWAY_KEYS = ("unpriced", "default_price", "description_suffix", "timeout_seconds")
+_GATEWAY_KEYS = ("unpriced", "default_price", "description_suffix", "timeout_seconds", "upstreams")
+_UPSTREAM_KEYS = ("command", "url")
+_UPSTREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _TOOL_KEYS = ("price", "free", "meter", "quantity", "hold", "charge_errors", "feature")
 _TOOL_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}/(\*|[^\s/][^\s]{0,127})$")
 
@@ -990,7 +993,44 @@ class _GatewayParser:
             default_price=default_price,
             description_suffix=suffix if isinstance(suffix, str) else " [{price}]",
             timeout_seconds=timeout or 120,
+            upstreams=MappingProxyType(self.upstreams(table.get("upstreams"), (*path, "upstreams"))),
         )
+
+    def upstreams(self, raw: Any, path: Path_) -> dict[str, McpUpstream]:
+        """``[gateway.upstreams.<name>]``: ``command = ["python", "server.py"]`` or ``url``."""
+        p = self.p
+        out: dict[str, McpUpstream] = {}
+        for name, entry in (p.table(raw, path) or {}).items():
+            where = (*path, name)
+            if not _UPSTREAM_NAME_RE.match(name):
+                p.add(where, "an upstream name is letters, digits, _ and - (it is the path /mcp/<name>)")
+                continue
+            table = p.table(entry, where)
+            if table is None:
+                continue
+            p.check_keys(table, _UPSTREAM_KEYS, where, "an MCP upstream")
+            command, url = table.get("command"), table.get("url")
+            if (command is None) == (url is None):
+                p.add(where, 'give one of command = ["program", "arg", ...] or url = "http://..."')
+                continue
+            if command is not None:
+                if (
+                    not isinstance(command, list)
+                    or not command
+                    or not all(isinstance(c, str) and c for c in command)
+                ):
+                    p.add(
+                        (*where, "command"),
+                        "must be a non-empty list of strings (the program and its arguments)",
+                    )
+                    continue
+                out[name] = McpUpstream(name, command=tuple(command))
+            else:
+                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                    p.add((*where, "url"), "must be an http:// or https:// URL")
+                    continue
+                out[name] = McpUpstream(name, url=url)
+        return out
 
     def tool(
         self, key: str, raw: Any, path: Path_, meters: Mapping[str, Meter], features: set[str]

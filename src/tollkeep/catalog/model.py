@@ -32,6 +32,7 @@ __all__ = [
     "Cap",
     "Catalog",
     "CreditUnit",
+    "McpUpstream",
     "Meter",
     "Pack",
     "Plan",
@@ -541,6 +542,16 @@ class ToolPrice:
 
 
 @dataclass(frozen=True)
+class McpUpstream:
+    """``[gateway.upstreams.<name>]``: an MCP server ``tollkeep serve`` puts behind its gateway at
+    ``/mcp/<name>``: a stdio ``command`` (argv list) or a streamable-HTTP ``url``."""
+
+    name: str
+    command: tuple[str, ...] = ()
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class ToolsPolicy:
     """``[gateway]`` and ``[tools.*]``: the MCP gateway's prices. A tool without a price of its
     own or of its upstream (``"<server>/*"``) is refused (``unpriced = "refuse"``, the default)
@@ -551,6 +562,8 @@ class ToolsPolicy:
     default_price: int | None = None
     description_suffix: str = " [{price}]"
     timeout_seconds: int = 120
+    # MCP servers `tollkeep serve` gateways (read at start-up: a change takes a restart)
+    upstreams: Mapping[str, McpUpstream] = field(default_factory=_empty, hash=False)
 
     def price_of(self, server: str, tool: str) -> ToolPrice | None:
         """The price of ``server/tool``: its own, its upstream's, the default, or None
