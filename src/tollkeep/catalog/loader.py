@@ -1000,6 +1000,8 @@ class _GatewayParser:
         """``[gateway.upstreams.<name>]``: ``command = ["python", "server.py"]`` or ``url``."""
         p = self.p
         out: dict[str, McpUpstream] = {}
+        if raw is None:
+            return out
         for name, entry in (p.table(raw, path) or {}).items():
             where = (*path, name)
             if not _UPSTREAM_NAME_RE.match(name):
