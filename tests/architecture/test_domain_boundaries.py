@@ -27,6 +27,7 @@ DOMAINS = (
     "payments",
     "plans",
     "pricing",
+    "subscriptions",
     "webhooks",
 )
 # table -> the domains that may write it (column-level sharing is asserted in the repositories:
@@ -58,6 +59,8 @@ WRITERS = {
     "license_signing_keys": {"licensing"},
     "licenses": {"licensing"},
     "license_machines": {"licensing"},
+    "subscriptions": {"subscriptions"},
+    "invoices": {"subscriptions"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

@@ -29,6 +29,7 @@ from tollkeep.licensing import cli as licensing_cli
 from tollkeep.operators import cli as operators_cli
 from tollkeep.payments import cli as payments_cli
 from tollkeep.plans import cli as plans_cli
+from tollkeep.subscriptions import cli as subscriptions_cli
 from tollkeep.webhooks import cli as webhooks_cli
 
 app = typer.Typer(
@@ -51,6 +52,8 @@ for _sub, _name in (
     (payments_cli.payments_app, "payments"),
     (webhooks_cli.app, "webhooks"),
     (licensing_cli.app, "licenses"),
+    (subscriptions_cli.app, "subscriptions"),
+    (subscriptions_cli.invoices_app, "invoices"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group

@@ -23,7 +23,7 @@ from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import EntryKind, GrantMeta, GrantSource, OpKind, WalletState, grant_once, new_grant
 from tollkeep.plans import repository as repo
-from tollkeep.plans.domain import allowance_period, carries_over
+from tollkeep.plans.domain import FAR_FUTURE, allowance_period, carries_over, follows_subscription
 from tollkeep.plans.events import PlanChanged
 
 __all__ = ["PlanService", "ensure_allowance"]
@@ -37,7 +37,18 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
     if not w.plan or (w.allowance_until is not None and w.allowance_until > now):
         return
     plan = cat.plan(w.plan)
-    period = allowance_period(plan, now)
+    billing = repo.billing_period(s, w.customer_id)
+    if follows_subscription(plan, billing):
+        assert billing is not None
+        period = allowance_period(plan, now, billing)
+        if period is None:
+            # not in the paid cycle: look again when it starts, or (over, the next one unpaid)
+            # when the subscription says a new cycle was paid (refresh_allowance_fn)
+            until = billing.start if now < billing.start else FAR_FUTURE
+            repo.set_allowance_state(s, w.id, now, allowance_until=until)
+            return
+    else:
+        period = allowance_period(plan, now)
     if period is None:
         # nothing to grant: look again next month (or at the next plan change)
         repo.set_allowance_state(s, w.id, now, allowance_until=period_bounds("month", now)[1])
@@ -167,6 +178,27 @@ class PlanService:
                     at=now,
                 )
             return out
+
+        return fn
+
+    def refresh_allowance_fn(self, customer_id: str) -> Callable[[Tx], None]:
+        """Inside the caller's unit of work: grant the customer's current allowance if it is due
+        (a subscription's new cycle was paid: its allowance is granted now, once)."""
+        cat = self.catalog()
+
+        def fn(s: Tx) -> None:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                return
+            if w.allowance_until is not None:
+                # look again whatever it says (granting is once per key: nothing doubles)
+                repo.set_allowance_state(s, w.id, now, allowance_until=None)
+                w = ledger_repo.lock_wallet(s, w.id)
+            st = ledger_repo.load_state(s, w)
+            meta: GrantMeta = {}
+            ensure_allowance(s, w, st, meta, cat, now)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
 
         return fn
 
