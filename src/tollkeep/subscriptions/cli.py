@@ -18,7 +18,7 @@ invoices_app = typer.Typer(
 
 @app.command("create")
 def create(
-    customer_id: str,
+    customer: Annotated[str, typer.Argument(help="customer id or external id")],
     plan: Annotated[str, typer.Option(help="a plan of the catalog with a price")],
     provider: Annotated[str, typer.Option(help="who invoices the renewals")] = "manual",
     currency: Annotated[str | None, typer.Option(help="the listed price's currency")] = None,
@@ -27,14 +27,14 @@ def create(
     """Subscribe a customer to a plan (cycle 1 starts now)."""
     with runtime() as tk:
         out = tk.subscriptions.create(
-            customer_id, plan, provider=provider, currency=currency, actor=cli_actor()
+            tk.customers.find(customer)["id"], plan, provider=provider, currency=currency, actor=cli_actor()
         )
     show(out, as_json)
 
 
 @app.command("list")
 def list_(
-    customer: Annotated[str | None, typer.Option(help="customer id")] = None,
+    customer: Annotated[str | None, typer.Option(help="customer id or external id")] = None,
     status: Annotated[
         str | None, typer.Option(help="trialing | active | past_due | lapsed | canceled")
     ] = None,
@@ -42,7 +42,8 @@ def list_(
 ) -> None:
     """Subscriptions, newest first."""
     with runtime() as tk:
-        rows = tk.subscriptions.list_subscriptions(customer_id=customer, status=status)
+        cid = tk.customers.find(customer)["id"] if customer else None
+        rows = tk.subscriptions.list_subscriptions(customer_id=cid, status=status)
     if as_json:
         show(rows, True)
         return
