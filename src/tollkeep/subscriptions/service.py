@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -498,19 +500,39 @@ class SubscriptionService:
     def settle_invoice(
         self, invoice_id: str, provider_payment_ref: str | None = None, *, actor: Actor | None = None
     ) -> dict[str, Any]:
+        """Settle an invoice in a unit of work of its own (see :meth:`settle_invoice_fn`)."""
+        out = self.executor.call(self.settle_invoice_fn(invoice_id, provider_payment_ref, actor=actor))
+        return self.after_settle(out)
+
+    def after_settle(self, out: dict[str, Any]) -> dict[str, Any]:
+        """After the settle's commit: the keys a lapse suspended are resumed (one revoked
+        meanwhile stays revoked), and the subscription is added to the answer."""
+        for key_id in out.pop("resume_keys", []):
+            with suppress(Conflict, NotFound):
+                self.keys.resume(key_id)
+        out["subscription"] = self.get(out["invoice"]["subscription_id"])
+        return out
+
+    def settle_invoice_fn(
+        self, invoice_id: str, provider_payment_ref: str | None = None, *, actor: Actor | None = None
+    ) -> Command[dict[str, Any]]:
         """An invoice was paid (an operator for a manual one, or the payments applier when a
         provider's webhook says so). Idempotent: settling a paid invoice changes nothing
         (``changed`` false). Settling the next cycle's invoice renews the subscription (from
         past_due, or lapsed: reactivated, back on its plan) and grants that cycle's allowance,
-        once. A void invoice (its subscription canceled): 409 ``invoice_void``."""
+        once. A void invoice (its subscription canceled): 409 ``invoice_void``.
 
-        def fn(s: Tx) -> tuple[dict[str, Any], list[str]]:
+        A command: the payments applier runs it inside the unit of work that applies a
+        provider's "paid" webhook, then calls :meth:`after_settle` with its result after the
+        commit."""
+
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             inv = repo.get_invoice(s, invoice_id, lock=True)
             if inv is None:
                 raise NotFound(f"no invoice {invoice_id!r}", code="invoice_not_found")
             if inv.status == "paid":
-                return {"invoice": self.invoice_view(inv), "changed": False}, []
+                return {"invoice": self.invoice_view(inv), "changed": False, "resume_keys": []}
             if inv.status == "void":
                 raise Conflict(f"invoice {invoice_id} is void", code="invoice_void")
             if inv.status != "open":
@@ -564,18 +586,16 @@ class SubscriptionService:
             inv2 = repo.get_invoice(s, inv.id)
             if actor is not None:
                 record(s, actor, "invoice.settle", ("invoice", inv.id), after=self.invoice_view(inv2), at=now)
-            return {"invoice": self.invoice_view(inv2), "changed": True}, resume
+            return {"invoice": self.invoice_view(inv2), "changed": True, "resume_keys": resume}
 
-        out, resume = self.executor.call(Command(fn, self._owner(INV, invoice_id)))
-        for key_id in resume:  # keys the lapse suspended come back (one that was revoked stays)
-            with suppress(Conflict, NotFound):
-                self.keys.resume(key_id)
-        out["subscription"] = self.get(out["invoice"]["subscription_id"])
-        return out
+        return Command(fn, self._owner(INV, invoice_id))
 
     # ------------------------------------------------------------------ the renewal worker
     def run_due(self, *, limit: int | None = None) -> dict[str, int]:
-        """One run of the renewal worker: claim due subscriptions and move each along."""
+        """One run of the renewal worker: claim due subscriptions and move each along. Each step
+        is a unit of work per subscription (keyed by its customer); a step's units are submitted
+        together so the writer commits them in batches, and the slow outside calls (the rate,
+        the provider) happen between steps, in no transaction."""
         now = self.clock.now()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         n = limit or self.settings.batch
@@ -588,74 +608,106 @@ class SubscriptionService:
             "lapsed": 0,
             "canceled": 0,
         }
-        for r in claimed:
+        # 1. under each subscription's lock: end the period, cancel at period end, lapse
+        steps = [
+            (r, self.executor.submit(Command(partial(self._advance, sub_id=r.id), r.customer_id)))
+            for r in claimed
+        ]
+        jobs: list[_InvoiceJob] = []
+        for r, step in steps:
             try:
-                self._process(r.id, r.customer_id, counts)
+                job, forget, moved = step.result()
             except Exception:  # one subscription's problem does not stop the others
                 log.exception("renewal of subscription %s failed", r.id)
+                continue
+            for what in moved:
+                counts[what] += 1
+            if forget:
+                self.keys.forget_customer(r.customer_id)
+            if job is not None:
+                jobs.append(job)
+        # 2. the rate (outside any transaction), then the local draft invoices
+        failures: list[Future[None]] = []
+        drafts = []
+        for job in jobs:
+            try:
+                if job.provider not in self.providers:
+                    raise RuntimeError(f"no invoice provider {job.provider!r} is configured")
+                if job.listed_amount <= 0:
+                    raise RuntimeError(f"plan {job.plan!r} has no {job.listed_currency} price in the catalog")
+                rate = self.rates.rate(job.listed_currency, job.currency, self.clock.now())
+                amount = domain.convert(job.listed_amount, job.listed_currency, rate.value, job.currency)
+            except Exception as exc:
+                failures.append(self._submit_failed(job, None, _err(exc)))
+                continue
+            cmd = Command(partial(self._draft, job=job, rate=rate, amount=amount), job.customer_id)
+            drafts.append((job, amount, self.executor.submit(cmd)))
+        # 3. the provider's invoices (outside any transaction), then open them
+        opened: list[Future[None]] = []
+        for job, amount, draft in drafts:
+            try:
+                invoice_id = draft.result()
+            except Exception:
+                log.exception("renewal invoice of subscription %s failed", job.sub_id)
+                continue
+            if invoice_id is None:
+                continue
+            req = InvoiceRequest(
+                invoice_id,
+                job.sub_id,
+                job.customer_id,
+                job.cycle,
+                job.currency,
+                amount,
+                f"{job.plan} cycle {job.cycle}",
+            )
+            try:
+                created = self.providers[job.provider].create_invoice(req)
+            except Exception as exc:
+                failures.append(self._submit_failed(job, invoice_id, _err(exc)))
+                continue
+            open_cmd = Command(
+                partial(
+                    self._opened, job=job, invoice_id=invoice_id, ref=created.ref, pay_url=created.pay_url
+                ),
+                job.customer_id,
+            )
+            opened.append(self.executor.submit(open_cmd))
+        for futs, what in ((failures, "failed"), (opened, "invoiced")):
+            for f in futs:
+                try:
+                    f.result()
+                    counts[what] += 1
+                except Exception:
+                    log.exception("renewal step failed")
         return counts
 
-    def _process(self, sub_id: str, customer_id: str, counts: dict[str, int]) -> None:
-        job, forget = self.executor.call(Command(lambda s: self._advance(s, sub_id, counts), customer_id))
-        if forget:
-            self.keys.forget_customer(customer_id)
-        if job is None:
-            return
-        provider = self.providers.get(job.provider)
-        try:
-            if provider is None:
-                raise RuntimeError(f"no invoice provider {job.provider!r} is configured")
-            rate = self.rates.rate(job.listed_currency, job.currency, self.clock.now())
-            amount = domain.convert(job.listed_amount, job.listed_currency, rate.value, job.currency)
-        except Exception as exc:
-            error = _err(exc)
-            self.executor.call(Command(lambda s: self._failed(s, job, None, error), customer_id))
-            counts["failed"] += 1
-            return
-        invoice_id = self.executor.call(Command(lambda s: self._draft(s, job, rate, amount), customer_id))
-        if invoice_id is None:
-            return
-        req = InvoiceRequest(
-            invoice_id,
-            job.sub_id,
-            job.customer_id,
-            job.cycle,
-            job.currency,
-            amount,
-            f"{job.plan} cycle {job.cycle}",
-        )
-        try:
-            created = provider.create_invoice(req)
-        except Exception as exc:
-            error = _err(exc)
-            self.executor.call(Command(lambda s: self._failed(s, job, invoice_id, error), customer_id))
-            counts["failed"] += 1
-            return
-        self.executor.call(
-            Command(lambda s: self._opened(s, job, invoice_id, created.ref, created.pay_url), customer_id)
-        )
-        counts["invoiced"] += 1
+    def _submit_failed(self, job: _InvoiceJob, invoice_id: str | None, error: str) -> Future[None]:
+        cmd = Command(partial(self._failed, job=job, invoice_id=invoice_id, error=error), job.customer_id)
+        return self.executor.submit(cmd)
 
-    def _advance(self, s: Tx, sub_id: str, counts: dict[str, int]) -> tuple[_InvoiceJob | None, bool]:
-        """Under the lock: end the period, lapse; say whether an invoice must be created."""
+    def _advance(self, s: Tx, sub_id: str) -> tuple[_InvoiceJob | None, bool, list[str]]:
+        """Under the lock: end the period, lapse; say whether an invoice must be created, whether
+        keys were suspended (to forget from the cache) and what moved."""
+        moved: list[str] = []
         now = self.clock.now()
         row = repo.get_subscription(s, sub_id, lock=True)
         if row is None:
-            return None, False
+            return None, False, moved
         forget = False
         st = _state(row, self._open_cycle(s, row))
         if st.status in (Status.TRIALING, Status.ACTIVE) and now >= row.current_period_end:
             move = domain.apply(st, Ev.PERIOD_ENDED)
             if move.state.status == Status.CANCELED:
                 forget = bool(self._cancel_locked(s, row, now, at_period_end=True))
-                counts["canceled"] += 1
-                return None, forget
+                moved.append("canceled")
+                return None, forget, moved
             self._update(s, row, now, status=Status.PAST_DUE, renewal_failures=0, renewal_retry_at=now)
             grace_until = row.current_period_end + self._grace(row)
             self.events.emit(
                 s, SubscriptionPastDue(row.id, row.customer_id, row.cycle + 1, iso(grace_until) or "")
             )
-            counts["past_due"] += 1
+            moved.append("past_due")
             row = self._row(s, sub_id)
             st = _state(row, st.invoice_cycle)
         if st.status == Status.PAST_DUE and now >= row.current_period_end + self._grace(row):
@@ -671,7 +723,7 @@ class SubscriptionService:
                 _has_invoice=st.invoice_cycle is not None,
             )
             self.events.emit(s, SubscriptionLapsed(row.id, row.customer_id, row.plan, now_plan, suspended))
-            counts["lapsed"] += 1
+            moved.append("lapsed")
             forget = bool(suspended)
             row = self._row(s, sub_id)
             st = _state(row, st.invoice_cycle)
@@ -684,7 +736,7 @@ class SubscriptionService:
         if not wants:
             if st.status != Status.CANCELED:  # the claim's lease is replaced by the real next time
                 self._update(s, row, now, _has_invoice=st.invoice_cycle is not None)
-            return None, forget
+            return None, forget, moved
         plan = self.catalog().plan(row.plan)
         cycle = row.cycle + 1
         period = plan.period if plan is not None else "month"
@@ -705,7 +757,7 @@ class SubscriptionService:
             start,
             end,
         )
-        return job, forget
+        return job, forget, moved
 
     def _draft(self, s: Tx, job: _InvoiceJob, rate: Any, amount: int) -> str | None:
         """The local invoice of ``job.cycle`` (unique per subscription and cycle), as a draft with
