@@ -267,3 +267,46 @@ def test_two_workers_never_invoice_one_cycle_twice(
     finally:
         b.close()
         a.close()
+
+
+def test_a_worker_killed_mid_renewal_leaves_one_invoice_for_the_cycle(stk: Tollkeep) -> None:
+    from decimal import Decimal
+    from functools import partial
+
+    from tollkeep.kit.executor import Command
+    from tollkeep.subscriptions import Rate
+    from tollkeep.subscriptions import repository as repo
+
+    counter = Flaky(fail=0)
+    stk.subscriptions.register_provider(counter)
+    cid = customer(stk)
+    sub = stk.subscriptions.create(cid, "pro", provider="flaky")
+    assert stk.test_clock is not None
+    stk.test_clock.advance(at(sub["current_period_end"]) - stk.clock.now() + timedelta(seconds=1))
+    now = stk.clock.now()
+    # a worker claims it, stores the draft, and dies before calling the provider
+    assert len(stk.executor.call(lambda s: repo.claim_due(s, now, now + timedelta(seconds=120), 10))) == 1
+    svc = stk.subscriptions
+    job, _, moved = stk.executor.call(Command(partial(svc._advance, sub_id=sub["id"]), cid))
+    assert job is not None and moved == ["past_due"]
+    draft = stk.executor.call(
+        Command(partial(svc._draft, job=job, rate=Rate(Decimal(1), "identity", now), amount=2900), cid)
+    )
+    assert svc.run_due()["claimed"] == 0  # leased: nobody else takes it meanwhile
+    stk.advance_test_clock(121)  # the lease ran out: another worker finishes the same invoice
+    [inv] = svc.invoices(sub["id"])
+    assert (inv["id"], inv["status"], inv["cycle"]) == (draft, "open", 2)
+    assert [c.invoice_id for c in counter.calls] == [draft]
+
+
+def test_the_payments_applier_settles_inside_its_own_unit_of_work(stk: Tollkeep) -> None:
+    cid = customer(stk)
+    sub = stk.subscriptions.create(cid, "pro")
+    until(stk, sub["current_period_end"])
+    [inv] = stk.subscriptions.invoices(sub["id"])
+    cmd = stk.subscriptions.settle_invoice_fn(inv["id"], "btcpay:inv_42")
+    out = stk.subscriptions.after_settle(stk.executor.call(lambda s: cmd(s)))
+    assert out["changed"] is True and out["subscription"]["cycle"] == 2
+    assert out["invoice"]["provider_payment_ref"] == "btcpay:inv_42"
+    again = stk.subscriptions.after_settle(stk.executor.call(cmd))
+    assert again["changed"] is False and balance(stk, cid) == 1010
