@@ -310,3 +310,17 @@ def test_the_payments_applier_settles_inside_its_own_unit_of_work(stk: Tollkeep)
     assert out["invoice"]["provider_payment_ref"] == "btcpay:inv_42"
     again = stk.subscriptions.after_settle(stk.executor.call(cmd))
     assert again["changed"] is False and balance(stk, cid) == 1010
+
+
+def test_subscribing_to_the_plan_already_held_does_not_overlap_two_allowances(stk: Tollkeep) -> None:
+    cid = customer(stk)
+    stk.plans.change_plan(cid, "pro")  # on pro by calendar months (e.g. set by an operator)
+    assert balance(stk, cid) == 10 + 1000
+    stk.ledger.record_usage(UsageRequest(cid, "api_call", None, idempotency_key="u1"))
+    sub = stk.subscriptions.create(cid, "pro")
+    # the calendar month's allowance (999 left) ends; cycle 1's is granted: not both
+    assert balance(stk, cid) == 10 + 1000
+    until(stk, sub["current_period_end"])
+    assert balance(stk, cid) == 10  # cycle 1 ended unpaid: no calendar allowance creeps back
+    stk.plans.renew_allowances()
+    assert balance(stk, cid) == 10

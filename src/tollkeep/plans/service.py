@@ -181,6 +181,47 @@ class PlanService:
 
         return fn
 
+    def restart_allowance_fn(self, customer_id: str, *, reason: str) -> Callable[[Tx], int]:
+        """Inside the caller's unit of work: end the customer's unended allowance grants and grant
+        the current one again (a subscription starting on the plan the customer is already on:
+        its cycle 1 replaces the calendar period's allowance, which would otherwise overlap it).
+        Journaled as a plan change from the plan to itself; returns the credits closed."""
+        cat = self.catalog()
+
+        def fn(s: Tx) -> int:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
+            op_id = new_id("op")
+            closing = [
+                g
+                for g in st.grants.values()
+                if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
+            ]
+            closed = sum(st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing)
+            ledger_repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind=OpKind.PLAN_CHANGE,
+                idempotency_key=op_id,
+                amount=0,
+                properties={"from": w.plan, "to": w.plan, "closed": closed, "reason": reason},
+                catalog_version=cat.version,
+                created_at=now,
+            )
+            repo.set_allowance_state(s, w.id, now, allowance_until=None)
+            meta: GrantMeta = {}
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            ensure_allowance(s, ledger_repo.lock_wallet(s, w.id), st, meta, cat, now)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            return closed
+
+        return fn
+
     def refresh_allowance_fn(self, customer_id: str) -> Callable[[Tx], None]:
         """Inside the caller's unit of work: grant the customer's current allowance if it is due
         (a subscription's new cycle was paid: its allowance is granted now, once)."""

@@ -413,8 +413,12 @@ class SubscriptionService:
                 created_at=now,
                 updated_at=now,
             )
-            self.plans.change_plan_fn(customer_id, plan.key)(s)
-            self.plans.refresh_allowance_fn(customer_id)(s)
+            _, current = self._customer_plan(s, customer_id)
+            if current == plan.key:  # cycle 1's allowance replaces the calendar period's
+                self.plans.restart_allowance_fn(customer_id, reason=f"subscription {sid}")(s)
+            else:
+                self.plans.change_plan_fn(customer_id, plan.key)(s)
+                self.plans.refresh_allowance_fn(customer_id)(s)
             row = self._row(s, sid)
             self.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             out = self.view(s, row)
