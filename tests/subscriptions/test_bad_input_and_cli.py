@@ -49,11 +49,16 @@ def test_bad_input_is_a_4xx_with_a_code(stk: Tollkeep, sclient: TestClient) -> N
     assert (
         c.post("/admin/subscriptions", headers={"Authorization": "Bearer nope"}, json={}).status_code == 401
     )
+    r = c.post(f"/admin/subscriptions/{sid}/cancel", json={"at_period_end": True})
+    assert r.status_code == 200 and r.json()["cancel_at_period_end"] is True
+    r = c.post(f"/admin/subscriptions/{sid}/keep")
+    assert r.status_code == 200 and r.json()["cancel_at_period_end"] is False
     # listed, shown, canceled once
     assert [s["id"] for s in c.get(f"/admin/subscriptions?customer_id={cid}").json()["data"]] == [sid]
     r = c.post(f"/admin/subscriptions/{sid}/cancel", json={"at_period_end": False})
     assert r.status_code == 200 and r.json()["status"] == "canceled"
     assert code(c.post(f"/admin/subscriptions/{sid}/cancel")) == (409, "subscription_not_cancelable")
+    assert code(c.post(f"/admin/subscriptions/{sid}/keep")) == (409, "subscription_not_active")
     # a new subscription after a canceled one is fine
     assert post({"customer_id": cid, "plan": "pro"}).status_code == 201
 
@@ -87,4 +92,5 @@ def test_cli_subscriptions_and_invoices(workdir: Path) -> None:
     assert json.loads(cli("invoices", "list", "--json")) == []
     out = json.loads(cli("subscriptions", "cancel", sub["id"], "--at-period-end", "--json"))
     assert out["cancel_at_period_end"] is True
+    assert json.loads(cli("subscriptions", "keep", sub["id"], "--json"))["cancel_at_period_end"] is False
     assert json.loads(cli("subscriptions", "cancel", sub["id"], "--json"))["status"] == "canceled"

@@ -76,6 +76,13 @@ def cancel(
         )
 
 
+@app.command("keep")
+def keep(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Undo a cancel at period end."""
+    with runtime() as tk:
+        show(tk.subscriptions.keep(subscription_id, actor=cli_actor()), as_json)
+
+
 @app.command("retry-renewal")
 def retry_renewal(subscription_id: str, as_json: JsonOpt = False) -> None:
     """Try again to create a renewal invoice whose creation stopped after failures."""

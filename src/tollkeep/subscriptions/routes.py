@@ -66,6 +66,15 @@ async def cancel_subscription(
 
 
 @router.post(
+    "/subscriptions/{subscription_id}/keep",
+    summary="Undo a cancel at period end",
+    responses=errors(401, 403, 404, 409),
+)
+async def keep_subscription(subscription_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return await run_in_threadpool(lambda: tk.subscriptions.keep(subscription_id, actor=actor))
+
+
+@router.post(
     "/subscriptions/{subscription_id}/retry-renewal",
     summary="Try again to create a renewal invoice whose creation stopped after failures",
     responses=errors(401, 403, 404, 409),

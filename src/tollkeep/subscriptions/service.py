@@ -482,6 +482,26 @@ class SubscriptionService:
             self.keys.forget_customer(out["customer_id"])
         return out
 
+    def keep(self, sub_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Undo a cancel at period end: the subscription renews as usual."""
+
+        def fn(s: Tx) -> dict[str, Any]:
+            now = self.clock.now()
+            row = self._row(s, sub_id, lock=True)
+            try:
+                domain.apply(_state(row, self._open_cycle(s, row)), Ev.KEEP)
+            except IllegalTransition as exc:
+                raise Conflict(
+                    f"subscription {sub_id} is {row.status}: {exc}", code="subscription_not_active"
+                ) from None
+            self._update(s, row, now, cancel_at_period_end=False)
+            out = self.view(s, self._row(s, sub_id))
+            if actor is not None:
+                record(s, actor, "subscription.keep", ("subscription", sub_id), after=out, at=now)
+            return out
+
+        return self.executor.call(Command(fn, self._owner(SUB, sub_id)))
+
     def retry_renewal(self, sub_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
         """Restart invoice creation stopped after too many failures (the worker tries at once)."""
 
