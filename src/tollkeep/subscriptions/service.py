@@ -790,10 +790,6 @@ class SubscriptionService:
         row = self._row(s, job.sub_id, lock=True)
         if row.status not in (Status.PAST_DUE, Status.LAPSED) or row.cycle + 1 != job.cycle:
             return None
-        if job.listed_amount <= 0:
-            raise InvalidInput(
-                f"plan {job.plan!r} has no {job.listed_currency} price", code="plan_not_billable"
-            )
         audit = {
             "listed_currency": job.listed_currency,
             "listed_amount": job.listed_amount,
