@@ -9,6 +9,7 @@ the renewal job, or a plan change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tollkeep import ledger as ledger_repo
@@ -75,6 +76,16 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
     repo.set_allowance_state(s, w.id, now, allowance_until=period.until)
 
 
+def close_allowances(st: WalletState, now: datetime, op_id: str) -> int:
+    """End, in operation ``op_id``, every allowance grant of ``st`` not yet ended (also one spent
+    to 0 or wholly held: credits an open hold gives back later must not revive it); returns the
+    credits closed."""
+    closing = [
+        g for g in st.grants.values() if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
+    ]
+    return sum(st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing)
+
+
 class PlanService:
     def __init__(
         self,
@@ -122,15 +133,8 @@ class PlanService:
             # credits an open hold gives back later must not revive it
             st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
             op_id = new_id("op")
-            closing = [
-                g
-                for g in st.grants.values()
-                if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
-            ]
             carry = carries_over(old_plan, new_plan, done_before=bool(w.carryover_done))
-            closed_total = sum(
-                st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing
-            )
+            closed_total = close_allowances(st, now, op_id)
             meta: GrantMeta = {}
             carried = closed_total if carry else 0
             if carried:
@@ -195,12 +199,7 @@ class PlanService:
                 raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
             st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
             op_id = new_id("op")
-            closing = [
-                g
-                for g in st.grants.values()
-                if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
-            ]
-            closed = sum(st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing)
+            closed = close_allowances(st, now, op_id)
             ledger_repo.insert_operation(
                 s,
                 id=op_id,
