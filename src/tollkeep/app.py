@@ -31,6 +31,7 @@ from tollkeep.operators import routes as operator_routes
 from tollkeep.payments import routes as payment_routes
 from tollkeep.plans import routes as plan_routes
 from tollkeep.runtime import Tollkeep
+from tollkeep.subscriptions import routes as subscription_routes
 from tollkeep.webhooks import routes as webhook_routes
 
 __all__ = ["create_app"]
@@ -71,6 +72,7 @@ ROUTERS = (
     funnel_routes.router,
     webhook_routes.router,
     license_routes.admin_router,
+    subscription_routes.router,
 )
 
 

@@ -126,6 +126,30 @@ class Settings(BaseSettings):
         7 * 86_400, ge=0, description="Default time a machine may stay offline before its seat is freed"
     )
 
+    # ---- subscriptions (docs/subscriptions.md) --------------------------------------------------
+    subscriptions_interval_seconds: float = Field(
+        60.0, gt=0, description="How often the renewal worker looks for due subscriptions"
+    )
+    subscriptions_invoice_currency: str | None = Field(
+        None,
+        description="Currency renewal invoices are paid in (e.g. BTC); unset: the plan's listed currency",
+    )
+    subscriptions_fixed_rates: dict[str, str] = Field(
+        default_factory=dict,
+        description='Fixed exchange rates, JSON: {"USD/BTC": "0.0000105"} (quote units per base unit)',
+    )
+    subscriptions_retry_seconds: tuple[int, ...] = Field(
+        (300, 1800, 7200, 21600, 43200), description="Waits after each failure to create a renewal invoice"
+    )
+    subscriptions_max_renewal_failures: int = Field(
+        5, ge=1, le=20, description="Failures to create a renewal invoice before the worker stops trying"
+    )
+    test_clock: bool = Field(
+        False,
+        description="Test clocks: POST /admin/test-clock moves the server's clock forward "
+        "(refused with TOLLKEEP_ENV=production)",
+    )
+
     # ---- abuse limits (safe by default; every one is documented in README and docs/) -----------
     max_properties_bytes: int = Field(
         4096, description="Largest `properties` object of one usage/hold/settle request, as JSON (422 above)"

@@ -7,6 +7,7 @@ embedding Python code all use it (``Tollkeep(Settings(...))``).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from tollkeep.audit import record
@@ -18,9 +19,9 @@ from tollkeep.funnel import FunnelService
 from tollkeep.funnel import jobs as funnel_jobs
 from tollkeep.keys import KeyCreated, KeyRevoked, KeyService
 from tollkeep.kit.actor import Actor
-from tollkeep.kit.clock import Clock, SystemClock
+from tollkeep.kit.clock import Clock, OffsetClock, SystemClock, iso
 from tollkeep.kit.db import Database, Tx, explain_database_error
-from tollkeep.kit.errors import NotFound
+from tollkeep.kit.errors import NotFound, TollkeepError
 from tollkeep.kit.events import Event, EventBus
 from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.migrate import require_schema, require_sqlite_file, upgrade
@@ -56,6 +57,19 @@ from tollkeep.payments.meters import METER_TOPIC, MeterReporter
 from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
 from tollkeep.ratelimit import Limits
+from tollkeep.subscriptions import (
+    FixedRates,
+    SubscriptionCanceled,
+    SubscriptionCreated,
+    SubscriptionLapsed,
+    SubscriptionPastDue,
+    SubscriptionPlanChanged,
+    SubscriptionRenewalFailed,
+    SubscriptionRenewalPending,
+    SubscriptionRenewed,
+)
+from tollkeep.subscriptions import jobs as subscriptions_jobs
+from tollkeep.subscriptions.service import RenewalSettings, SubscriptionService
 from tollkeep.webhooks import WebhookEndpointDisabled, WebhookService
 from tollkeep.webhooks import jobs as webhooks_jobs
 
@@ -83,7 +97,18 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     LicenseUpdated,
     LicenseRevoked,
     LicenseRecoveryRequested,
+    SubscriptionCreated,
+    SubscriptionRenewalPending,
+    SubscriptionRenewed,
+    SubscriptionPastDue,
+    SubscriptionRenewalFailed,
+    SubscriptionLapsed,
+    SubscriptionCanceled,
+    SubscriptionPlanChanged,
 )
+
+# what POST /admin/test-clock runs after moving the clock (in this order)
+TEST_CLOCK_JOBS = ("subscriptions.renew", "ledger.sweep", "plans.renew_allowances")
 
 
 def _key_limits(s: Tx, key_id: str) -> KeyLimits | None:
@@ -106,8 +131,16 @@ class Tollkeep:
         (the CLI's commands other than init, migrate, serve and demo); else
         :class:`DatabaseUnavailable` says which database was looked for and what to run."""
         self.settings = settings or Settings()
-        self.clock = clock or SystemClock()
         s = self.settings
+        # the test clock (TOLLKEEP_TEST_CLOCK): the whole runtime reads one clock an operator moves
+        self.test_clock: OffsetClock | None = None
+        if s.test_clock:
+            if s.env == "production":
+                raise TollkeepError(
+                    "TOLLKEEP_TEST_CLOCK is refused when TOLLKEEP_ENV=production", code="config"
+                )
+            self.test_clock = OffsetClock(clock or SystemClock())
+        self.clock: Clock = self.test_clock or clock or SystemClock()
         if existing:
             require_sqlite_file(s.database_url)
         else:
@@ -187,6 +220,21 @@ class Tollkeep:
             ),
             default_grace_seconds=s.license_grace_seconds,
         )
+        self.subscriptions = SubscriptionService(
+            self.db,
+            self.executor,
+            lambda: cat.current,
+            self.plans,
+            self.keys,
+            clock=self.clock,
+            events=self.events,
+            rates=FixedRates(s.subscriptions_fixed_rates),
+            settings=RenewalSettings(
+                invoice_currency=s.subscriptions_invoice_currency,
+                retry_seconds=s.subscriptions_retry_seconds,
+                max_failures=s.subscriptions_max_renewal_failures,
+            ),
+        )
         # payments: providers -> inbox -> (ledger, plans, customers, keys), one transaction each
         self.providers = Providers(s)
         applier = Applier(
@@ -254,6 +302,7 @@ class Tollkeep:
                 *payments_jobs.jobs(self.inbox, self.payments, s, meters=self.meters),
                 *funnel_jobs.jobs(self.funnel),
                 *webhooks_jobs.jobs(self.webhooks, s),
+                *subscriptions_jobs.jobs(self.subscriptions, s),
             ]
         )
         # rate limits, quotas, calls in flight per key and tool / route (memory, or Redis)
@@ -360,6 +409,34 @@ class Tollkeep:
     def verify(self, progress: Any = None) -> VerifyReport:
         with self.db.scope(write=False) as s:
             return verify_ledger(s, progress=progress, catalogs=self.catalogs.get)
+
+    # ---- the test clock ---------------------------------------------------------------------------
+    def _require_test_clock(self) -> OffsetClock:
+        if self.test_clock is None:
+            raise NotFound(
+                "the test clock is off (set TOLLKEEP_TEST_CLOCK=true, never in production)",
+                code="test_clock_disabled",
+            )
+        return self.test_clock
+
+    def test_clock_view(self) -> dict[str, Any]:
+        c = self._require_test_clock()
+        return {"now": iso(c.now()), "offset_seconds": int(c.offset.total_seconds())}
+
+    def advance_test_clock(self, seconds: int) -> dict[str, Any]:
+        """Move the clock forward and run the due workers (renewals and lapses, the ledger sweep,
+        calendar allowances) before answering."""
+        c = self._require_test_clock()
+        c.advance(timedelta(seconds=seconds))
+        ran: dict[str, Any] = {}
+        for name in TEST_CLOCK_JOBS:
+            # a renewal run handles a batch: run until nothing is left due
+            for _ in range(1000):
+                out = self.workers.run_once(name)[name]
+                ran[name] = out
+                if name != "subscriptions.renew" or not out.get("claimed"):
+                    break
+        return {**self.test_clock_view(), "advanced_seconds": seconds, "ran": ran}
 
     # ---- workers --------------------------------------------------------------------------------
     def start_workers(self, names: list[str] | None = None, *, first_run_now: bool = False) -> WorkerRunner:

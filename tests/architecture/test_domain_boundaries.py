@@ -28,6 +28,7 @@ DOMAINS = (
     "payments",
     "plans",
     "pricing",
+    "subscriptions",
     "webhooks",
 )
 # table -> the domains that may write it (column-level sharing is asserted in the repositories:
@@ -61,6 +62,8 @@ WRITERS = {
     "licenses": {"licensing"},
     "license_machines": {"licensing"},
     "gateway_calls": {"gateway"},
+    "subscriptions": {"subscriptions"},
+    "invoices": {"subscriptions"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

@@ -87,6 +87,7 @@ def test_list_names_the_registered_jobs(workdir: Path) -> None:
         "payments.meters",
         "funnel.catch_up",
         "webhooks.deliver",
+        "subscriptions.renew",
     ]
     assert all(j["interval"] > 0 and j["description"] for j in listed)
 

@@ -30,6 +30,7 @@ from tollkeep.licensing import cli as licensing_cli
 from tollkeep.operators import cli as operators_cli
 from tollkeep.payments import cli as payments_cli
 from tollkeep.plans import cli as plans_cli
+from tollkeep.subscriptions import cli as subscriptions_cli
 from tollkeep.webhooks import cli as webhooks_cli
 
 app = typer.Typer(
@@ -53,6 +54,8 @@ for _sub, _name in (
     (webhooks_cli.app, "webhooks"),
     (licensing_cli.app, "licenses"),
     (gateway_cli.app, "gateway"),  # gateway mcp | gateway http (src/tollkeep/gateway/cli.py)
+    (subscriptions_cli.app, "subscriptions"),
+    (subscriptions_cli.invoices_app, "invoices"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group

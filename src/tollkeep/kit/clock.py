@@ -5,7 +5,16 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["Clock", "FrozenClock", "SystemClock", "iso", "month_bounds", "period_bounds", "utcnow"]
+__all__ = [
+    "Clock",
+    "FrozenClock",
+    "OffsetClock",
+    "SystemClock",
+    "iso",
+    "month_bounds",
+    "period_bounds",
+    "utcnow",
+]
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -46,6 +55,31 @@ class FrozenClock(Clock):
     def set(self, when: datetime) -> None:
         with self._lock:
             self._now = when
+
+
+class OffsetClock(Clock):
+    """Another clock moved forward by an offset that only grows: the test clock
+    (``TOLLKEEP_TEST_CLOCK``), which an operator advances over HTTP like Stripe's test clocks."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> timedelta:
+        with self._lock:
+            return self._offset
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset
+
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta(0):
+            raise ValueError("the test clock only moves forward")
+        with self._lock:
+            self._offset += delta
+        return self.now()
 
 
 def month_bounds(now: datetime) -> tuple[datetime, datetime]:

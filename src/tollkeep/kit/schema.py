@@ -15,6 +15,7 @@ from tollkeep.licensing import models as _licensing
 from tollkeep.operators import models as _operators
 from tollkeep.outbox import models as _outbox
 from tollkeep.payments import models as _payments
+from tollkeep.subscriptions import models as _subscriptions
 from tollkeep.webhooks import models as _webhooks
 
 __all__ = ["metadata"]
@@ -32,5 +33,6 @@ DOMAINS = (
     _operators,
     _outbox,
     _payments,
+    _subscriptions,
     _webhooks,
 )

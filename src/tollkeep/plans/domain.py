@@ -1,5 +1,11 @@
 """The plans domain's rules, pure: which period an allowance belongs to, when a plan change
-carries unused allowance over. No database, no clock of its own."""
+carries unused allowance over. No database, no clock of its own.
+
+A plan's allowance follows calendar periods (``plan:m:2026-11``), except for a customer whose
+plan is billed by a subscription: then an allowance whose period is the plan's billing period
+follows the subscription's own cycles (``plan:sub_…:3``, the cycle's bounds), and nothing is
+granted for a cycle not paid for. Other allowances (daily; monthly on a yearly plan) stay on
+calendar periods; a lifetime one is granted once."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from datetime import UTC, datetime
 from tollkeep.catalog import Plan
 from tollkeep.kit.clock import period_bounds
 
-__all__ = ["FAR_FUTURE", "AllowancePeriod", "allowance_period", "carries_over"]
+__all__ = ["FAR_FUTURE", "AllowancePeriod", "BillingPeriod", "allowance_period", "carries_over"]
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)  # "granted for good" (a lifetime allowance)
 
@@ -36,10 +42,48 @@ class AllowancePeriod:
         return self.end or FAR_FUTURE
 
 
-def allowance_period(plan: Plan | None, now: datetime) -> AllowancePeriod | None:
-    """This period's allowance of ``plan``, or None when the plan grants nothing."""
+@dataclass(frozen=True)
+class BillingPeriod:
+    """The paid cycle of the subscription that bills a customer's plan: ``cycle`` covers
+    [``start``, ``end``)."""
+
+    subscription_id: str
+    plan: str
+    cycle: int
+    start: datetime
+    end: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.subscription_id}:{self.cycle}"
+
+
+def follows_subscription(plan: Plan | None, billing: BillingPeriod | None) -> bool:
+    """The plan's allowance follows the subscription's cycles: its period is the plan's billing
+    period (a monthly allowance of a monthly plan). A daily allowance, or a monthly one of a
+    yearly plan, stays on calendar periods; a lifetime one is granted once."""
+    return (
+        billing is not None
+        and plan is not None
+        and plan.key == billing.plan
+        and plan.allowance is not None
+        and plan.allowance.period == plan.period
+    )
+
+
+def allowance_period(
+    plan: Plan | None, now: datetime, billing: BillingPeriod | None = None
+) -> AllowancePeriod | None:
+    """This period's allowance of ``plan``, or None when the plan grants nothing (also: billed
+    by a subscription whose paid cycle is over, ``now`` outside [start, end): nothing until the
+    next cycle is paid)."""
     if plan is None or plan.allowance is None or plan.allowance.amount <= 0:
         return None
+    if billing is not None and follows_subscription(plan, billing):
+        if not billing.start <= now < billing.end:
+            return None
+        a = plan.allowance
+        return AllowancePeriod(plan.key, billing.key, a.amount, a.priority, billing.start, billing.end)
     start, end, key = period_bounds(plan.allowance.period, now)
     return AllowancePeriod(plan.key, key, plan.allowance.amount, plan.allowance.priority, start, end)
 

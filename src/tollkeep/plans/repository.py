@@ -13,11 +13,15 @@ from tollkeep.customers.models import Customer
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
 from tollkeep.ledger.models import Wallet
+from tollkeep.plans.domain import BillingPeriod
+from tollkeep.subscriptions.models import Subscription
 
-__all__ = ["set_allowance_state", "set_customer_plan", "wallets_due_for_allowance"]
+__all__ = ["billing_period", "set_allowance_state", "set_customer_plan", "wallets_due_for_allowance"]
 
 C = table_of(Customer)
 W = table_of(Wallet)
+SUB = table_of(Subscription)
+BILLED = ("trialing", "active", "past_due")  # a subscription still billing its customer's plan
 
 
 def set_customer_plan(s: Tx, customer_id: str, plan: str | None, now: datetime) -> None:
@@ -41,3 +45,17 @@ def wallets_due_for_allowance(s: Tx, now: datetime, limit: int) -> list[Any]:
             .limit(limit)
         ).all()
     )
+
+
+def billing_period(s: Tx, customer_id: str) -> BillingPeriod | None:
+    """The paid cycle of the subscription billing this customer's plan (a read of the
+    subscriptions domain's table), or None: the plan's allowance follows calendar periods."""
+    row = s.execute(
+        select(SUB.c.id, SUB.c.plan, SUB.c.cycle, SUB.c.current_period_start, SUB.c.current_period_end)
+        .where(SUB.c.customer_id == customer_id, SUB.c.status.in_(BILLED))
+        .order_by(SUB.c.created_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return BillingPeriod(row.id, row.plan, row.cycle, row.current_period_start, row.current_period_end)

@@ -9,6 +9,7 @@ the renewal job, or a plan change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tollkeep import ledger as ledger_repo
@@ -23,7 +24,7 @@ from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import EntryKind, GrantMeta, GrantSource, OpKind, WalletState, grant_once, new_grant
 from tollkeep.plans import repository as repo
-from tollkeep.plans.domain import allowance_period, carries_over
+from tollkeep.plans.domain import FAR_FUTURE, allowance_period, carries_over, follows_subscription
 from tollkeep.plans.events import PlanChanged
 
 __all__ = ["PlanService", "ensure_allowance"]
@@ -37,7 +38,18 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
     if not w.plan or (w.allowance_until is not None and w.allowance_until > now):
         return
     plan = cat.plan(w.plan)
-    period = allowance_period(plan, now)
+    billing = repo.billing_period(s, w.customer_id)
+    if follows_subscription(plan, billing):
+        assert billing is not None
+        period = allowance_period(plan, now, billing)
+        if period is None:
+            # not in the paid cycle: look again when it starts, or (over, the next one unpaid)
+            # when the subscription says a new cycle was paid (refresh_allowance_fn)
+            until = billing.start if now < billing.start else FAR_FUTURE
+            repo.set_allowance_state(s, w.id, now, allowance_until=until)
+            return
+    else:
+        period = allowance_period(plan, now)
     if period is None:
         # nothing to grant: look again next month (or at the next plan change)
         repo.set_allowance_state(s, w.id, now, allowance_until=period_bounds("month", now)[1])
@@ -62,6 +74,16 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
         note=f"plan {period.plan} allowance {period.period}",
     )
     repo.set_allowance_state(s, w.id, now, allowance_until=period.until)
+
+
+def close_allowances(st: WalletState, now: datetime, op_id: str) -> int:
+    """End, in operation ``op_id``, every allowance grant of ``st`` not yet ended (also one spent
+    to 0 or wholly held: credits an open hold gives back later must not revive it); returns the
+    credits closed."""
+    closing = [
+        g for g in st.grants.values() if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
+    ]
+    return sum(st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing)
 
 
 class PlanService:
@@ -111,15 +133,8 @@ class PlanService:
             # credits an open hold gives back later must not revive it
             st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
             op_id = new_id("op")
-            closing = [
-                g
-                for g in st.grants.values()
-                if g.source == GrantSource.PLAN_ALLOWANCE and g.ended(now) is None
-            ]
             carry = carries_over(old_plan, new_plan, done_before=bool(w.carryover_done))
-            closed_total = sum(
-                st.close(g.id, now, kind=EntryKind.PLAN_CHANGE, operation_id=op_id) for g in closing
-            )
+            closed_total = close_allowances(st, now, op_id)
             meta: GrantMeta = {}
             carried = closed_total if carry else 0
             if carried:
@@ -167,6 +182,63 @@ class PlanService:
                     at=now,
                 )
             return out
+
+        return fn
+
+    def restart_allowance_fn(self, customer_id: str, *, reason: str) -> Callable[[Tx], int]:
+        """Inside the caller's unit of work: end the customer's unended allowance grants and grant
+        the current one again (a subscription starting on the plan the customer is already on:
+        its cycle 1 replaces the calendar period's allowance, which would otherwise overlap it).
+        Journaled as a plan change from the plan to itself; returns the credits closed."""
+        cat = self.catalog()
+
+        def fn(s: Tx) -> int:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            st = ledger_repo.load_state(s, w, grant_ids=ledger_repo.open_allowance_grant_ids(s, w.id, now))
+            op_id = new_id("op")
+            closed = close_allowances(st, now, op_id)
+            ledger_repo.insert_operation(
+                s,
+                id=op_id,
+                wallet_id=w.id,
+                customer_id=customer_id,
+                kind=OpKind.PLAN_CHANGE,
+                idempotency_key=op_id,
+                amount=0,
+                properties={"from": w.plan, "to": w.plan, "closed": closed, "reason": reason},
+                catalog_version=cat.version,
+                created_at=now,
+            )
+            repo.set_allowance_state(s, w.id, now, allowance_until=None)
+            meta: GrantMeta = {}
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            ensure_allowance(s, ledger_repo.lock_wallet(s, w.id), st, meta, cat, now)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            return closed
+
+        return fn
+
+    def refresh_allowance_fn(self, customer_id: str) -> Callable[[Tx], None]:
+        """Inside the caller's unit of work: grant the customer's current allowance if it is due
+        (a subscription's new cycle was paid: its allowance is granted now, once)."""
+        cat = self.catalog()
+
+        def fn(s: Tx) -> None:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                return
+            if w.allowance_until is not None:
+                # look again whatever it says (granting is once per key: nothing doubles)
+                repo.set_allowance_state(s, w.id, now, allowance_until=None)
+                w = ledger_repo.lock_wallet(s, w.id)
+            st = ledger_repo.load_state(s, w)
+            meta: GrantMeta = {}
+            ensure_allowance(s, w, st, meta, cat, now)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
 
         return fn
 

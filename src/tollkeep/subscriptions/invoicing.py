@@ -1,0 +1,48 @@
+"""Where renewal invoices are created: a small provider protocol for the renewal worker.
+
+``manual`` creates nothing outside: the invoice is settled by an operator
+(``POST /admin/invoices/{id}/settle``) or by the payments applier calling
+:meth:`SubscriptionService.settle_invoice` when a provider's webhook says it was paid. BTCPay
+and Zaprite invoices plug in here; Stripe invoices its own subscriptions (we follow its
+webhooks instead)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["InvoiceProvider", "InvoiceProviderError", "InvoiceRequest", "ManualInvoicing", "ProviderInvoice"]
+
+
+class InvoiceProviderError(Exception):
+    """The provider could not create the invoice now (the renewal backs off and retries)."""
+
+
+@dataclass(frozen=True)
+class InvoiceRequest:
+    invoice_id: str  # also the idempotency key at the provider: a retry creates nothing twice
+    subscription_id: str
+    customer_id: str
+    cycle: int
+    currency: str
+    amount: int  # minor units of ``currency``
+    description: str
+
+
+@dataclass(frozen=True)
+class ProviderInvoice:
+    ref: str | None
+    pay_url: str | None = None
+
+
+class InvoiceProvider(Protocol):
+    name: str
+
+    def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice: ...
+
+
+class ManualInvoicing:
+    name = "manual"
+
+    def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice:
+        return ProviderInvoice(ref=None)
