@@ -209,7 +209,7 @@ def resolve_command(
             result=result,
             created_at=now,
         )
-        repo.update_hold(
+        repo.resolve_hold(
             s,
             hold_id,
             status=status,
@@ -230,11 +230,24 @@ def resolve_command(
 
 
 def _locked_hold(s: Tx, customer_id: str | None, hold_id: str, *, by_server: bool) -> tuple[Any, Any]:
-    """(the locked wallet, the hold re-read under its lock) for a caller who may act on it:
-    404 ``hold_not_found`` (none, or another customer's), 403 ``hold_owned_by_server``."""
-    hold = repo.get_hold(s, hold_id)
-    if hold is None or (customer_id is not None and hold.customer_id != customer_id):
-        raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+    """(the locked wallet, the hold read under its lock) for a caller who may act on it:
+    404 ``hold_not_found`` (none, or another customer's), 403 ``hold_owned_by_server``.
+
+    A customer's call locks their wallet first and reads the hold after (two statements: the
+    gateways' settle and release); the admin's (no customer) reads the hold to find its
+    wallet, locks it, and reads the hold again under the lock."""
+    if customer_id is not None:
+        w = repo.lock_wallet_of_customer(s, customer_id)
+        hold = None if w is None else repo.get_hold(s, hold_id)
+        if hold is None or w is None or hold.customer_id != customer_id:
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+    else:
+        found = repo.get_hold(s, hold_id)
+        if found is None:
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+        w = repo.lock_wallet(s, found.wallet_id)
+        hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
+        assert hold is not None and w is not None
     if hold.opened_by and customer_id is not None and not by_server:
         # the seller's backend reserved these credits: the buyer's key must not be able to
         # release them (or settle at 0) and undo the seller's charge, nor keep them reserved
@@ -242,9 +255,6 @@ def _locked_hold(s: Tx, customer_id: str | None, hold_id: str, *, by_server: boo
             "this hold was opened with a server key: only a server key can settle, release or extend it",
             code="hold_owned_by_server",
         )
-    w = repo.lock_wallet(s, hold.wallet_id)
-    hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
-    assert hold is not None and w is not None
     return w, hold
 
 
@@ -267,7 +277,7 @@ def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -
             )
         expires_at = max(hold.expires_at, now + ttl)
         if expires_at != hold.expires_at:
-            repo.update_hold(s, req.hold_id, expires_at=expires_at)
+            repo.set_hold_expiry(s, req.hold_id, expires_at)
         view = HoldView.of(hold, ctx.unit).to_json()
         view["expires_at"] = iso(expires_at)
         return ctx.shown({**view, "balance": ctx.wallet_balance(s, w, now)}, *HOLD_AMOUNTS)
@@ -354,7 +364,7 @@ def expire_hold_command(ctx: LedgerContext, hold_id: str, customer_id: str) -> C
             result=result,
             created_at=now,
         )
-        repo.update_hold(
+        repo.resolve_hold(
             s,
             h.id,
             status=HoldStatus.EXPIRED,
