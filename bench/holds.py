@@ -6,8 +6,9 @@ work, a pair is two (the hold, then its settle or release), each waited for in t
 gateway does. Calls carry a buyer API key with a daily spend limit (as the gateways' calls
 do), so the per-key spend accounting is in every number.
 
-``python -m bench.holds [--no-postgres] [--n 1000] [--threads 1,16]`` prints a table;
-``bench.run`` puts it in ``docs/benchmarks.md``.
+``python -m bench.holds [--no-postgres] [--n 1000] [--threads 1,16] [--no-write]`` prints the
+tables and replaces its own section of ``docs/benchmarks.md`` (:data:`SECTION`); ``bench.run``
+runs the same measurement per database and puts it in its report.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+import re
 import secrets
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tollkeep.config import Settings
@@ -28,12 +32,18 @@ from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
 MODES = ("debit", "hold+settle", "hold+release")
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "## Holds: hold → settle / release vs a plain debit (bench/holds.py)"
 
 
 def _op(tk: Tollkeep, cid: str, key_id: str | None, mode: str) -> Callable[[str], None]:
     led = tk.ledger
     if mode == "debit":
-        return lambda k: led.record_usage(UsageRequest(cid, "api_call", None, k, api_key_id=key_id)) and None
+
+        def debit(k: str) -> None:
+            led.record_usage(UsageRequest(cid, "api_call", None, k, api_key_id=key_id))
+
+        return debit
     action = "settle" if mode == "hold+settle" else "release"
 
     def pair(k: str) -> None:
@@ -113,13 +123,44 @@ def bench_holds(
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    out = ["| threads | unit | units/s | vs debit | units | errors |", "|---|---|---:|---:|---:|---:|"]
+    """Markdown rows: units/s of each mode, and its share of the debit rate of the same run (a
+    pair is two units of work and two commits: 0.5 is a pair costing two debits)."""
+    out = ["| threads | unit | units/s | vs debit | units | errors |", "|---:|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         err = str(r["errors"]) + (f" ({r['first_error']})" if r["first_error"] else "")
         out.append(
-            f"| {r['threads']} | {r['mode']} | {r['ops_per_s']:,.1f} | {r['vs_debit']} | {r['ops']} | {err} |"
+            f"| {r['threads']} | {r['mode']} | **{r['ops_per_s']:,.0f}** | {r['vs_debit']} "
+            f"| {r['ops']} | {err} |"
         )
     return out
+
+
+def render(results: dict[str, Any], argv: list[str], load: tuple[Any, Any]) -> str:
+    lines = [
+        SECTION + "\n",
+        f"`{' '.join(['python -m bench.holds', *argv])}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load[0]} at the start, "
+        f"{load[1]} at the end (a shared machine: compare rows of one run only). In-process "
+        "(`Tollkeep(run_workers=False)`), one customer, every call with a buyer API key that has a "
+        "daily spend limit (as the gateways' calls are). A unit: a debit (`record_usage`), or a "
+        "hold of 1 credit then its settle for 1 (or its release), each call waiting for its commit "
+        "as a gateway does. A pair is two units of work and two commits, so 0.5 of the debit rate "
+        "is a pair costing what two debits cost.\n",
+    ]
+    for db, r in results.items():
+        lines.append(f"**{'SQLite' if db == 'sqlite' else 'PostgreSQL'}**\n")
+        lines.extend(table(r))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
+    path.write_text(doc.rstrip() + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sqlite", action="store_true")
     p.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/test")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     a = p.parse_args(argv)
+    load_start = os.getloadavg()[0]
     threads = tuple(int(x) for x in a.threads.split(","))
     results: dict[str, Any] = {}
     if not a.no_sqlite:
         with tempfile.TemporaryDirectory() as d:
-            results["sqlite"] = bench_holds(f"sqlite:///{d}/holds.db", n=a.n, thread_counts=threads, max_seconds=a.seconds)
+            results["sqlite"] = bench_holds(
+                f"sqlite:///{d}/holds.db", n=a.n, thread_counts=threads, max_seconds=a.seconds
+            )
     if not a.no_postgres:
         from bench.run import postgres_schema
 
@@ -152,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                 conn.close()
     if a.json:
         print(json.dumps(results, indent=2))
-    for db, r in results.items():
-        print(f"\n{db}:")
-        print("\n".join(table(r)))
+    text = render(results, sys.argv[1:] if argv is None else argv, (load_start, os.getloadavg()[0]))
+    print(text)
+    if not a.no_write:
+        write_section(text)
     return 0
 
 

@@ -573,6 +573,14 @@ _SET_HOLD_EXPIRY = RawStatement(
     .where(H.c.id == bindparam("hid"))
     .values(expires_at=bindparam("expires_at", type_=H.c.expires_at.type))
 )
+# a hold with its entries (one row per entry, in journal order; one row of NULL entry columns
+# when it has none): the hold a settle or release resolves and what it took, in one statement
+_HOLD_WITH_ENTRIES = RawStatement(
+    select(H, J.c.grant_id.label("e_grant_id"), J.c.delta.label("e_delta"), J.c.kind.label("e_kind"))
+    .select_from(H.outerjoin(J, J.c.hold_id == H.c.id))
+    .where(H.c.id == bindparam("hid"))
+    .order_by(J.c.id)
+)
 # what a hold took, from its entries (ix_journal_hold), and what an operation took
 _DRAWN_BY_HOLD = RawStatement(
     select(J.c.grant_id, J.c.delta, J.c.kind).where(J.c.hold_id == bindparam("hid")).order_by(J.c.id)
@@ -585,6 +593,15 @@ _DRAWN_BY_OP = RawStatement(
 def get_hold(s: Tx, hold_id: str) -> Any:
     """The ``holds`` row (every column), or None."""
     return _GET_HOLD.first(s, {"hid": hold_id})
+
+
+def hold_and_draw(s: Tx, hold_id: str) -> tuple[Any, Draw | None]:
+    """The ``holds`` row and what it took (:func:`drawn_by` of the hold) in one statement;
+    (None, None) when there is no such hold."""
+    rows = _HOLD_WITH_ENTRIES.rows(s, {"hid": hold_id})
+    if not rows:
+        return None, None
+    return rows[0], draw_of((r.e_grant_id, r.e_delta, r.e_kind) for r in rows if r.e_delta is not None)
 
 
 def find_hold(s: Tx, operation_id: str) -> Any:
