@@ -139,8 +139,8 @@ def render(results: dict[str, Any], argv: list[str], load: tuple[Any, Any]) -> s
     lines = [
         SECTION + "\n",
         f"`{' '.join(['python -m bench.holds', *argv])}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load[0]} at the start, "
-        f"{load[1]} at the end (a shared machine: compare rows of one run only). In-process "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load[0]:.2f} at the start, "
+        f"{load[1]:.2f} at the end (a shared machine: compare rows of one run only). In-process "
         "(`Tollkeep(run_workers=False)`), one customer, every call with a buyer API key that has a "
         "daily spend limit (as the gateways' calls are). A unit: a debit (`record_usage`), or a "
         "hold of 1 credit then its settle for 1 (or its release), each call waiting for its commit "
