@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.holds import table as holds_table
+
 TARGET_DEBITS = 2000.0
 TARGET_P99_MS = 50.0
 TARGET_RATIO = 0.5
@@ -220,6 +222,15 @@ def render(r: dict[str, Any]) -> str:
                 f"**{_f(run['ops_per_s'])}** | {_f(run['avg_batch'], 1)} | {run['errors']} |"
             )
         add("")
+        holds = db.get("holds")
+        if holds:
+            add("### In-process holds: hold → settle / release vs a debit (bench/holds.py)\n")
+            add(
+                "Same customer, calls with a buyer API key with a daily spend limit; a pair is two "
+                "units of work and two commits (0.5 of the debit rate: a pair costs two debits).\n"
+            )
+            L.extend(holds_table(holds))
+            add("")
         http = db.get("http")
         if http:
             add(f"### HTTP, single server process ({http['tool']}, {http['duration']:g} s per cell)\n")

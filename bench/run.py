@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, report
+from bench.holds import bench_holds
 from bench.inprocess import bench_inprocess, bench_wallet_sizes
 from bench.loadgen import LoadRun, LoadSpec, ensure_wrk, run_load
 from bench.server import Server, count_usage_via_sql, ledger_verify
@@ -216,6 +217,7 @@ def bench_database(
     inproc_url: str,
     wallets_url: str,
     http_url: str,
+    holds_url: str,
     a: argparse.Namespace,
     tool: str,
     run_dir: Path,
@@ -225,6 +227,10 @@ def bench_database(
     result["inprocess"] = bench_inprocess(inproc_url, n=a.debits, max_seconds=max(20.0, a.duration * 3))
     for r in result["inprocess"]["runs"]:
         log(f"  {r['threads']:>2} threads: {r['ops_per_s']:.0f} debits/s")
+    log(f"{name}: in-process hold+settle and hold+release vs debits (bench/holds.py)")
+    result["holds"] = bench_holds(holds_url, n=min(a.debits, 1000), max_seconds=max(20.0, a.duration * 3))
+    for r in result["holds"]["runs"]:
+        log(f"  {r['threads']:>2} threads: {r['mode']} {r['ops_per_s']:.0f}/s ({r['vs_debit']}x debit)")
     if a.sizes:
         log(f"{name}: in-process debits in wallets of {', '.join(map(str, a.sizes))} live grants")
         result["wallet_sizes"] = bench_wallet_sizes(
@@ -315,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             f"sqlite:///{run_dir}/inprocess.db",
             f"sqlite:///{run_dir}/wallets.db",
             f"sqlite:///{run_dir}/http.db",
+            f"sqlite:///{run_dir}/holds.db",
             a,
             tool,
             run_dir,
@@ -328,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         conn, url, where = pg
         try:
-            db = bench_database("postgresql", url, url, url, a, tool, run_dir)
+            db = bench_database("postgresql", url, url, url, url, a, tool, run_dir)
             db["where"] = f"schema {where}"
             results["databases"].append(db)
         finally:

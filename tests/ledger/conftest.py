@@ -14,6 +14,7 @@ PARITY_MODULES = {
     "test_meter_caps_matrix",
     "test_exact_balances_and_bug_repros",
     "test_refund_attribution",
+    "test_hold_fast_path",
 }
 
 

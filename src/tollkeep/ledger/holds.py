@@ -141,7 +141,7 @@ def resolve_command(
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        w, hold = _locked_hold(s, req.customer_id, hold_id, by_server=req.by_server)
+        w, hold, held = _locked_hold(s, req.customer_id, hold_id, by_server=req.by_server, with_draw=True)
         if hold.status != HoldStatus.OPEN:
             if hold.resolution_hash == h and hold.result is not None:
                 out = replayed(hold.result, balance=ctx.wallet_balance(s, w, now))
@@ -152,7 +152,7 @@ def resolve_command(
                 f"hold {hold_id} expired at {iso(hold.expires_at)}; its credits go back to the wallet",
                 code="hold_expired",
             )
-        held = repo.drawn_by(s, hold_id=hold_id)
+        assert held is not None
         st = ctx.state(s, w, grant_ids=tuple(g for g, _ in held.parts))
         op_id = new_id("sop" if settle else "rop")
         key_day = keyspend.day_of(hold.created_at)
@@ -209,7 +209,7 @@ def resolve_command(
             result=result,
             created_at=now,
         )
-        repo.update_hold(
+        repo.resolve_hold(
             s,
             hold_id,
             status=status,
@@ -229,12 +229,28 @@ def resolve_command(
     return Command(fn, key)
 
 
-def _locked_hold(s: Tx, customer_id: str | None, hold_id: str, *, by_server: bool) -> tuple[Any, Any]:
-    """(the locked wallet, the hold re-read under its lock) for a caller who may act on it:
-    404 ``hold_not_found`` (none, or another customer's), 403 ``hold_owned_by_server``."""
-    hold = repo.get_hold(s, hold_id)
-    if hold is None or (customer_id is not None and hold.customer_id != customer_id):
-        raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+def _locked_hold(
+    s: Tx, customer_id: str | None, hold_id: str, *, by_server: bool, with_draw: bool = False
+) -> tuple[Any, Any, Draw | None]:
+    """(the locked wallet, the hold read under its lock, and with ``with_draw`` what it took)
+    for a caller who may act on it: 404 ``hold_not_found`` (none, or another customer's), 403
+    ``hold_owned_by_server``.
+
+    A customer's call (the gateways' settle and release) locks their wallet first, then reads
+    the hold with its entries: two statements. The admin's (no customer) reads the hold to find
+    its wallet, locks it, and reads the hold again under the lock."""
+    if customer_id is not None:
+        w = repo.lock_wallet_of_customer(s, customer_id)
+        hold, held = _read_hold(s, hold_id, with_draw) if w is not None else (None, None)
+        if hold is None or w is None or hold.customer_id != customer_id:
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+    else:
+        found = repo.get_hold(s, hold_id)
+        if found is None:
+            raise NotFound(f"hold {hold_id!r} not found", code="hold_not_found")
+        w = repo.lock_wallet(s, found.wallet_id)
+        hold, held = _read_hold(s, hold_id, with_draw)  # re-read under the wallet lock
+        assert hold is not None and w is not None
     if hold.opened_by and customer_id is not None and not by_server:
         # the seller's backend reserved these credits: the buyer's key must not be able to
         # release them (or settle at 0) and undo the seller's charge, nor keep them reserved
@@ -242,10 +258,13 @@ def _locked_hold(s: Tx, customer_id: str | None, hold_id: str, *, by_server: boo
             "this hold was opened with a server key: only a server key can settle, release or extend it",
             code="hold_owned_by_server",
         )
-    w = repo.lock_wallet(s, hold.wallet_id)
-    hold = repo.get_hold(s, hold_id)  # re-read under the wallet lock
-    assert hold is not None and w is not None
-    return w, hold
+    return w, hold, held
+
+
+def _read_hold(s: Tx, hold_id: str, with_draw: bool) -> tuple[Any, Draw | None]:
+    if with_draw:
+        return repo.hold_and_draw(s, hold_id)
+    return repo.get_hold(s, hold_id), None
 
 
 def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -> Command[dict[str, Any]]:
@@ -257,7 +276,7 @@ def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -
 
     def fn(s: Tx) -> dict[str, Any]:
         now = ctx.clock.now()
-        w, hold = _locked_hold(s, req.customer_id, req.hold_id, by_server=req.by_server)
+        w, hold, _ = _locked_hold(s, req.customer_id, req.hold_id, by_server=req.by_server)
         if hold.status != HoldStatus.OPEN:
             raise Conflict(f"hold {req.hold_id} is already {hold.status}", code="hold_resolved")
         if hold.expires_at <= now:
@@ -267,7 +286,7 @@ def extend_command(ctx: LedgerContext, req: ExtendRequest, *, key: str | None) -
             )
         expires_at = max(hold.expires_at, now + ttl)
         if expires_at != hold.expires_at:
-            repo.update_hold(s, req.hold_id, expires_at=expires_at)
+            repo.set_hold_expiry(s, req.hold_id, expires_at)
         view = HoldView.of(hold, ctx.unit).to_json()
         view["expires_at"] = iso(expires_at)
         return ctx.shown({**view, "balance": ctx.wallet_balance(s, w, now)}, *HOLD_AMOUNTS)
@@ -333,10 +352,9 @@ def expire_hold_command(ctx: LedgerContext, hold_id: str, customer_id: str) -> C
         if h is None or h.status != HoldStatus.OPEN or h.expires_at > now:
             return 0
         w = repo.try_lock_wallet(s, h.wallet_id)  # busy (another worker): next run
-        h = repo.get_hold(s, hold_id)  # re-read under the wallet lock
-        if w is None or h is None or h.status != HoldStatus.OPEN:
+        h, held = repo.hold_and_draw(s, hold_id)  # re-read under the wallet lock
+        if w is None or h is None or held is None or h.status != HoldStatus.OPEN:
             return 0
-        held = repo.drawn_by(s, hold_id=h.id)
         st = ctx.state(s, w, grant_ids=tuple(g for g, _ in held.parts))
         op_id = new_id("rop")
         meta: GrantMeta = {}
@@ -354,7 +372,7 @@ def expire_hold_command(ctx: LedgerContext, hold_id: str, customer_id: str) -> C
             result=result,
             created_at=now,
         )
-        repo.update_hold(
+        repo.resolve_hold(
             s,
             h.id,
             status=HoldStatus.EXPIRED,

@@ -36,7 +36,7 @@ KeyLimitsOf = Callable[[Tx, str], KeyLimits | None]
 
 def day_of(when: datetime) -> str:
     """The UTC day a charge (or a hold, by its opening) counts on."""
-    return when.astimezone(UTC).strftime("%Y-%m-%d")
+    return when.astimezone(UTC).date().isoformat()  # YYYY-MM-DD (a few µs less than strftime)
 
 
 def admit(s: Tx, limits_of: KeyLimitsOf | None, key_id: str | None, amount: int, day: str) -> str | None:

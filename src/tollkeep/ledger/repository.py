@@ -456,9 +456,11 @@ def insert_operation(s: Tx, **values: Any) -> None:
 
 def drawn_by(s: Tx, *, operation_id: str | None = None, hold_id: str | None = None) -> Draw:
     """What an operation (or a hold, across hold/release/settle) took, per grant, from the journal."""
-    cond = J.c.operation_id == operation_id if hold_id is None else J.c.hold_id == hold_id
-    rows = s.execute(select(J.c.grant_id, J.c.delta, J.c.kind).where(cond).order_by(J.c.id)).all()
-    return draw_of(rows)
+    if hold_id is None:
+        rows = _DRAWN_BY_OP.rows(s, {"oid": operation_id})
+    else:
+        rows = _DRAWN_BY_HOLD.rows(s, {"hid": hold_id})
+    return draw_of((r.grant_id, r.delta, r.kind) for r in rows)
 
 
 def draw_of(rows: Iterable[tuple[str | None, int, str]]) -> Draw:
@@ -550,20 +552,96 @@ def add_unique(s: Tx, wallet_id: str, meter: str, period: str, value: str) -> No
     s.execute(insert(UV).values(wallet_id=wallet_id, meter=meter, period=period, value=value))
 
 
-def get_hold(s: Tx, hold_id: str) -> Row[Any] | None:
-    return s.execute(select(H).where(H.c.id == hold_id)).first()
+# ---- holds: the gateways' hot path (hold → settle | release), prebuilt like the debit's
+_GET_HOLD = RawStatement(select(H).where(H.c.id == bindparam("hid")))
+_FIND_HOLD = RawStatement(select(H).where(H.c.operation_id == bindparam("oid")))
+_INSERT_HOLD = _insert_all(H)
+_RESOLVE_HOLD = RawStatement(
+    update(H)
+    .where(H.c.id == bindparam("hid"))
+    .values(
+        status=bindparam("status"),
+        settled_amount=bindparam("settled_amount"),
+        resolution_hash=bindparam("resolution_hash"),
+        resolution_operation_id=bindparam("resolution_operation_id"),
+        result=bindparam("result", type_=H.c.result.type),
+        resolved_at=bindparam("resolved_at", type_=H.c.resolved_at.type),
+    )
+)
+_SET_HOLD_EXPIRY = RawStatement(
+    update(H)
+    .where(H.c.id == bindparam("hid"))
+    .values(expires_at=bindparam("expires_at", type_=H.c.expires_at.type))
+)
+# a hold with its entries (one row per entry, in journal order; one row of NULL entry columns
+# when it has none): the hold a settle or release resolves and what it took, in one statement
+_HOLD_WITH_ENTRIES = RawStatement(
+    select(H, J.c.grant_id.label("e_grant_id"), J.c.delta.label("e_delta"), J.c.kind.label("e_kind"))
+    .select_from(H.outerjoin(J, J.c.hold_id == H.c.id))
+    .where(H.c.id == bindparam("hid"))
+    .order_by(J.c.id)
+)
+# what a hold took, from its entries (ix_journal_hold), and what an operation took
+_DRAWN_BY_HOLD = RawStatement(
+    select(J.c.grant_id, J.c.delta, J.c.kind).where(J.c.hold_id == bindparam("hid")).order_by(J.c.id)
+)
+_DRAWN_BY_OP = RawStatement(
+    select(J.c.grant_id, J.c.delta, J.c.kind).where(J.c.operation_id == bindparam("oid")).order_by(J.c.id)
+)
 
 
-def find_hold(s: Tx, operation_id: str) -> Row[Any] | None:
-    return s.execute(select(H).where(H.c.operation_id == operation_id)).first()
+def get_hold(s: Tx, hold_id: str) -> Any:
+    """The ``holds`` row (every column), or None."""
+    return _GET_HOLD.first(s, {"hid": hold_id})
+
+
+def hold_and_draw(s: Tx, hold_id: str) -> tuple[Any, Draw | None]:
+    """The ``holds`` row and what it took (:func:`drawn_by` of the hold) in one statement;
+    (None, None) when there is no such hold."""
+    rows = _HOLD_WITH_ENTRIES.rows(s, {"hid": hold_id})
+    if not rows:
+        return None, None
+    return rows[0], draw_of((r.e_grant_id, r.e_delta, r.e_kind) for r in rows if r.e_delta is not None)
+
+
+def find_hold(s: Tx, operation_id: str) -> Any:
+    return _FIND_HOLD.first(s, {"oid": operation_id})
 
 
 def insert_hold(s: Tx, **values: Any) -> None:
-    s.execute(insert(H).values(**values))
+    """A new hold: every column given (those left out are NULL)."""
+    values["status"] = str(values["status"])
+    _INSERT_HOLD.execute(s, values)
 
 
-def update_hold(s: Tx, hold_id: str, **values: Any) -> None:
-    s.execute(update(H).where(H.c.id == hold_id).values(**values))
+def resolve_hold(
+    s: Tx,
+    hold_id: str,
+    *,
+    status: str,
+    resolution_operation_id: str,
+    resolution_hash: str,
+    result: dict[str, Any],
+    resolved_at: datetime,
+    settled_amount: int | None = None,
+) -> None:
+    """Write a hold's one resolution (settled, released or expired)."""
+    _RESOLVE_HOLD.execute(
+        s,
+        {
+            "hid": hold_id,
+            "status": str(status),
+            "settled_amount": settled_amount,
+            "resolution_hash": resolution_hash,
+            "resolution_operation_id": resolution_operation_id,
+            "result": result,
+            "resolved_at": resolved_at,
+        },
+    )
+
+
+def set_hold_expiry(s: Tx, hold_id: str, expires_at: datetime) -> None:
+    _SET_HOLD_EXPIRY.execute(s, {"hid": hold_id, "expires_at": expires_at})
 
 
 def set_wallet(s: Tx, wallet_id: str, **values: Any) -> None:
