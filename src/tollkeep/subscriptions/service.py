@@ -734,6 +734,7 @@ class SubscriptionService:
             drafts.append((job, amount, self.executor.submit(cmd)))
         # 3. the provider's invoices (outside any transaction), then open them
         opened: list[Future[None]] = []
+        free: list[str] = []
         for job, amount, draft in drafts:
             try:
                 invoice_id = draft.result()
@@ -763,6 +764,8 @@ class SubscriptionService:
                 job.customer_id,
             )
             opened.append(self.executor.submit(open_cmd))
+            if amount == 0:  # a free period (a 100% code): nothing to pay, settled at once
+                free.append(invoice_id)
         for futs, what in ((failures, "failed"), (opened, "invoiced")):
             for f in futs:
                 try:
@@ -770,6 +773,11 @@ class SubscriptionService:
                     counts[what] += 1
                 except Exception:
                     log.exception("renewal step failed")
+        for invoice_id in free:
+            try:
+                self.settle_invoice(invoice_id, "free")
+            except Exception:
+                log.exception("settling the free invoice %s failed", invoice_id)
         return counts
 
     def _submit_failed(self, job: _InvoiceJob, invoice_id: str | None, error: str) -> Future[None]:

@@ -50,7 +50,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["subscription_id"], ["subscriptions.id"], name=op.f("fk_plan_changes_subscription_id_subscriptions")
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_plan_changes_subscription_id_subscriptions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_plan_changes")),
         sa.UniqueConstraint("subscription_id", "idempotency_key", name="uq_plan_changes_idempotency"),
