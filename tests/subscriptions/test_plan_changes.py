@@ -227,3 +227,25 @@ def test_bad_input(stk: Tollkeep, sclient: TestClient) -> None:
     assert c.post("/v1/upgrade", json={"plan": "team"}, headers=h).status_code == 200
     r = c.post("/v1/upgrade", json={"plan": "enterprise"}, headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_an_upgrade_unpaid_when_the_period_ends_is_void(stk: Tollkeep, sclient: TestClient) -> None:
+    c = sclient
+    _cid, key, sub = subscribe(c, "pro")
+    advance(c, seconds=DAY)
+    inv = c.post("/v1/upgrade", json={"plan": "team"}, headers=bearer(key)).json()["invoice"]
+    advance(c, at(sub["current_period_end"]))
+    assert c.get(f"/admin/invoices/{inv['id']}").json()["status"] == "void"
+    r = c.post(f"/admin/invoices/{inv['id']}/settle")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invoice_void"
+    changes = c.get(f"/admin/subscriptions/{sub['id']}/plan-changes").json()["data"]
+    assert [ch["status"] for ch in changes] == ["void"]
+    renewal = [
+        i
+        for i in c.get(f"/admin/subscriptions/{sub['id']}/invoices").json()["data"]
+        if i["kind"] == "renewal"
+    ]
+    assert [(i["plan"], i["amount"]) for i in renewal] == [("pro", 2900)]
+    # a new upgrade is possible again in the next cycle
+    c.post(f"/admin/invoices/{renewal[0]['id']}/settle")
+    assert c.post("/v1/upgrade", json={"plan": "team"}, headers=bearer(key)).json()["status"] == "pending"

@@ -471,6 +471,7 @@ class SubscriptionService:
     def _cancel_locked(self, s: Tx, row: Any, now: datetime, *, at_period_end: bool) -> list[str]:
         domain.apply(_state(row, None), Ev.CANCEL)
         repo.void_open_invoices(s, row.id, now)
+        self.changes.void_pending(s, row.id, now, scheduled_too=True)
         _, suspended = self._drop_plan(s, row, "canceled")
         self._update(
             s,
@@ -796,6 +797,7 @@ class SubscriptionService:
         st = _state(row, self._open_cycle(s, row))
         if st.status in (Status.TRIALING, Status.ACTIVE) and now >= row.current_period_end:
             move = domain.apply(st, Ev.PERIOD_ENDED)
+            self.changes.void_pending(s, row.id, now)  # an upgrade unpaid in its period is void
             if move.state.status == Status.CANCELED:
                 forget = bool(self._cancel_locked(s, row, now, at_period_end=True))
                 moved.append("canceled")

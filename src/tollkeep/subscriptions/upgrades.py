@@ -403,6 +403,19 @@ class PlanChanges:
             n += 1
         return n
 
+    def void_pending(self, s: Tx, sub_id: str, now: datetime, *, scheduled_too: bool = False) -> None:
+        """The period ended (or the subscription was canceled): an unpaid upgrade is void, its
+        invoice too (a late payment of it is refused: ``invoice_void``)."""
+        statuses = ("pending", "scheduled") if scheduled_too else ("pending",)
+        for ch in s.execute(
+            select(PC).where(PC.c.subscription_id == sub_id, PC.c.status.in_(statuses))
+        ).all():
+            repo.update_change(s, ch.id, status="void", updated_at=now)
+            if ch.invoice_id:
+                inv = repo.get_invoice(s, ch.invoice_id)
+                if inv is not None and inv.status in ("draft", "open"):
+                    repo.update_invoice(s, inv.id, status="void", voided_at=now, updated_at=now)
+
     def scheduled(self, s: Tx, sub_id: str) -> Any:
         return s.execute(
             select(PC)
