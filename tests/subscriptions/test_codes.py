@@ -19,8 +19,7 @@ from tollkeep.kit.clock import iso
 from tollkeep.kit.errors import Conflict
 from tollkeep.runtime import Tollkeep
 
-from .test_full_cycle_over_http import advance, at
-from .test_plan_changes import expected, topics
+from .helpers import advance, at, expected, topics
 
 
 def code(c: TestClient, **body: Any) -> dict[str, Any]:
@@ -46,7 +45,9 @@ def test_forever_discount_at_creation_and_renewal(stk: Tollkeep, sclient: TestCl
     start, end = at(sub["current_period_start"]), at(sub["current_period_end"])
     assert q["proration"]["new_per_period"] == 7920
     assert q["amount_due"] == expected(2320, 7920, start, end, now)
-    # the same customer cannot redeem it again
+    # the same customer cannot redeem it again (the quote says so too)
+    r = c.post("/v1/upgrade-quote", json={"plan": "team", "code": "save20"}, headers=bearer(key))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "code_already_redeemed"
     r = c.post("/v1/upgrade", json={"plan": "team", "code": "save20"}, headers=bearer(key))
     assert r.status_code == 409 and r.json()["error"]["code"] == "code_already_redeemed"
     # the renewal shows the discount

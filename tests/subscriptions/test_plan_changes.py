@@ -6,30 +6,19 @@ verified after each test (the stk fixture)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from tests.conftest import bearer
 from tests.factories import new_customer
 from tollkeep.kit.clock import FrozenClock
-from tollkeep.outbox.models import OutboxEvent
 from tollkeep.runtime import Tollkeep
 
-from .test_full_cycle_over_http import advance, at
+from .helpers import advance, at, expected, topics
 
 DAY = 86_400
-
-
-def expected(paid: int, new: int, start: datetime, end: datetime, now: datetime) -> int:
-    """The documented rule, computed independently: (new - paid) * seconds left / period seconds,
-    rounded once, half up."""
-    left = Decimal((end - now) // timedelta(microseconds=1))
-    total = Decimal((end - start) // timedelta(microseconds=1))
-    return int(((new - paid) * left / total).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def subscribe(c: TestClient, plan: str = "pro", ext: str = "buyer") -> tuple[str, str, dict[str, Any]]:
@@ -131,14 +120,6 @@ def test_quote_upgrade_settle_double_upgrade(stk: Tollkeep, sclient: TestClient,
         ("pro", "team", "upgrade"),
         ("team", "enterprise", "upgrade"),
     ]
-
-
-def topics(tk: Tollkeep) -> list[tuple[str, dict[str, Any]]]:
-    ob = OutboxEvent.__table__
-    with tk.db.scope(write=False) as s:
-        return [
-            (r.topic, r.payload) for r in s.execute(select(ob.c.topic, ob.c.payload).order_by(ob.c.id)).all()
-        ]
 
 
 def test_downgrade_is_scheduled_cancellable_and_applied_at_renewal(

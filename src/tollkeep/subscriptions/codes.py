@@ -205,6 +205,11 @@ class Codes:
         ``forever`` code when it applies to ``plan``."""
         if code:
             row = self.check(s, code, plan, sub.currency, now)
+            mine = s.execute(
+                select(RED.c.id).where(RED.c.code == row.code, RED.c.customer_id == sub.customer_id)
+            ).first()
+            if mine is not None:  # the quote says so too, not only the change
+                raise Conflict("already redeemed", code="code_already_redeemed")
             return self._discount(row), row.code
         return self.renewal_discount(s, sub, plan), None
 
