@@ -6,9 +6,11 @@ verified after each test (the stk fixture)."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import bearer
@@ -230,3 +232,41 @@ def test_an_upgrade_unpaid_when_the_period_ends_is_void(stk: Tollkeep, sclient: 
     # a new upgrade is possible again in the next cycle
     c.post(f"/admin/invoices/{renewal[0]['id']}/settle")
     assert c.post("/v1/upgrade", json={"plan": "team"}, headers=bearer(key)).json()["status"] == "pending"
+
+
+@pytest.fixture
+def settings_kw(request: pytest.FixtureRequest) -> dict[str, object]:
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.mark.parametrize(
+    "settings_kw",
+    [{"subscriptions_invoice_currency": "BTC", "subscriptions_fixed_rates": {"USD/BTC": "0.00001234567"}}],
+    indirect=True,
+)
+def test_a_converted_upgrade_rounds_once_and_records_the_rate(stk: Tollkeep, sclient: TestClient) -> None:
+    """A server key names the customer; the prorated USD difference is converted exact and
+    rounded once, half up, to sats."""
+    c = sclient
+    cid, _key, sub = subscribe(c, "pro")
+    sk = c.post("/admin/server-keys", json={"name": "backend"}).json()["key"]
+    assert c.post("/v1/upgrade-quote", json={"plan": "team"}, headers=bearer(sk)).json()["error"]["code"] == (
+        "customer_id_required"
+    )
+    advance(c, seconds=9 * DAY + 17)
+    now = at(c.get("/admin/test-clock").json()["now"])
+    start, end = at(sub["current_period_start"]), at(sub["current_period_end"])
+    q = c.post("/v1/upgrade-quote", json={"plan": "team", "customer_id": cid}, headers=bearer(sk)).json()
+    left = Decimal((end - now) // timedelta(microseconds=1)) / Decimal(
+        (end - start) // timedelta(microseconds=1)
+    )
+    exact_sats = Decimal(7000) * left / 100 * Decimal("0.00001234567") * 10**8
+    want = int(exact_sats.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    assert (q["currency"], q["amount_due"]) == ("BTC", want)
+    assert q["rate_audit"]["rate"] == "0.00001234567" and q["rate_audit"]["rate_source"] == "fixed"
+    r = c.post("/v1/upgrade", json={"plan": "team", "customer_id": cid}, headers=bearer(sk))
+    inv = r.json()["invoice"]
+    assert (inv["currency"], inv["amount"], inv["rate_audit"]["rate"]) == ("BTC", want, "0.00001234567")
+    assert inv["rate_audit"]["listed_currency"] == "USD"
+    c.post(f"/admin/invoices/{inv['id']}/settle")
+    assert c.get(f"/admin/customers/{cid}").json()["plan"] == "team"
