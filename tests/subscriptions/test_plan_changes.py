@@ -17,6 +17,7 @@ from tests.conftest import bearer
 from tests.factories import new_customer
 from tollkeep.kit.clock import FrozenClock
 from tollkeep.runtime import Tollkeep
+from tollkeep.subscriptions import InvoiceProviderError, InvoiceRequest, ProviderInvoice
 
 from .helpers import advance, at, expected, topics
 
@@ -269,4 +270,40 @@ def test_a_converted_upgrade_rounds_once_and_records_the_rate(stk: Tollkeep, scl
     assert (inv["currency"], inv["amount"], inv["rate_audit"]["rate"]) == ("BTC", want, "0.00001234567")
     assert inv["rate_audit"]["listed_currency"] == "USD"
     c.post(f"/admin/invoices/{inv['id']}/settle")
+    assert c.get(f"/admin/customers/{cid}").json()["plan"] == "team"
+
+
+class OnceDown:
+    """A provider that refuses its first invoice, then makes them (with a pay URL)."""
+
+    name = "oncedown"
+
+    def __init__(self) -> None:
+        self.calls: list[InvoiceRequest] = []
+
+    def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice:
+        self.calls.append(req)
+        if len(self.calls) == 1:
+            raise InvoiceProviderError("provider down")
+        return ProviderInvoice(ref=f"prov_{req.invoice_id}", pay_url=f"https://pay.example/{req.invoice_id}")
+
+
+def test_the_provider_invoice_of_an_upgrade(stk: Tollkeep, sclient: TestClient) -> None:
+    c = sclient
+    prov = OnceDown()
+    stk.subscriptions.register_provider(prov)
+    cid, key = new_customer(c, "buyer")
+    r = c.post("/admin/subscriptions", json={"customer_id": cid, "plan": "pro", "provider": "oncedown"})
+    sid = r.json()["id"]
+    advance(c, seconds=DAY)
+    r = c.post("/v1/upgrade", json={"plan": "team"}, headers=bearer(key))
+    assert r.status_code == 502 and r.json()["error"]["code"] == "invoice_provider_failed"
+    [failed] = c.get(f"/admin/subscriptions/{sid}/invoices").json()["data"]
+    assert failed["status"] == "void" and failed["last_error"]
+    r = c.post("/v1/upgrade", json={"plan": "team"}, headers=bearer(key))
+    assert r.status_code == 200, r.text
+    inv = r.json()["invoice"]
+    assert inv["status"] == "open" and inv["pay_url"] == f"https://pay.example/{inv['id']}"
+    assert prov.calls[-1].invoice_id == inv["id"] and prov.calls[-1].amount == inv["amount"]
+    c.post(f"/admin/invoices/{inv['id']}/settle", json={"provider_payment_ref": "pay_1"})
     assert c.get(f"/admin/customers/{cid}").json()["plan"] == "team"

@@ -23,7 +23,7 @@ from tollkeep.catalog import Plan
 from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import iso
 from tollkeep.kit.db import Tx
-from tollkeep.kit.errors import Conflict, InvalidInput, NotFound
+from tollkeep.kit.errors import Conflict, InvalidInput, NotFound, TollkeepError
 from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
@@ -332,12 +332,12 @@ class PlanChanges:
 
         out, licences = self.subs.executor.call(Command(fn, customer_id))
         self.after_apply(out["customer_id"], out["from_plan"], out["plan"], licences)
-        return out
+        return self._publish(out)
 
     def _open_invoice(self, s: Tx, row: Any, q: Quote, now: datetime) -> str:
-        """The invoice of an upgrade (kind ``upgrade``, the n-th of this cycle), opened at once:
-        the manual provider creates nothing outside; a provider's invoice is made right after
-        the commit by :meth:`after_apply` callers (not yet: manual only)."""
+        """The invoice of an upgrade (kind ``upgrade``, the n-th of this cycle), as a draft: the
+        provider's invoice is created after the commit, outside any transaction
+        (:meth:`_publish`), then it opens."""
         seq = (
             s.execute(
                 select(func.count())
@@ -347,14 +347,6 @@ class PlanChanges:
             + 1
         )
         iid = new_id("inv")
-        provider = self.subs.providers.get(row.provider)
-        created = None
-        if provider is not None:
-            created = provider.create_invoice(
-                InvoiceRequest(
-                    iid, row.id, row.customer_id, row.cycle, q.currency, q.amount, f"upgrade to {q.to_plan}"
-                )
-            )
         exact_listed = int(domain.convert(q.exact, q.listed_currency, Decimal(1), q.listed_currency))
         discount = q.list_price - q.new_per_period
         repo.insert_invoice(
@@ -366,10 +358,8 @@ class PlanChanges:
             kind="upgrade",
             seq=seq,
             plan=q.to_plan,
-            status="open",
+            status="draft",
             provider=row.provider,
-            provider_invoice_ref=created.ref if created else None,
-            pay_url=created.pay_url if created else None,
             listed_currency=q.listed_currency,
             listed_amount=exact_listed,
             currency=q.currency,
@@ -387,12 +377,67 @@ class PlanChanges:
             else 0,
             period_start=now,
             period_end=row.current_period_end,
-            attempts=1,
+            attempts=0,
             created_at=now,
-            opened_at=now,
             updated_at=now,
         )
         return iid
+
+    def _publish(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Outside any transaction: the provider's invoice (the invoice id is its idempotency
+        key, so a retry after a crash makes no second one), then the local invoice opens. A
+        provider's refusal voids the change and its invoice: 502 ``invoice_provider_failed``."""
+        inv = out.get("invoice")
+        if inv is None or inv["status"] != "draft":
+            return out
+        provider = self.subs.providers.get(inv["provider"])
+        try:
+            if provider is None:
+                raise RuntimeError(f"no invoice provider {inv['provider']!r} is configured")
+            req = InvoiceRequest(
+                inv["id"],
+                inv["subscription_id"],
+                inv["customer_id"],
+                inv["cycle"],
+                inv["currency"],
+                inv["amount"],
+                f"upgrade to {inv['plan']}",
+            )
+            created = provider.create_invoice(req)
+        except Exception as exc:
+            error = (f"{type(exc).__name__}: {exc}")[:500]
+
+            def void(s: Tx) -> None:
+                now = self.subs.clock.now()
+                repo.update_invoice(
+                    s, inv["id"], status="void", voided_at=now, last_error=error, updated_at=now
+                )
+                repo.update_change(s, out["id"], status="void", updated_at=now)
+
+            self.subs.executor.call(Command(void, inv["customer_id"]))
+            raise TollkeepError(
+                "the payment provider could not create the invoice; try again",
+                code="invoice_provider_failed",
+                status=502,
+            ) from None
+
+        def opened(s: Tx) -> dict[str, Any]:
+            now = self.subs.clock.now()
+            row = repo.get_invoice(s, inv["id"], lock=True)
+            if row is not None and row.status == "draft":
+                repo.update_invoice(
+                    s,
+                    row.id,
+                    status="open",
+                    provider_invoice_ref=created.ref,
+                    pay_url=created.pay_url,
+                    opened_at=now,
+                    attempts=row.attempts + 1,
+                    updated_at=now,
+                )
+            return self.change_view(s, repo.get_change(s, out["id"]))
+
+        return {**self.subs.executor.call(Command(opened, inv["customer_id"])), "replayed": out["replayed"]}
 
     def _cancel_scheduled(self, s: Tx, sub_id: str, now: datetime) -> int:
         n = 0
