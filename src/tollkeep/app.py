@@ -61,6 +61,7 @@ ROUTERS = (
     payment_routes.webhooks_router,
     payment_routes.pay_router,
     license_routes.public_router,
+    subscription_routes.public_router,
     customer_routes.router,
     plan_routes.router,
     ledger_routes.admin_router,

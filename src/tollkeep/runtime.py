@@ -58,6 +58,7 @@ from tollkeep.plans import PlanChanged, PlanService, ensure_allowance
 from tollkeep.plans import jobs as plans_jobs
 from tollkeep.ratelimit import Limits
 from tollkeep.subscriptions import (
+    CodeRedeemed,
     FixedRates,
     SubscriptionCanceled,
     SubscriptionCreated,
@@ -105,6 +106,7 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     SubscriptionLapsed,
     SubscriptionCanceled,
     SubscriptionPlanChanged,
+    CodeRedeemed,
 )
 
 # what POST /admin/test-clock runs after moving the clock (in this order)
@@ -235,6 +237,7 @@ class Tollkeep:
                 max_failures=s.subscriptions_max_renewal_failures,
             ),
         )
+        self.subscriptions.changes.licenses = self.licenses  # licences follow plan changes
         # payments: providers -> inbox -> (ledger, plans, customers, keys), one transaction each
         self.providers = Providers(s)
         applier = Applier(

@@ -64,6 +64,9 @@ WRITERS = {
     "gateway_calls": {"gateway"},
     "subscriptions": {"subscriptions"},
     "invoices": {"subscriptions"},
+    "plan_changes": {"subscriptions"},
+    "codes": {"subscriptions"},
+    "code_redemptions": {"subscriptions"},
 }
 # what a domain may import from another domain: its package (the public surface, __all__) and
 # its tables (read models and joins)

@@ -53,6 +53,43 @@ usd = 2900
 amount = 1000
 period = "month"
 
+[plans.starter]
+name = "Starter"
+period = "month"
+grace_days = 3
+
+[plans.starter.prices]
+usd = 900
+
+[plans.starter.allowance]
+amount = 300
+period = "month"
+
+[plans.team]
+name = "Team"
+period = "month"
+grace_days = 3
+features = ["sso"]
+
+[plans.team.prices]
+usd = 9900
+
+[plans.team.allowance]
+amount = 5000
+period = "month"
+
+[plans.enterprise]
+name = "Enterprise"
+period = "month"
+grace_days = 3
+
+[plans.enterprise.prices]
+usd = 29900
+
+[plans.enterprise.allowance]
+amount = 20000
+period = "month"
+
 [plans.yearly]
 name = "Yearly"
 period = "year"

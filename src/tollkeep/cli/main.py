@@ -56,6 +56,7 @@ for _sub, _name in (
     (gateway_cli.app, "gateway"),  # gateway mcp | gateway http (src/tollkeep/gateway/cli.py)
     (subscriptions_cli.app, "subscriptions"),
     (subscriptions_cli.invoices_app, "invoices"),
+    (subscriptions_cli.codes_app, "codes"),
 ):
     app.add_typer(_sub, name=_name)
 # commands another domain adds to the customers group

@@ -185,6 +185,53 @@ class PlanService:
 
         return fn
 
+    def upgrade_in_cycle_fn(
+        self, customer_id: str, plan_key: str, *, key: str, extra: int, until: datetime
+    ) -> Callable[[Tx], dict[str, Any]]:
+        """Inside the caller's unit of work: a subscription moves the customer to ``plan_key`` in
+        the middle of a paid cycle ending at ``until``. The allowance granted for the cycle stays
+        (what was consumed stays consumed) and ``extra`` credits (the new plan's allowance minus
+        the old one's) are granted once under ``key``, until the cycle ends; the new plan's
+        full allowance comes with the next cycle. Journaled as a plan change and a grant."""
+        cat = self.catalog()
+        if cat.plan(plan_key) is None:
+            raise InvalidInput(f"unknown plan {plan_key!r}", code="unknown_plan")
+
+        def fn(s: Tx) -> dict[str, Any]:
+            now = self.clock.now()
+            w = ledger_repo.lock_wallet_of_customer(s, customer_id)
+            if w is None:
+                raise NotFound(f"customer {customer_id!r} not found", code="customer_not_found")
+            previous = w.plan
+            st = ledger_repo.load_state(s, w)
+            meta: GrantMeta = {}
+            granted = (
+                grant_once(
+                    s,
+                    w,
+                    st,
+                    meta,
+                    kind=OpKind.ALLOWANCE,
+                    key=key,
+                    amount=extra,
+                    source=GrantSource.PLAN_ALLOWANCE,
+                    now=now,
+                    catalog_version=cat.version,
+                    expires_at=until,
+                    note=f"plan {plan_key} allowance difference for the rest of the cycle",
+                )
+                if extra > 0
+                else None
+            )
+            repo.set_customer_plan(s, customer_id, plan_key, now)
+            repo.set_allowance_state(s, w.id, now, allowance_until=until)
+            ledger_repo.persist(s, st, now, grant_meta=meta)
+            if previous != plan_key:
+                self.events.emit(s, PlanChanged(customer_id, plan_key, previous, 0))
+            return {"plan": plan_key, "previous": previous, "granted": extra if granted is not None else 0}
+
+        return fn
+
     def restart_allowance_fn(self, customer_id: str, *, reason: str) -> Callable[[Tx], int]:
         """Inside the caller's unit of work: end the customer's unended allowance grants and grant
         the current one again (a subscription starting on the plan the customer is already on:

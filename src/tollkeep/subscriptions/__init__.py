@@ -4,6 +4,7 @@ The service is imported by the runtime from ``tollkeep.subscriptions.service``: 
 reads this domain's table (``models``), so this package's import stays light."""
 
 from tollkeep.subscriptions.events import (
+    CodeRedeemed,
     SubscriptionCanceled,
     SubscriptionCreated,
     SubscriptionLapsed,
@@ -23,6 +24,7 @@ from tollkeep.subscriptions.invoicing import (
 from tollkeep.subscriptions.rates import FixedRates, Rate, RateSource, RateUnavailable
 
 __all__ = [
+    "CodeRedeemed",
     "FixedRates",
     "InvoiceProvider",
     "InvoiceProviderError",

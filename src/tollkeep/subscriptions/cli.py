@@ -1,8 +1,10 @@
-"""`tollkeep subscriptions` (create, list, show, cancel, retry-renewal) and `tollkeep invoices`
-(list, show, settle)."""
+"""`tollkeep subscriptions` (create, list, show, cancel, retry-renewal, change-plan,
+cancel-scheduled-change), `tollkeep invoices` (list, show, settle) and `tollkeep codes` (create,
+list, show, disable)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -11,6 +13,7 @@ from tollkeep.cli.common import JsonOpt, id_table, print_table, runtime, show
 from tollkeep.kit.actor import cli_actor
 
 app = typer.Typer(help="Subscriptions: recurring plans, their cycles and renewals.", no_args_is_help=True)
+codes_app = typer.Typer(help="Discount, free-plan and free-licence codes.", no_args_is_help=True)
 invoices_app = typer.Typer(
     help="Renewal invoices of subscriptions (with their rate audit).", no_args_is_help=True
 )
@@ -22,12 +25,18 @@ def create(
     plan: Annotated[str, typer.Option(help="a plan of the catalog with a price")],
     provider: Annotated[str, typer.Option(help="who invoices the renewals")] = "manual",
     currency: Annotated[str | None, typer.Option(help="the listed price's currency")] = None,
+    code: Annotated[str | None, typer.Option(help="a discount or free-plan code")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe a customer to a plan (cycle 1 starts now)."""
     with runtime() as tk:
         out = tk.subscriptions.create(
-            tk.customers.find(customer)["id"], plan, provider=provider, currency=currency, actor=cli_actor()
+            tk.customers.find(customer)["id"],
+            plan,
+            provider=provider,
+            currency=currency,
+            code=code,
+            actor=cli_actor(),
         )
     show(out, as_json)
 
@@ -139,3 +148,95 @@ def invoices_settle(
     """Settle an invoice paid outside tollkeep (idempotent: a paid invoice stays as it is)."""
     with runtime() as tk:
         show(tk.subscriptions.settle_invoice(invoice_id, payment_ref, actor=cli_actor()), as_json)
+
+
+@app.command("change-plan")
+def change_plan(
+    subscription_id: str,
+    plan: Annotated[str, typer.Option(help="the new plan")],
+    when: Annotated[str, typer.Option(help="now (nothing charged) | renewal")] = "now",
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a subscription to another plan now, or at its next renewal."""
+    with runtime() as tk:
+        show(
+            tk.subscriptions.changes.admin_change(subscription_id, plan, when=when, actor=cli_actor()),
+            as_json,
+        )
+
+
+@app.command("cancel-scheduled-change")
+def cancel_scheduled_change(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Cancel the plan change scheduled for the next renewal."""
+    with runtime() as tk:
+        show(tk.subscriptions.changes.cancel_scheduled(subscription_id, actor=cli_actor()), as_json)
+
+
+@codes_app.command("create")
+def codes_create(
+    code: str,
+    kind: Annotated[str, typer.Option(help="discount | free_plan | free_license")] = "discount",
+    percent: Annotated[int | None, typer.Option(help="percent off (1..100)")] = None,
+    amount: Annotated[int | None, typer.Option(help="amount off, minor units")] = None,
+    currency: Annotated[str | None, typer.Option(help="the amount's currency")] = None,
+    plan: Annotated[list[str] | None, typer.Option(help="a plan it applies to (repeat; none: all)")] = None,
+    duration: Annotated[str, typer.Option(help="once | forever")] = "once",
+    max_redemptions: Annotated[int | None, typer.Option(help="how many times it can be redeemed")] = None,
+    expires_at: Annotated[datetime | None, typer.Option(help="ISO time, UTC")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a code."""
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)
+    with runtime() as tk:
+        out = tk.subscriptions.codes.create(
+            code,
+            kind,
+            percent=percent,
+            amount=amount,
+            currency=currency,
+            plans=plan or [],
+            duration=duration,
+            max_redemptions=max_redemptions,
+            expires_at=expires_at,
+            actor=cli_actor(),
+        )
+    show(out, as_json)
+
+
+@codes_app.command("list")
+def codes_list(as_json: JsonOpt = False) -> None:
+    """Codes, newest first."""
+    with runtime() as tk:
+        rows = tk.subscriptions.codes.list()
+    if as_json:
+        show(rows, True)
+        return
+    t = id_table("code", "kind", "off", "plans", "duration", "redeemed", "state", ids=("code",))
+    for r in rows:
+        off = f"{r['percent']}%" if r["percent"] else f"{r['amount']} {r['currency']}" if r["amount"] else "-"
+        left = f"{r['redemptions']}/{r['max_redemptions'] or '∞'}"
+        t.add_row(
+            r["code"],
+            r["kind"],
+            off,
+            ",".join(r["plans"]) or "all",
+            r["duration"],
+            left,
+            "disabled" if r["disabled"] else "active",
+        )
+    print_table(t)
+
+
+@codes_app.command("show")
+def codes_show(code: str, as_json: JsonOpt = False) -> None:
+    """A code."""
+    with runtime() as tk:
+        show(tk.subscriptions.codes.get(code), as_json)
+
+
+@codes_app.command("disable")
+def codes_disable(code: str, as_json: JsonOpt = False) -> None:
+    """No more redemptions of a code (a forever code already redeemed keeps applying)."""
+    with runtime() as tk:
+        show(tk.subscriptions.codes.disable(code, actor=cli_actor()), as_json)

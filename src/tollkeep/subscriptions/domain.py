@@ -23,6 +23,8 @@ __all__ = [
     "BACKOFF_SECONDS",
     "MAX_RENEWAL_FAILURES",
     "TRANSITIONS",
+    "ChangeKind",
+    "Discount",
     "Event",
     "IllegalTransition",
     "Status",
@@ -30,10 +32,14 @@ __all__ = [
     "Transition",
     "add_periods",
     "apply",
+    "change_kind",
     "convert",
     "currency_exponent",
     "cycle_bounds",
+    "discounted",
     "next_attempt",
+    "prorate",
+    "remaining_fraction",
 ]
 
 
@@ -213,7 +219,7 @@ def currency_exponent(currency: str) -> int:
     return _EXPONENTS.get(currency.upper(), 2)
 
 
-def convert(amount_minor: int, listed: str, rate: Decimal, target: str) -> int:
+def convert(amount_minor: int | Decimal, listed: str, rate: Decimal, target: str) -> int:
     """``amount_minor`` of ``listed`` in minor units of ``target`` at ``rate`` (``target`` major
     units per one ``listed`` major unit), exact in Decimal and rounded ONCE, at the end, to the
     nearest minor unit, halves away from zero (ROUND_HALF_UP)."""
@@ -222,3 +228,68 @@ def convert(amount_minor: int, listed: str, rate: Decimal, target: str) -> int:
     with localcontext(prec=80):
         exact = Decimal(amount_minor).scaleb(currency_exponent(target) - currency_exponent(listed)) * rate
         return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# ---- plan changes: proration -----------------------------------------------------------------
+class ChangeKind(StrEnum):
+    UPGRADE = "upgrade"  # owed now: an invoice for the prorated difference, applied when paid
+    ZERO = "zero"  # nothing owed (same price, or rounds to 0): applied at once
+    DOWNGRADE = "downgrade"  # cheaper: scheduled for the next renewal
+
+
+def remaining_fraction(start: datetime, end: datetime, at: datetime) -> Decimal:
+    """The part of the period [start, end) still ahead at ``at``, exact (microseconds), in
+    [0, 1]."""
+    total = (end - start) // timedelta(microseconds=1)
+    if total <= 0:
+        raise ValueError("a period must have a positive length")
+    left = (end - max(min(at, end), start)) // timedelta(microseconds=1)
+    return Decimal(left) / Decimal(total)
+
+
+def prorate(
+    paid_per_period: int, new_per_period: int, start: datetime, end: datetime, at: datetime
+) -> Decimal:
+    """What a change at ``at`` owes, EXACT (not rounded), in the listed currency's minor units:
+    ``(new - paid) * remaining / period``. ``paid_per_period`` is what was actually paid for a
+    full period of the plan held now (its list price after discount, as charged), so the credit
+    for the time left is what was paid for it: consecutive changes in one period add up to the
+    time-weighted price of the plans held. The caller rounds ONCE, on the final amount (after
+    any conversion): :func:`convert`."""
+    with localcontext(prec=80):
+        return (Decimal(new_per_period) - Decimal(paid_per_period)) * remaining_fraction(start, end, at)
+
+
+def change_kind(owed_minor: int, paid_per_period: int, new_per_period: int) -> ChangeKind:
+    """How a change is carried out: a cheaper plan waits for the renewal; a change that owes a
+    positive (rounded) amount is invoiced; anything else is applied at once."""
+    if new_per_period < paid_per_period:
+        return ChangeKind.DOWNGRADE
+    return ChangeKind.UPGRADE if owed_minor > 0 else ChangeKind.ZERO
+
+
+@dataclass(frozen=True)
+class Discount:
+    """A discount code's terms: ``percent`` off (1..100) or ``amount`` off (minor units of
+    ``currency``)."""
+
+    percent: int | None = None
+    amount: int | None = None
+    currency: str | None = None
+
+
+def discounted(price_minor: int, currency: str, d: Discount | None) -> int:
+    """``price_minor`` after the discount, never below 0. A percentage is rounded once, half up,
+    to the minor unit; a fixed amount in another currency does not apply (the code's currency
+    must be the listed one)."""
+    if d is None or price_minor <= 0:
+        return price_minor
+    if d.percent is not None:
+        with localcontext(prec=80):
+            off = (Decimal(price_minor) * Decimal(d.percent) / 100).quantize(
+                Decimal(1), rounding=ROUND_HALF_UP
+            )
+        return max(0, price_minor - int(off))
+    if d.amount is not None and d.currency is not None and d.currency.upper() == currency.upper():
+        return max(0, price_minor - d.amount)
+    return price_minor

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tollkeep.kit.events import Event
 
 __all__ = [
+    "CodeRedeemed",
     "SubscriptionCanceled",
     "SubscriptionCreated",
     "SubscriptionLapsed",
@@ -108,3 +109,16 @@ class SubscriptionPlanChanged(Event):
     plan: str | None
     previous: str | None
     reason: str
+
+
+@dataclass(frozen=True)
+class CodeRedeemed(Event):
+    """A customer redeemed a code (``kind``: discount, free_plan, free_license) on a subscription,
+    a plan change or for a licence."""
+
+    topic = "code.redeemed"
+    code: str
+    customer_id: str
+    kind: str
+    subscription_id: str | None
+    license_id: str | None

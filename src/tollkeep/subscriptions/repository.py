@@ -10,15 +10,21 @@ from sqlalchemy import insert, select, update
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
-from tollkeep.subscriptions.models import Invoice, Subscription
+from tollkeep.subscriptions.models import Code, CodeRedemption, Invoice, PlanChange, Subscription
 
 __all__ = [
     "claim_due",
+    "get_change",
     "get_invoice",
     "get_subscription",
+    "insert_change",
+    "insert_code",
     "insert_invoice",
     "insert_subscription",
     "invoice_of_cycle",
+    "redeem_code",
+    "update_change",
+    "update_code",
     "update_invoice",
     "update_subscription",
     "void_open_invoices",
@@ -26,6 +32,9 @@ __all__ = [
 
 SUB = table_of(Subscription)
 INV = table_of(Invoice)
+PC = table_of(PlanChange)
+CODE = table_of(Code)
+RED = table_of(CodeRedemption)
 
 
 def insert_subscription(s: Tx, **values: Any) -> None:
@@ -63,7 +72,58 @@ def get_invoice(s: Tx, invoice_id: str, *, lock: bool = False) -> Any:
 
 
 def invoice_of_cycle(s: Tx, sub_id: str, cycle: int) -> Any:
-    return s.execute(select(INV).where(INV.c.subscription_id == sub_id, INV.c.cycle == cycle)).first()
+    """The renewal invoice of ``cycle`` (upgrade invoices are not cycles)."""
+    return s.execute(
+        select(INV).where(INV.c.subscription_id == sub_id, INV.c.cycle == cycle, INV.c.kind == "renewal")
+    ).first()
+
+
+def insert_change(s: Tx, **values: Any) -> None:
+    s.execute(insert(PC).values(**values))
+
+
+def update_change(s: Tx, change_id: str, **values: Any) -> None:
+    s.execute(update(PC).where(PC.c.id == change_id).values(**values))
+
+
+def get_change(s: Tx, change_id: str) -> Any:
+    return s.execute(select(PC).where(PC.c.id == change_id)).first()
+
+
+def insert_code(s: Tx, **values: Any) -> None:
+    s.execute(insert(CODE).values(**values))
+
+
+def update_code(s: Tx, code: str, **values: Any) -> None:
+    s.execute(update(CODE).where(CODE.c.code == code).values(**values))
+
+
+def redeem_code(
+    s: Tx, code: str, redemption_id: str, customer_id: str, now: datetime, **refs: Any
+) -> str | None:
+    """Take one redemption of ``code`` for ``customer_id``, atomically: the counter moves only
+    while it is under ``max_redemptions`` (one conditional UPDATE: under concurrency the last one
+    is taken once), and the customer's redemption row is unique per code. Returns None when
+    taken, else why not (``code_exhausted``, ``code_already_redeemed``)."""
+    mine = s.execute(select(RED.c.id).where(RED.c.code == code, RED.c.customer_id == customer_id)).first()
+    if mine is not None:
+        return "code_already_redeemed"
+    moved = s.execute(
+        update(CODE)
+        .where(
+            CODE.c.code == code,
+            CODE.c.disabled_at.is_(None),
+            (CODE.c.max_redemptions.is_(None)) | (CODE.c.redemptions < CODE.c.max_redemptions),
+        )
+        .values(redemptions=CODE.c.redemptions + 1, updated_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    if moved != 1:
+        return "code_exhausted"
+    # unique (code, customer): a concurrent second redemption by the same customer fails here
+    s.execute(
+        insert(RED).values(id=redemption_id, code=code, customer_id=customer_id, created_at=now, **refs)
+    )
+    return None
 
 
 def claim_due(s: Tx, now: datetime, lease_until: datetime, limit: int) -> list[Any]:

@@ -42,6 +42,7 @@ from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
 from tollkeep.subscriptions import domain
 from tollkeep.subscriptions import repository as repo
+from tollkeep.subscriptions.codes import Codes
 from tollkeep.subscriptions.domain import Event as Ev
 from tollkeep.subscriptions.domain import IllegalTransition, Status, SubState
 from tollkeep.subscriptions.events import (
@@ -57,6 +58,7 @@ from tollkeep.subscriptions.events import (
 from tollkeep.subscriptions.invoicing import InvoiceProvider, InvoiceRequest, ManualInvoicing
 from tollkeep.subscriptions.models import Invoice, Subscription
 from tollkeep.subscriptions.rates import FixedRates, RateSource
+from tollkeep.subscriptions.upgrades import PlanChanges
 
 if TYPE_CHECKING:  # injected: imported for types only (plans reads this domain's table)
     from tollkeep.keys import KeyService
@@ -95,6 +97,8 @@ class _InvoiceJob:
     currency: str
     period_start: datetime
     period_end: datetime
+    discount_code: str | None = None
+    discount_amount: int = 0  # listed minor units off the list price (listed_amount is after it)
 
 
 def _state(row: Any, open_cycle: int | None) -> SubState:
@@ -135,6 +139,9 @@ class SubscriptionService:
         self.rates: RateSource = rates or FixedRates()
         self.settings = settings or RenewalSettings()
         self.providers: dict[str, InvoiceProvider] = {"manual": ManualInvoicing()}
+        self.changes = PlanChanges(self)
+        self.codes = Codes(self)
+        self.changes.codes = self.codes
 
     def register_provider(self, provider: InvoiceProvider) -> None:
         """Invoices of subscriptions with ``provider == provider.name`` are created by it."""
@@ -148,7 +155,9 @@ class SubscriptionService:
     def view(self, s: Tx, row: Any) -> dict[str, Any]:
         open_inv = s.execute(
             select(INV.c.id, INV.c.cycle, INV.c.status)
-            .where(INV.c.subscription_id == row.id, INV.c.status.in_(("draft", "open")))
+            .where(
+                INV.c.subscription_id == row.id, INV.c.kind == "renewal", INV.c.status.in_(("draft", "open"))
+            )
             .order_by(INV.c.cycle.desc())
             .limit(1)
         ).first()
@@ -177,6 +186,9 @@ class SubscriptionService:
                 "stopped": stopped,
             },
             "suspended_keys": list(row.suspended_keys or []),
+            "period_price": self.changes.paid_per_period(row),
+            "discount_code": row.discount_code,
+            "scheduled_change": self._scheduled_view(s, row),
             "started_at": iso(row.started_at),
             "trial_end": iso(row.anchor_at) if row.anchor_at > row.started_at else None,
             "canceled_at": iso(row.canceled_at),
@@ -185,12 +197,19 @@ class SubscriptionService:
             "updated_at": iso(row.updated_at),
         }
 
+    def _scheduled_view(self, s: Tx, row: Any) -> dict[str, Any] | None:
+        ch = self.changes.scheduled(s, row.id)
+        if ch is None:
+            return None
+        return {"id": ch.id, "plan": ch.to_plan, "kind": ch.kind, "effective_at": iso(ch.effective_at)}
+
     @staticmethod
     def invoice_view(row: Any) -> dict[str, Any]:
         return {
             "id": row.id,
             "subscription_id": row.subscription_id,
             "customer_id": row.customer_id,
+            "kind": row.kind,
             "cycle": row.cycle,
             "plan": row.plan,
             "status": row.status,
@@ -200,6 +219,9 @@ class SubscriptionService:
             "pay_url": row.pay_url,
             "currency": row.currency,
             "amount": row.amount,
+            "discount": None
+            if not row.discount_amount
+            else {"code": row.discount_code, "listed_amount_off": row.discount_amount},
             "period_start": iso(row.period_start),
             "period_end": iso(row.period_end),
             "rate_audit": {
@@ -244,7 +266,11 @@ class SubscriptionService:
     def invoices(self, sub_id: str) -> list[dict[str, Any]]:
         with self.db.scope(write=False) as s:
             self._row(s, sub_id)
-            rows = s.execute(select(INV).where(INV.c.subscription_id == sub_id).order_by(INV.c.cycle)).all()
+            rows = s.execute(
+                select(INV)
+                .where(INV.c.subscription_id == sub_id)
+                .order_by(INV.c.cycle, INV.c.kind, INV.c.seq)
+            ).all()
             return [self.invoice_view(r) for r in rows]
 
     def list_invoices(
@@ -353,6 +379,7 @@ class SubscriptionService:
         *,
         provider: str = "manual",
         currency: str | None = None,
+        code: str | None = None,
         actor: Actor | None = None,
     ) -> dict[str, Any]:
         """Subscribe a customer to a plan: cycle 1 starts now (``trialing`` for the plan's
@@ -389,6 +416,10 @@ class SubscriptionService:
                 self._cancel_locked(s, other, now, at_period_end=False)
             trial = timedelta(days=plan.trial_days)
             anchor = now + trial
+            price = int(plan.prices.get(listed.lower(), 0))
+            code_row = self.codes.check(s, code, plan.key, listed, now) if code else None
+            if code_row is not None:  # cycle 1 is paid at the discounted price (the credit base)
+                price = domain.discounted(price, listed, self.codes._discount(code_row))
             start, end = domain.cycle_bounds(now, anchor, plan.period, 1)
             sid = new_id("sub")
             status = Status.TRIALING if trial else Status.ACTIVE
@@ -410,9 +441,12 @@ class SubscriptionService:
                 next_action_at=end,
                 renewal_failures=0,
                 suspended_keys=[],
+                period_price=0 if trial else price,
                 created_at=now,
                 updated_at=now,
             )
+            if code_row is not None:
+                self.codes.redeem(s, code_row.code, customer_id, now, subscription_id=sid)
             _, current = self._customer_plan(s, customer_id)
             if current == plan.key:  # cycle 1's allowance replaces the calendar period's
                 self.plans.restart_allowance_fn(customer_id, reason=f"subscription {sid}")(s)
@@ -437,6 +471,7 @@ class SubscriptionService:
     def _cancel_locked(self, s: Tx, row: Any, now: datetime, *, at_period_end: bool) -> list[str]:
         domain.apply(_state(row, None), Ev.CANCEL)
         repo.void_open_invoices(s, row.id, now)
+        self.changes.void_pending(s, row.id, now, scheduled_too=True)
         _, suspended = self._drop_plan(s, row, "canceled")
         self._update(
             s,
@@ -534,6 +569,8 @@ class SubscriptionService:
         for key_id in out.pop("resume_keys", []):
             with suppress(Conflict, NotFound):
                 self.keys.resume(key_id)
+        for move in out.pop("_licences", []):  # licences follow the plan: same id, new terms
+            self.changes.after_apply(out["invoice"]["customer_id"], move["from_plan"], move["plan"])
         out["subscription"] = self.get(out["invoice"]["subscription_id"])
         return out
 
@@ -561,6 +598,21 @@ class SubscriptionService:
                 raise Conflict(f"invoice {invoice_id} is void", code="invoice_void")
             if inv.status != "open":
                 raise Conflict(f"invoice {invoice_id} is not open yet", code="invoice_not_open")
+            if inv.kind == "upgrade":
+                repo.update_invoice(s, inv.id, provider_payment_ref=provider_payment_ref)
+                done = self.changes.settle_upgrade(s, inv, now)
+                inv2 = repo.get_invoice(s, inv.id)
+                if actor is not None:
+                    record(
+                        s, actor, "invoice.settle", ("invoice", inv.id), after=self.invoice_view(inv2), at=now
+                    )
+                return {
+                    "invoice": self.invoice_view(inv2),
+                    "changed": True,
+                    "applied": done["applied"],
+                    "resume_keys": [],
+                    "_licences": [done["change"]] if done["applied"] else [],
+                }
             row = self._row(s, inv.subscription_id, lock=True)
             was = row.status
             try:
@@ -578,6 +630,7 @@ class SubscriptionService:
                 provider_payment_ref=provider_payment_ref,
                 updated_at=now,
             )
+            moves_plan = inv.plan != row.plan and was != Status.LAPSED
             self._update(
                 s,
                 row,
@@ -590,15 +643,24 @@ class SubscriptionService:
                 renewal_error=None,
                 renewal_retry_at=None,
                 suspended_keys=[],
+                plan=inv.plan,
+                period_price=inv.listed_amount,
             )
+            licences: list[dict[str, str]] = []
+            if moves_plan:  # a scheduled change starts with this cycle
+                self.changes.settle_renewal_change(s, row, inv, now)
+                licences.append({"from_plan": row.plan, "plan": inv.plan})
             resume: list[str] = []
             if was == Status.LAPSED:
                 _, current = self._customer_plan(s, row.customer_id)
-                if current != row.plan:
-                    self.plans.change_plan_fn(row.customer_id, row.plan)(s)
+                if current != inv.plan:
+                    self.plans.change_plan_fn(row.customer_id, inv.plan)(s)
                     self.events.emit(
-                        s, SubscriptionPlanChanged(row.id, row.customer_id, row.plan, current, "reactivated")
+                        s, SubscriptionPlanChanged(row.id, row.customer_id, inv.plan, current, "reactivated")
                     )
+                if inv.plan != row.plan:
+                    self.changes.mark_applied(s, row.id, inv.plan, now)
+                    licences.append({"from_plan": row.plan, "plan": inv.plan})
                 resume = list(row.suspended_keys or [])
             self.plans.refresh_allowance_fn(row.customer_id)(s)  # grants cycle move.grant_cycle, once
             self.events.emit(
@@ -610,7 +672,12 @@ class SubscriptionService:
             inv2 = repo.get_invoice(s, inv.id)
             if actor is not None:
                 record(s, actor, "invoice.settle", ("invoice", inv.id), after=self.invoice_view(inv2), at=now)
-            return {"invoice": self.invoice_view(inv2), "changed": True, "resume_keys": resume}
+            return {
+                "invoice": self.invoice_view(inv2),
+                "changed": True,
+                "resume_keys": resume,
+                "_licences": licences,
+            }
 
         return Command(fn, self._owner(INV, invoice_id))
 
@@ -657,7 +724,7 @@ class SubscriptionService:
             try:
                 if job.provider not in self.providers:
                     raise RuntimeError(f"no invoice provider {job.provider!r} is configured")
-                if job.listed_amount <= 0:
+                if job.listed_amount <= 0 and job.discount_amount <= 0:
                     raise RuntimeError(f"plan {job.plan!r} has no {job.listed_currency} price in the catalog")
                 rate = self.rates.rate(job.listed_currency, job.currency, self.clock.now())
                 amount = domain.convert(job.listed_amount, job.listed_currency, rate.value, job.currency)
@@ -668,6 +735,7 @@ class SubscriptionService:
             drafts.append((job, amount, self.executor.submit(cmd)))
         # 3. the provider's invoices (outside any transaction), then open them
         opened: list[Future[None]] = []
+        free: list[str] = []
         for job, amount, draft in drafts:
             try:
                 invoice_id = draft.result()
@@ -697,6 +765,8 @@ class SubscriptionService:
                 job.customer_id,
             )
             opened.append(self.executor.submit(open_cmd))
+            if amount == 0:  # a free period (a 100% code): nothing to pay, settled at once
+                free.append(invoice_id)
         for futs, what in ((failures, "failed"), (opened, "invoiced")):
             for f in futs:
                 try:
@@ -704,6 +774,11 @@ class SubscriptionService:
                     counts[what] += 1
                 except Exception:
                     log.exception("renewal step failed")
+        for invoice_id in free:
+            try:
+                self.settle_invoice(invoice_id, "free")
+            except Exception:
+                log.exception("settling the free invoice %s failed", invoice_id)
         return counts
 
     def _submit_failed(self, job: _InvoiceJob, invoice_id: str | None, error: str) -> Future[None]:
@@ -722,6 +797,7 @@ class SubscriptionService:
         st = _state(row, self._open_cycle(s, row))
         if st.status in (Status.TRIALING, Status.ACTIVE) and now >= row.current_period_end:
             move = domain.apply(st, Ev.PERIOD_ENDED)
+            self.changes.void_pending(s, row.id, now)  # an upgrade unpaid in its period is void
             if move.state.status == Status.CANCELED:
                 forget = bool(self._cancel_locked(s, row, now, at_period_end=True))
                 moved.append("canceled")
@@ -761,11 +837,15 @@ class SubscriptionService:
             if st.status != Status.CANCELED:  # the claim's lease is replaced by the real next time
                 self._update(s, row, now, _has_invoice=st.invoice_cycle is not None)
             return None, forget, moved
-        plan = self.catalog().plan(row.plan)
+        scheduled = self.changes.scheduled(s, row.id)
+        plan_key = scheduled.to_plan if scheduled is not None else row.plan
+        plan = self.catalog().plan(plan_key)
         cycle = row.cycle + 1
         period = plan.period if plan is not None else "month"
         start, end = domain.cycle_bounds(row.started_at, row.anchor_at, period, cycle)
-        listed = plan.prices.get(row.currency.lower(), 0) if plan is not None else 0
+        list_price = plan.prices.get(row.currency.lower(), 0) if plan is not None else 0
+        discount = self.codes.renewal_discount(s, row, plan_key)
+        listed = domain.discounted(list_price, row.currency, discount)
         # keep the claim (a lease) while the invoice is being made; the last step sets the time
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         self._update(s, row, now, next_action_at=lease)
@@ -773,13 +853,15 @@ class SubscriptionService:
             row.id,
             row.customer_id,
             cycle,
-            row.plan,
+            plan_key,
             row.provider,
             row.currency,
             listed,
             row.invoice_currency,
             start,
             end,
+            row.discount_code if listed != list_price else None,
+            list_price - listed,
         )
         return job, forget, moved
 
@@ -798,6 +880,9 @@ class SubscriptionService:
             "rate": rate.value,
             "rate_source": rate.source[:64],
             "rated_at": rate.at,
+            "plan": job.plan,
+            "discount_code": job.discount_code,
+            "discount_amount": job.discount_amount,
             "updated_at": now,
         }
         inv = repo.invoice_of_cycle(s, job.sub_id, job.cycle)
@@ -813,7 +898,8 @@ class SubscriptionService:
             subscription_id=job.sub_id,
             customer_id=job.customer_id,
             cycle=job.cycle,
-            plan=job.plan,
+            kind="renewal",
+            seq=0,
             status="draft",
             provider=job.provider,
             period_start=job.period_start,
