@@ -32,8 +32,10 @@ unit: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests ran"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.payments
+	$(BIN)/python -m bench.gateway_mcp
 
 # optional: the load generator the benchmarks use (Debian/Ubuntu, as root); without it the
 # webhook-receive benchmark is skipped with a message

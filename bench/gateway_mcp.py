@@ -4,8 +4,10 @@ upstream, in one run, with the same client (the official SDK's, 2026-07-28 over 
 HTTP), one call at a time.
 
 Cases: the upstream over streamable HTTP called directly; the gateway in front of that HTTP
-upstream; the gateway in front of the same server as a stdio command. The gateway runs as its
-own process (``tollkeep gateway mcp``), as a user runs it. Not wired into ``bench/run.py``.
+upstream; the gateway in front of the same server as a stdio command; and, as the baseline the
+issue names, FastMCP's billing-free proxy (``fastmcp.server.create_proxy``, the ``bench`` extra:
+``pip install -e '.[bench]'``) in front of the same two upstreams. Every proxy runs as its own
+process, as a user runs it. Writes its section of ``docs/benchmarks.md`` (``--no-write``: don't).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +50,27 @@ if __name__ == "__main__":
     else:
         server.run()
 '''
+
+
+FASTMCP_PROXY = """
+import sys
+from pathlib import Path
+
+from fastmcp.server.server import create_proxy
+
+target = sys.argv[2]
+proxy = create_proxy(target if target.startswith("http") else Path(target))
+proxy.run(transport="http", host="127.0.0.1", port=int(sys.argv[1]), show_banner=False, log_level="warning")
+"""
+SECTION = "## MCP gateway: tools/call through the gateway vs direct vs FastMCP's proxy (bench/gateway_mcp.py)"
+
+
+def have_fastmcp() -> bool:
+    try:
+        import fastmcp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -103,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calls", type=int, default=500)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--price", type=int, default=1, help="credits per call (0: a free tool, no ledger writes)")
+    p.add_argument("--no-write", action="store_true", help="don't write docs/benchmarks.md")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="tk-bench-mcp-"))
     server_py = tmp / "bench_upstream.py"
@@ -156,13 +181,36 @@ def main(argv: list[str] | None = None) -> None:
             wait_http(url, proc)
             return url
 
+        def fastmcp_proxy(target: str) -> str:
+            port = free_port()
+            script = tmp / "fastmcp_proxy.py"
+            script.write_text(FASTMCP_PROXY)
+            proc = subprocess.Popen(
+                [sys.executable, str(script), str(port), target],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}/mcp"
+            wait_http(url, proc)
+            return url
+
         gw_http = gateway("--upstream", up_url)
         gw_stdio = gateway("--", sys.executable, str(server_py))
-        for name, url, k in (
+        cases = [
             ("direct (upstream over streamable HTTP)", up_url, None),
-            ("gateway -> streamable-HTTP upstream", gw_http, key),
-            ("gateway -> stdio upstream", gw_stdio, key),
-        ):
+            ("tollkeep gateway -> streamable-HTTP upstream (charged, durable)", gw_http, key),
+            ("tollkeep gateway -> stdio upstream (charged, durable)", gw_stdio, key),
+        ]
+        if have_fastmcp():
+            cases += [
+                ("FastMCP proxy -> streamable-HTTP upstream (no billing)", fastmcp_proxy(up_url), None),
+                ("FastMCP proxy -> stdio upstream (no billing)", fastmcp_proxy(str(server_py)), None),
+            ]
+        else:
+            print("fastmcp is not installed (pip install -e '.[bench]'): no FastMCP baseline", flush=True)
+        for name, url, k in cases:
             ms = anyio.run(measure, url, k, a.calls, a.warmup)
             results.append(summary(name, ms))
             print(json.dumps(results[-1]), flush=True)
@@ -170,7 +218,10 @@ def main(argv: list[str] | None = None) -> None:
             charged = 10_000_000 - int(tk.balance(cid)["available"])
             ok = tk.verify().ok
         expected = 2 * (a.calls + a.warmup) * a.price
-        print(json.dumps({"charged": charged, "expected": expected, "ledger_verify_ok": ok}))
+        check = {"charged": charged, "expected": expected, "ledger_verify_ok": ok}
+        print(json.dumps(check))
+        if not a.no_write:
+            write_section(render(results, check, a))
     finally:
         for proc in procs:
             proc.terminate()
@@ -178,6 +229,40 @@ def main(argv: list[str] | None = None) -> None:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def render(results: list[dict[str, Any]], check: dict[str, Any], a: argparse.Namespace) -> str:
+    load = os.getloadavg()
+    lines = [
+        SECTION,
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load[0]:.2f}; "
+        f"`python -m bench.gateway_mcp --calls {a.calls} --price {a.price}`. One `tools/call` at a time "
+        "with the official SDK client (2026-07-28, streamable HTTP), each proxy its own process; the "
+        "gateway holds and settles the price durably (SQLite) before answering. The FastMCP rows are "
+        "the issue's baseline: the same call through a billing-free proxy.",
+        "",
+        "| case | calls | p50 ms | p99 ms | mean ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['case']} | {r['calls']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
+    lines += [
+        "",
+        f"Charged {check['charged']} credits, expected {check['expected']}; ledger verify "
+        f"{'ok' if check['ledger_verify_ok'] else 'FAILED'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
+    path = REPO / "docs" / "benchmarks.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
+    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
+    path.write_text(doc.rstrip() + "\n")
 
 
 if __name__ == "__main__":
