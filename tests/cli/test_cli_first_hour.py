@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.factories import cli as run
-from tests.factories import free_port
+from tests.factories import eventually, free_port
 from tollkeep.cli.main import app
 from tollkeep.config import Settings
 from tollkeep.runtime import Tollkeep
@@ -132,8 +132,12 @@ def test_the_demo_shows_an_mcp_server_and_an_http_api_behind_the_gateways(tmp_pa
     with Tollkeep(Settings(database_url=f"sqlite:///{tmp_path / f'tollkeep-demo-{port}.db'}")) as tk:
         assert tk.verify().ok
     for p in (port + 100, port + 101, port + 102):
-        with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still served"
+
+        def closed(p: int = p) -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", p)) != 0
+
+        assert eventually(closed, timeout=20), f"port {p} still served"
 
 
 def test_a_second_demo_refuses_and_keeps_the_first_ones_database(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -371,12 +372,19 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
         err.print(f"[yellow]the demo gateways did not start (see {log}); the API is served[/yellow]")
     else:
         print(gws.examples(), flush=True)
+    # uvicorn re-raises a SIGTERM after its graceful shutdown, with the handler it found: make
+    # that an exit through the `finally` below, so the gateways are stopped and waited for
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(create_app(runtime=tk), host="127.0.0.1", port=port, log_level="info")
     finally:
         if gws is not None:
             gws.stop()
         tk.close()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def demo_examples(base: str, key: str, admin_token: str, customer_id: str) -> str:
