@@ -57,15 +57,6 @@ curl -s $BASE/v1/balance -H "Authorization: Bearer $KEY"
 """
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -76,7 +67,9 @@ def start(db_file: Path, port: int, log: Path, *, timeout: float = 60.0) -> Demo
     """Start the three processes and wait until they listen; None (nothing left running) if a
     port is taken or one of them does not come up (its output is in ``log``)."""
     mcp_port, http_port, api_port = port + OFFSET, port + OFFSET + 1, port + OFFSET + 2
-    if not all(_free(p) for p in (mcp_port, http_port, api_port)):
+    from tollkeep.cli.main import port_free  # the check the demo makes of its own port
+
+    if not all(port_free("127.0.0.1", p) for p in (mcp_port, http_port, api_port)):
         return None
     env = {**os.environ, "TOLLKEEP_DATABASE_URL": f"sqlite:///{db_file.resolve()}"}
     env.pop("TOLLKEEP_CATALOG_PATH", None)
