@@ -26,9 +26,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# pytest exits 5 when it collected no test (e.g. a -k that matches nothing): say so, don't fail
+# pytest exits 5 when it collected no test (e.g. a -k that matches nothing): say so, don't fail.
+# Tests run in PYTEST_WORKERS processes (pytest-xdist; 0 = in this process): each test has its own
+# SQLite file, PostgreSQL schema and ports, so they don't share state.
+PYTEST_WORKERS ?= 2
 unit: $(STAMP)
-	@$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests ran"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)

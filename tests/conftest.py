@@ -55,7 +55,6 @@ def pg_schema_url() -> Iterator[str]:
     with psycopg.connect(raw, autocommit=True) as c:
         c.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
-    _pg_state["ran"] = str(int(_pg_state.get("ran") or 0) + 1)
     yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     with psycopg.connect(raw, autocommit=True) as c:
         c.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -116,8 +115,14 @@ def bearer(key: str) -> dict[str, str]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say whether the PostgreSQL runs happened — loudly when they were skipped: a green run on
     SQLite alone must not pass for a run on both databases."""
-    why = _pg_state.get("why")
-    ran = int(_pg_state.get("ran") or 0)
+    why = pg_unavailable()
+    # counted from the reports, not from this process's fixtures: under pytest-xdist the tests
+    # run in worker processes and this hook runs in the controller
+    ran = sum(
+        1
+        for r in terminalreporter.stats.get("passed", [])
+        if "postgres" in r.nodeid or "postgres" in r.keywords
+    )
     if ran and not why:
         terminalreporter.write_line(
             f"PostgreSQL: tested ({ran} tests on fresh schemas at {PG_URL}) as well as SQLite", green=True
