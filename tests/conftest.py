@@ -6,17 +6,23 @@ verified from the journal: a test that leaves balances and journal disagreeing f
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from tollkeep.app import create_app
 from tollkeep.config import Settings
 from tollkeep.kit.clock import FrozenClock
+from tollkeep.kit.db import Database
+from tollkeep.kit.migrate import upgrade
 from tollkeep.runtime import Tollkeep
 
 PG_URL = os.environ.get("TOLLKEEP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -60,11 +66,74 @@ def pg_schema_url() -> Iterator[str]:
         c.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+# Migrating a fresh database is most of a runtime's start (Alembic, ~290 operations, SQLite's
+# batch table rebuilds). A test's database is therefore made from the real migrations run once
+# per test process: SQLite copies the migrated file, PostgreSQL replays the statements the
+# migrations executed (recorded from the engine, so nothing is written twice by hand). The
+# runtime then finds its schema at head. `pg_schema_url` itself stays an empty schema, and the
+# CLI tests still migrate fresh databases through `tollkeep init` / `migrate` / `serve`.
+_template: dict[str, Any] = {}
+
+
+def _sqlite_template(factory: pytest.TempPathFactory) -> Path:
+    if "sqlite" not in _template:
+        path = factory.mktemp("template") / "migrated.db"
+        db = Database(f"sqlite:///{path}")
+        try:
+            upgrade(db)
+        finally:
+            db.engine.dispose()
+        _template["sqlite"] = path
+    return Path(_template["sqlite"])
+
+
+def _pg_statements(raw: str) -> list[tuple[str, Any, bool]]:
+    if "postgres" not in _template:
+        import psycopg
+
+        schema = "t_tmpl_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(raw, autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in PG_URL else "?"
+        db = Database(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+        seen: list[tuple[str, Any, bool]] = []
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def _record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+            seen.append((statement, params, many))
+
+        try:
+            upgrade(db)
+        finally:
+            db.engine.dispose()
+            with psycopg.connect(raw, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA {schema} CASCADE")
+        _template["postgres"] = seen
+    return list(_template["postgres"])
+
+
+def _migrate_pg_schema(raw: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(raw, options=f"-csearch_path={schema}") as c, c.cursor() as cur:
+        for statement, params, many in _pg_statements(raw):
+            if many:
+                cur.executemany(statement, params)
+            else:
+                cur.execute(statement, params or None)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database of its own: a SQLite file, or a PostgreSQL schema."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tollkeep.db'}"
-    return str(request.getfixturevalue("pg_schema_url"))
+        path = tmp_path / "tollkeep.db"
+        shutil.copyfile(_sqlite_template(tmp_path_factory), path)
+        return f"sqlite:///{path}"
+    url = str(request.getfixturevalue("pg_schema_url"))
+    schema = url.rsplit("search_path%3D", 1)[1]
+    _migrate_pg_schema(PG_URL.replace("postgresql+psycopg", "postgresql"), schema)
+    return url
 
 
 @pytest.fixture
@@ -90,15 +159,23 @@ def raw_sql(request: pytest.FixtureRequest) -> bool:
     return bool(getattr(request, "param", True))
 
 
-@pytest.fixture
-def tk(db_url: str, clock: FrozenClock, raw_sql: bool) -> Iterator[Tollkeep]:
-    runtime = Tollkeep(make_settings(db_url, raw_sql=raw_sql), clock=clock)
+@contextmanager
+def verified_runtime(settings: Settings, clock: FrozenClock | None = None) -> Iterator[Tollkeep]:
+    """A runtime that is closed afterwards and whose ledger must then verify from the journal
+    (every fixture that hands a test a runtime goes through here)."""
+    runtime = Tollkeep(settings, clock=clock)
     try:
         yield runtime
         report = runtime.verify()
         assert report.ok, report.problems
     finally:
         runtime.close()
+
+
+@pytest.fixture
+def tk(db_url: str, clock: FrozenClock, raw_sql: bool) -> Iterator[Tollkeep]:
+    with verified_runtime(make_settings(db_url, raw_sql=raw_sql), clock) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ADMIN, make_settings
+from tests.conftest import ADMIN, make_settings, verified_runtime
 from tollkeep.app import create_app
 from tollkeep.kit.clock import FrozenClock
 from tollkeep.runtime import Tollkeep
@@ -123,13 +123,8 @@ def stk(
     db_url: str, clock: FrozenClock, catalog_file: Path, settings_kw: dict[str, object]
 ) -> Iterator[Tollkeep]:
     kw: dict[str, object] = {"catalog_path": str(catalog_file), "test_clock": True, **settings_kw}
-    runtime = Tollkeep(make_settings(db_url, **kw), clock=clock)
-    try:
+    with verified_runtime(make_settings(db_url, **kw), clock) as runtime:
         yield runtime
-        report = runtime.verify()
-        assert report.ok, report.problems
-    finally:
-        runtime.close()
 
 
 @pytest.fixture

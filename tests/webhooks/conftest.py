@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ADMIN, make_settings
+from tests.conftest import ADMIN, make_settings, verified_runtime
 from tests.webhooks.receiver import Receiver
 from tollkeep.app import create_app
 from tollkeep.kit.clock import FrozenClock
@@ -28,13 +28,8 @@ def receiver() -> Iterator[Receiver]:
 def wtk(db_url: str, clock: FrozenClock) -> Iterator[Tollkeep]:
     """A runtime that may send to loopback (the receiver), on SQLite and PostgreSQL; the ledger
     is verified after the test."""
-    runtime = Tollkeep(make_settings(db_url, webhooks_allow_private=True), clock=clock)
-    try:
+    with verified_runtime(make_settings(db_url, webhooks_allow_private=True), clock) as runtime:
         yield runtime
-        report = runtime.verify()
-        assert report.ok, report.problems
-    finally:
-        runtime.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, verified_runtime
 from tests.factories import eventually
 from tests.gateway.http.fake_upstream import Seen, build_app, serve
 from tollkeep.api.ratelimit import Limiter
@@ -60,14 +60,9 @@ UPSTREAM_SECRET = "sk-upstream-secret"
 def gtk(db_url: str, tmp_path: Path) -> Iterator[Tollkeep]:
     path = tmp_path / "catalog.toml"
     path.write_text(CATALOG)
-    runtime = Tollkeep(make_settings(db_url, catalog_path=path))
-    try:
+    with verified_runtime(make_settings(db_url, catalog_path=path)) as runtime:
         yield runtime
         assert open_holds(runtime) == 0
-        report = runtime.verify()
-        assert report.ok, report.problems
-    finally:
-        runtime.close()
 
 
 def open_holds(tk: Tollkeep) -> int:
