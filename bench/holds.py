@@ -14,19 +14,18 @@ runs the same measurement per database and puts it in its report.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.inprocess import run_threads
 from tollkeep.config import Settings
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
@@ -56,42 +55,6 @@ def _op(tk: Tollkeep, cid: str, key_id: str | None, mode: str) -> Callable[[str]
     return pair
 
 
-def _run(fn: Callable[[str], None], threads: int, n: int, max_seconds: float) -> dict[str, Any]:
-    prefix = secrets.token_hex(4)
-    claim = itertools.count()
-    done = [0] * threads
-    errors: list[str] = []
-    deadline = time.perf_counter() + max_seconds
-
-    def worker(i: int) -> None:
-        while time.perf_counter() < deadline:
-            k = next(claim)
-            if k >= n:
-                return
-            try:
-                fn(f"b-{prefix}-{k}")
-                done[i] += 1
-            except Exception as exc:
-                errors.append(repr(exc)[:300])
-
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    t0 = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    ops = sum(done)
-    return {
-        "threads": threads,
-        "ops": ops,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "seconds": round(elapsed, 3),
-        "ops_per_s": round(ops / elapsed, 1) if elapsed else 0.0,
-    }
-
-
 def bench_holds(
     database_url: str, *, n: int, thread_counts: tuple[int, ...] = (1, 16), max_seconds: float = 20.0
 ) -> dict[str, Any]:
@@ -111,7 +74,7 @@ def bench_holds(
         rows = []
         for t in thread_counts:
             for m in MODES:
-                rows.append({"mode": m, **_run(fns[m], t, n, max_seconds)})
+                rows.append({"mode": m, **run_threads(fns[m], t, n, max_seconds)})
         for t in thread_counts:
             base = next(r["ops_per_s"] for r in rows if r["threads"] == t and r["mode"] == "debit")
             for r in rows:

@@ -14,6 +14,7 @@ import itertools
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,11 @@ from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
 
 
-def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: float) -> dict[str, Any]:
+def run_threads(
+    fn: Callable[[str], None], threads: int, n: int, max_seconds: float, tk: Tollkeep | None = None
+) -> dict[str, Any]:
+    """Call ``fn`` with ``n`` distinct keys from ``threads`` threads (or until ``max_seconds``);
+    ops/s, errors (the first one kept), and with ``tk`` how many commands shared a commit."""
     prefix = secrets.token_hex(4)
     claim = itertools.count()  # next() on a count is atomic under the GIL
     done = [0] * threads
@@ -37,7 +42,7 @@ def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: floa
             if k >= n:
                 return
             try:
-                tk.ledger.record_usage(UsageRequest(customer_id, "api_call", None, f"ip-{prefix}-{k}"))
+                fn(f"b-{prefix}-{k}")
                 done[i] += 1
             except Exception as exc:
                 errors[i] += 1
@@ -45,7 +50,7 @@ def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: floa
                     first_error.append(repr(exc)[:300])
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    batches0, commands0 = tk.executor.batches, tk.executor.commands
+    batches0, commands0 = (tk.executor.batches, tk.executor.commands) if tk else (0, 0)
     t0 = time.perf_counter()
     for t in pool:
         t.start()
@@ -53,9 +58,7 @@ def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: floa
         t.join()
     elapsed = time.perf_counter() - t0
     ops = sum(done)
-    batches = tk.executor.batches - batches0
-    commands = tk.executor.commands - commands0
-    return {
+    out: dict[str, Any] = {
         "threads": threads,
         "ops": ops,
         "errors": sum(errors),
@@ -63,9 +66,20 @@ def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: floa
         "seconds": round(elapsed, 3),
         "ops_per_s": round(ops / elapsed, 1) if elapsed else 0.0,
         "capped_by_time": ops + sum(errors) < n,
-        # SQLite only: how many commands shared one COMMIT (group commit)
-        "avg_batch": round(commands / batches, 2) if batches else None,
     }
+    if tk is not None:
+        batches = tk.executor.batches - batches0
+        commands = tk.executor.commands - commands0
+        # SQLite only: how many commands shared one COMMIT (group commit)
+        out["avg_batch"] = round(commands / batches, 2) if batches else None
+    return out
+
+
+def _run(tk: Tollkeep, customer_id: str, threads: int, n: int, max_seconds: float) -> dict[str, Any]:
+    def debit(key: str) -> None:
+        tk.ledger.record_usage(UsageRequest(customer_id, "api_call", None, key))
+
+    return run_threads(debit, threads, n, max_seconds, tk)
 
 
 def bench_inprocess(
