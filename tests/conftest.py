@@ -197,12 +197,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # run in worker processes and this hook runs in the controller
     ran = sum(
         1
-        for r in terminalreporter.stats.get("passed", [])
-        if "postgres" in r.nodeid or "postgres" in r.keywords
+        for outcome in ("passed", "failed")
+        for r in terminalreporter.stats.get(outcome, [])
+        if getattr(r, "when", "call") == "call" and ("postgres" in r.nodeid or "postgres" in r.keywords)
     )
     if ran and not why:
         terminalreporter.write_line(
-            f"PostgreSQL: tested ({ran} tests on fresh schemas at {PG_URL}) as well as SQLite", green=True
+            f"PostgreSQL: tested ({ran} tests run on fresh schemas at {PG_URL}) as well as SQLite", green=True
         )
     elif not why:
         terminalreporter.write_line("PostgreSQL: no test of this selection needed it")

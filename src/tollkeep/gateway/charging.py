@@ -2,11 +2,11 @@
 
 Who is calling and whether they may (the key, its scope, the per-customer write limit and
 whatever per-key limits come) is the shared seam's (:class:`tollkeep.gateway.core.Charger`:
-``authenticate`` and ``admit``, the one gate both gateways pass). The holds are made here, on
-the same ledger calls (``ledger.hold_fn`` / ``resolve_fn`` through ``executor.acall``), because
-the HTTP gateway needs two things the shared ``Hold`` does not carry: a replayed hold's status
-(an ``Idempotency-Key`` retry of a call already charged is refused) and the actual token
-counts a tokens meter is settled with (``properties``). Resolutions are shielded from
+``authenticate`` and ``admit``, the one gate both gateways pass). The holds are the shared
+seam's too (``hold`` / ``settle`` / ``release`` / ``extend``); what this module adds is the HTTP
+side: an ``Idempotency-Key`` retry of a call already charged is refused (from the replayed
+hold's status), the top-up hint on a 402, a chain of holds for a stream settled part by part
+with the token counts a tokens meter needs (``properties``). Resolutions are shielded from
 cancellation: a hold is resolved whatever happens to the request that opened it.
 """
 
@@ -16,15 +16,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-
-import anyio
 
 from tollkeep.gateway import core
 from tollkeep.keys import Principal
 from tollkeep.kit.errors import Conflict, Forbidden, InsufficientCredits, TollkeepError
-from tollkeep.kit.executor import Command
 from tollkeep.ratelimit import Permit
 from tollkeep.runtime import Tollkeep
 
@@ -33,14 +29,7 @@ __all__ = ["Charger", "Held"]
 log = logging.getLogger("tollkeep.gateway.http")
 
 
-@dataclass(frozen=True)
-class Held:
-    """One open hold: its id and the integer amount it took."""
-
-    id: str
-    amount: int
-    status: str = "open"
-    duplicate: bool = False  # the answer of an earlier request with the same key
+Held = core.Hold  # one open hold: its id, the integer amount it took, a replay's status
 
 
 class Charger:
@@ -97,21 +86,18 @@ class Charger:
         quantity: Any = None,
         properties: Mapping[str, Any] | None = None,
     ) -> Held:
-        cmd = self.tk.ledger.hold_fn(
-            p.customer_id,
-            idempotency_key=key,
-            amount=amount,
-            meter=meter,
-            quantity=quantity,
-            properties=properties,
-            ttl_seconds=self.hold_ttl,
-            api_key_id=p.key_id,
-        )
         try:
-            out = await self.tk.ledger.executor.acall(cmd)
+            return await self.core.hold(
+                p,
+                amount,
+                idempotency_key=key,
+                meter=meter,
+                quantity=quantity,
+                properties=properties,
+                ttl_seconds=self.hold_ttl,
+            )
         except InsufficientCredits as exc:
             raise self.topup(exc) from None
-        return Held(out["id"], int(out["amount"]), str(out["status"]), bool(out.get("duplicate")))
 
     async def call_hold(self, p: Principal, prefix: str, idem_key: str | None, **kw: Any) -> tuple[Held, str]:
         """The hold of one call and the key it was made with. Without the caller's
@@ -141,24 +127,15 @@ class Charger:
             key = f"{prefix}:idem:{idem_key}:after:{held.id}"
         raise Conflict("this Idempotency-Key was retried too often", code="idempotency_key_used")
 
-    async def _resolve(self, cmd: Command[dict[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        with anyio.CancelScope(shield=True):
-            out = await self.tk.ledger.executor.acall(cmd)
-        return out
-
     async def settle(
         self, p: Principal, held: Held, amount: int, properties: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        cmd = self.tk.ledger.resolve_fn(
-            p.customer_id, held.id, action="settle", amount=amount, properties=properties
-        )
-        return await self._resolve(cmd)
+        return await self.core.settle(held, amount=amount, properties=properties)
 
     async def release(self, p: Principal, held: Held) -> None:
         """Give a hold back; a failure is logged (the sweeper releases it at its expiry)."""
         try:
-            await self._resolve(self.tk.ledger.resolve_fn(p.customer_id, held.id, action="release"))
+            await self.core.release(held)
         except TollkeepError as exc:
             log.warning("release of hold %s failed: %s %s", held.id, exc.code, exc.message)
 
@@ -166,9 +143,7 @@ class Charger:
         """Push the holds' expiry ``hold_ttl`` further (a stream longer than the TTL)."""
         for h in holds:
             try:
-                await self.tk.ledger.executor.acall(
-                    self.tk.ledger.extend_fn(p.customer_id, h.id, ttl_seconds=self.hold_ttl)
-                )
+                await self.core.extend(h, self.hold_ttl)
             except TollkeepError as exc:
                 log.warning("extending hold %s failed: %s %s", h.id, exc.code, exc.message)
 

@@ -82,8 +82,9 @@ class Hold:
     id: str
     customer_id: str
     amount: int
-    duplicate: bool = False
+    duplicate: bool = False  # the answer of an earlier request with the same key
     meter: str | None = None
+    status: str = "open"  # a replayed hold's: open, settled or released
 
 
 def payment_error_data(tk: Tollkeep, exc: TollkeepError, price: int) -> dict[str, Any]:
@@ -166,7 +167,7 @@ class Charger:
     async def hold(
         self,
         caller: Principal,
-        amount: int,
+        amount: int | None,
         *,
         idempotency_key: str,
         properties: Mapping[str, Any] | None = None,
@@ -193,7 +194,14 @@ class Charger:
         if before is not None:
             cmd = _first(before, cmd)
         out = await self.tk.executor.acall(_then(cmd, also))
-        return Hold(out["id"], caller.customer_id, int(out["amount"]), bool(out.get("duplicate")), meter)
+        return Hold(
+            out["id"],
+            caller.customer_id,
+            int(out["amount"]),
+            bool(out.get("duplicate")),
+            meter,
+            str(out.get("status", "open")),
+        )
 
     async def extend(self, hold: Hold, ttl_seconds: int) -> None:
         """Keep a hold open ``ttl_seconds`` more (long calls, streams)."""
@@ -207,16 +215,23 @@ class Charger:
         *,
         amount: int | None = None,
         quantity: Any = None,
+        properties: Mapping[str, Any] | None = None,
         also: Callable[[Any, dict[str, Any]], Any] | None = None,
     ) -> dict[str, Any]:
         """Charge the hold: its full amount, or ``amount``, or (a metered hold) the price of
-        ``quantity`` rated now; shielded from cancellation. ``also(tx, answer)``: work committed
-        in the same transaction (the stored result of an idempotent call, so the charge and the
+        ``quantity`` rated now; shielded from cancellation. ``properties``: what the usage
+        event records (a tokens meter's counts). ``also(tx, answer)``: work committed in the
+        same transaction (the stored result of an idempotent call, so the charge and the
         replayable answer commit together)."""
         if amount is None and quantity is None:
             amount = hold.amount
         cmd = self.tk.ledger.resolve_fn(
-            hold.customer_id, hold.id, action="settle", amount=amount, quantity=quantity
+            hold.customer_id,
+            hold.id,
+            action="settle",
+            amount=amount,
+            quantity=quantity,
+            properties=properties,
         )
         return await _shielded(self.tk, _then(cmd, also))
 
