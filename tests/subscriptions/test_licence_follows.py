@@ -231,3 +231,28 @@ def test_a_free_licence_code_is_not_spent_when_issuing_fails(
     with stk.db.scope(write=False) as s:
         assert s.execute(select(red.c.license_id)).scalars().all() == [r.json()["id"]]
     assert c.get("/admin/codes/APP").json()["redemptions"] == 1
+
+
+def test_a_locked_signing_key_never_blocks_billing(
+    stk: Tollkeep, sclient: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is signed in the subscription's transaction: with the signing key encrypted and
+    no passphrase, a subscription is still created and renewed; the key comes once it unlocks."""
+    c = sclient
+    monkeypatch.setattr(stk.licenses, "_passphrase", lambda: "s3cret")
+    stk.licenses.rotate_key()  # an encrypted signing key
+    monkeypatch.setattr(stk.licenses, "_passphrase", lambda: None)  # the server lost it
+    cid, _ = new_customer(c, "buyer")
+    r = c.post("/admin/subscriptions", json={"customer_id": cid, "plan": "pro"})
+    assert r.status_code == 201, r.text
+    sub = r.json()
+    assert sub["license"]["key"] is None and sub["license"]["id"]
+    advance(c, at(sub["current_period_end"]))
+    inv = c.get(f"/admin/subscriptions/{sub['id']}/invoices").json()["data"][0]
+    assert c.post(f"/admin/invoices/{inv['id']}/settle").status_code == 200
+    assert c.get(f"/admin/subscriptions/{sub['id']}").json()["cycle"] == 2
+    monkeypatch.setattr(stk.licenses, "_passphrase", lambda: "s3cret")
+    lic = stk.licenses.of_subscription(sub["id"])
+    assert lic is not None and lic["id"] == sub["license"]["id"]
+    claims = offline(c, lic["key"])
+    assert (claims.lid, claims.ver) == (sub["license"]["id"], 2)
