@@ -487,7 +487,8 @@ class SubscriptionService:
 
     def _with_licence(self, out: dict[str, Any]) -> dict[str, Any]:
         """After the commit: a created subscription's answer carries its licence and key."""
-        if self.changes.licenses is not None:
+        plan = self.catalog().plan(out["plan"])
+        if self.changes.licenses is not None and plan is not None and plan.license:
             lic = self.changes.licenses.of_subscription(out["id"])
             if lic is not None:
                 out["license"] = {"id": lic["id"], "key": lic["key"], "expires_at": lic["expires_at"]}
