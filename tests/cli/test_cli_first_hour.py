@@ -59,7 +59,7 @@ def start_demo(
             lines.append(line)
             if line.startswith("curl -s $BASE/v1/balance") and "export API=" in "".join(lines):
                 break
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # the gateways start first: slow on a busy machine
     while time.monotonic() < deadline:
         try:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -102,6 +102,51 @@ def test_the_demo_examples_paste_into_a_shell_and_work(tmp_path: Path) -> None:
         assert funnel["stages"]["paid"] == 1
         assert customers["data"][0]["external_id"] == "demo-user"
         assert len(ledger["data"]) == 4  # three grants and the charge
+    finally:
+        stop(proc)
+
+
+def test_the_demo_renews_a_subscription_and_verifies_its_licence_offline(tmp_path: Path) -> None:
+    """On the demo's fast clock: subscribed, invoice pending, paid, renewed with the new cycle's
+    allowance, the licence extended under the same id; the lines it prints to check the key
+    offline (JWKS, then `tollkeep licenses verify`) paste and work."""
+    port = free_port()
+    proc, printed = start_demo(tmp_path, port)
+    try:
+        tour = printed[printed.index("a subscription renewing") : printed.index("tollkeep demo  database")]
+        assert all(len(line) <= 80 for line in tour.splitlines()), tour
+        for says in (
+            "demo-subscriber subscribes to pro, cycle 1 until",
+            "the period ends: renewal invoice pending, 27.00 EUR",
+            "invoice paid: renewed, cycle 2 until",
+            "allowance for cycle 2: 10000 credits granted",
+            "(same id), plan pro, version 2",
+        ):
+            assert says in tour, tour
+        lid = tour.split("licence ")[1].split()[0]
+        assert f"{lid} (same id)" in tour
+        before, arrow, after = tour.split("    expires ")[1].split()[:3]
+        assert arrow == "->"
+        assert after > before  # the renewal moved the licence's expiry
+        check = tour[tour.index("    curl -s") :].replace(
+            "tollkeep licenses", f"{sys.executable} -m tollkeep licenses"
+        )
+        done = subprocess.run(
+            ["bash", "-ec", check.rstrip() + " --json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        claims = json.loads(done.stdout)
+        assert (claims["valid"], claims["lid"], claims["plan"], claims["ver"]) == (True, lid, "pro", 2)
+        assert (tmp_path / "jwks.json").exists()
+        # and the server agrees: one subscription, active in its second cycle, one licence
+        with Tollkeep(Settings(database_url=f"sqlite:///{tmp_path / f'tollkeep-demo-{port}.db'}")) as tk:
+            subs = tk.subscriptions.list_subscriptions()
+            assert [(s["status"], s["cycle"]) for s in subs] == [("active", 2)]
+            assert [x["id"] for x in tk.licenses.list()] == [lid]
     finally:
         stop(proc)
 

@@ -100,6 +100,7 @@ _PLAN_KEYS = (
     "prices",
     "period",
     "max_machines",
+    "license",
     "trial_days",
     "grace_days",
     "stripe_price_id",
@@ -696,6 +697,9 @@ class _Parser:
         suspend = table.get("suspend_keys_on_cancel", False)
         if not isinstance(suspend, bool):
             self.add((*path, "suspend_keys_on_cancel"), f"expected true or false, got {_type_name(suspend)}")
+        license_ = table.get("license", False)
+        if not isinstance(license_, bool):
+            self.add((*path, "license"), f"expected true or false, got {_type_name(license_)}")
         billing, stripe_meters = self.postpaid(table, path, meters, stripe_price_id)
         if len(self.issues) > before:
             return None
@@ -710,6 +714,7 @@ class _Parser:
             period=period,
             is_free=not any(prices.values()),
             max_machines=max_machines,
+            license=license_,
             trial_days=trial_days,
             grace_days=grace_days,
             stripe_price_id=stripe_price_id,

@@ -290,6 +290,9 @@ class Plan:
     period: str = "month"
     is_free: bool = True
     max_machines: int | None = None
+    # a subscription to this plan comes with a licence key (docs/licensing.md "Licences that
+    # follow a subscription"): issued on create, extended on renewal, expired on lapse/cancel
+    license: bool = False
     trial_days: int = 0
     grace_days: int = 0
     # payment providers: the provider's own id of this plan
@@ -328,6 +331,7 @@ class Plan:
             "caps": [cap.to_public_dict() for cap in self.caps],
             "features": list(self.features),
             "max_machines": self.max_machines,
+            "license": self.license,
             "trial_days": self.trial_days,
             "grace_days": self.grace_days,
         }

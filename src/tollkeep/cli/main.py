@@ -319,13 +319,16 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
     import uvicorn
 
     from tollkeep.app import create_app
+    from tollkeep.demo import tour
+    from tollkeep.demo.clock import DemoClock
     from tollkeep.runtime import Tollkeep
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_file}{suffix}").unlink(missing_ok=True)
     token = "tka_demo_" + secrets.token_urlsafe(16)
     s = Settings(database_url=f"sqlite:///{db_file}", admin_token=token, port=port)
-    tk = Tollkeep(s)
+    clock = DemoClock(tour.BEHIND)  # the demo's fast clock: real time once the tour is over
+    tk = Tollkeep(s, clock=clock)
     with out.status("setting up demo data"):
         c = tk.customers.create("demo-user", email="demo@example.com", name="Demo User")
         tk.ledger.grant(c["id"], 1000, source="purchase", idempotency_key="demo-topup", note="demo top-up")
@@ -345,12 +348,16 @@ def serve_demo(db_file: Path, port: int, no_serve: bool) -> None:
         tk.payments.pay_local(chk["id"])
         tk.inbox.process()
         wallet = tk.balance(c["id"])
+    with out.status("renewing a subscription on the demo's fast clock"):
+        base = f"http://127.0.0.1:{port}"
+        toured = tour.subscription_tour(tk, clock, Path(f"{db_file}.licence"), base)
     shown = wallet["display"]
     out.print(
         "bought the starter pack through the local payment provider (development mode):\n"
         f"  checkout {chk['id']}, balance {before} -> {wallet['balance']}",
         soft_wrap=True,
     )
+    print("\n".join(toured) + "\n", flush=True)  # plain: it holds lines to paste
     in_ledger = "" if tk.catalog.credits.per_credit == 1 else f" ({wallet['balance']} {wallet['unit']})"
     out.print(
         f"[bold green]tollkeep demo[/bold green]  database {db_file}  catalog {tk.catalog.version}\n"

@@ -28,7 +28,8 @@ class LicenseSigningKey(Base):
 
 class License(Base):
     """A licence: who, which plan, how many machines, until when. ``key_version`` grows when
-    the licence is re-issued with new terms (same ``id``)."""
+    the licence is re-issued with new terms (same ``id``). ``subscription_id``: the subscription
+    it follows (unique: one licence per subscription), None for one issued on its own."""
 
     __tablename__ = "licenses"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -41,6 +42,7 @@ class License(Base):
     status: Mapped[str] = mapped_column(String(16))  # active | revoked
     key_version: Mapped[int] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(String(255))
+    subscription_id: Mapped[str | None] = mapped_column(String(40), unique=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]

@@ -14,13 +14,14 @@ import hashlib
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, select
 
-from tollkeep.catalog import Catalog
+from tollkeep.catalog import Catalog, Plan
 from tollkeep.customers.models import Customer
 from tollkeep.kit.clock import Clock, iso
 from tollkeep.kit.db import Database, Tx
@@ -206,6 +207,31 @@ class LicenseService:
     ) -> dict[str, Any]:
         """A new licence for a customer on a plan (entitlements: the plan's features;
         ``max_machines`` unset: the plan's; None: unlimited). Returns its id and key."""
+        fn = partial(
+            self.issue_in,
+            customer_id=customer_id,
+            plan=plan,
+            max_machines=max_machines,
+            expires_at=expires_at,
+            grace_seconds=grace_seconds,
+            note=note,
+        )
+        return self.executor.call(Command(fn, customer_id))
+
+    def issue_in(
+        self,
+        s: Tx,
+        *,
+        customer_id: str,
+        plan: str,
+        max_machines: int | None = UNSET,
+        expires_at: datetime | None = None,
+        grace_seconds: int | None = None,
+        note: str | None = None,
+        license_id: str | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`issue` inside the caller's unit of work (a free-licence code is spent in the
+        same transaction): an invalid plan or a signing failure rolls the caller back too."""
         p = self._plan(plan)
         machines = p.max_machines if max_machines is UNSET else max_machines
         if machines is not None and machines < 1:
@@ -218,32 +244,115 @@ class LicenseService:
         grace = self.default_grace_seconds if grace_seconds is None else grace_seconds
         if grace < 0:
             raise InvalidInput("grace_seconds must not be negative", code="invalid_grace")
+        if s.execute(select(CU.c.id).where(CU.c.id == customer_id)).first() is None:
+            raise NotFound(f"no customer {customer_id}", code="customer_not_found")
+        lid = license_id or new_id("lic_")
+        repo.insert_license(
+            s,
+            id=lid,
+            customer_id=customer_id,
+            plan=p.key,
+            entitlements=list(p.features),
+            max_machines=machines,
+            expires_at=expires_at,
+            grace_seconds=grace,
+            status="active",
+            key_version=1,
+            note=note,
+            created_at=now,
+            updated_at=now,
+        )
+        lic = self._row(s, lid)
+        key = self._sign(s, lic)
+        self.events.emit(s, LicenseCreated(lid, customer_id, p.key))
+        return {**self.view(s, lic), "key": key}
 
-        def fn(s: Tx) -> dict[str, Any]:
-            if s.execute(select(CU.c.id).where(CU.c.id == customer_id)).first() is None:
-                raise NotFound(f"no customer {customer_id}", code="customer_not_found")
+    # ------------------------------------------------------------------ licences of subscriptions
+    def follow_subscription(
+        self,
+        s: Tx,
+        *,
+        subscription_id: str,
+        customer_id: str,
+        plan: Plan | None,
+        live: bool,
+        until: datetime,
+        now: datetime,
+    ) -> str | None:
+        """Bring the licence of a subscription to the subscription's state, inside the
+        subscription's own unit of work (so a crash can never leave them apart). Idempotent:
+        called again with the same state it writes nothing; the licence is keyed by
+        ``subscription_id`` (unique), so a subscription never gets two.
+
+        - live (trialing, active, past due) on a plan with ``license = true``: the licence exists
+          (issued the first time), has the plan's terms and expires at ``until`` (the period end
+          + the plan's grace). A renewal moves ``exp``, a plan change the terms; same id.
+        - otherwise (lapsed, canceled, or moved to a plan without a licence): the licence
+          expires now (an expiry already past stays). Not revoked: a renewal or reactivation
+          of the same subscription extends the same licence again.
+
+        Nothing is signed here: the re-issued key (``ver`` + 1) is handed to the app at its next
+        online validation or check-in, so a locked signing key never blocks billing. Returns the
+        licence id (None: none is due)."""
+        lic = s.execute(select(L).where(L.c.subscription_id == subscription_id).with_for_update()).first()
+        wanted = live and plan is not None and plan.license
+        if lic is None:
+            if not wanted:
+                return None
+            assert plan is not None
             lid = new_id("lic_")
             repo.insert_license(
                 s,
                 id=lid,
                 customer_id=customer_id,
-                plan=p.key,
-                entitlements=list(p.features),
-                max_machines=machines,
-                expires_at=expires_at,
-                grace_seconds=grace,
+                plan=plan.key,
+                entitlements=list(plan.features),
+                max_machines=plan.max_machines,
+                expires_at=until,
+                grace_seconds=self.default_grace_seconds,
                 status="active",
                 key_version=1,
-                note=note,
+                note=f"subscription {subscription_id}",
+                subscription_id=subscription_id,
                 created_at=now,
                 updated_at=now,
             )
-            lic = self._row(s, lid)
-            key = self._sign(s, lic)
-            self.events.emit(s, LicenseCreated(lid, customer_id, p.key))
+            self.events.emit(s, LicenseCreated(lid, customer_id, plan.key))
+            return lid
+        if lic.status == "revoked":  # an operator's revocation is final
+            return str(lic.id)
+        terms: dict[str, Any]
+        if wanted:
+            assert plan is not None
+            terms = {"plan": plan.key, "entitlements": list(plan.features), "expires_at": until}
+            if plan.key != lic.plan:
+                terms["max_machines"] = plan.max_machines
+        else:
+            ends = lic.expires_at if lic.expires_at is not None and lic.expires_at <= now else now
+            terms = {"expires_at": ends}
+        changed = {k: v for k, v in terms.items() if getattr(lic, k) != v}
+        if changed:
+            repo.update_license(s, lic.id, key_version=lic.key_version + 1, updated_at=now, **changed)
+            self.events.emit(
+                s, LicenseUpdated(lic.id, lic.customer_id, terms.get("plan", lic.plan), lic.key_version + 1)
+            )
+        return str(lic.id)
+
+    def of_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """The licence of a subscription with its current key (signed now; None when the
+        signing key cannot be used: the app gets it at its first online validation), or None."""
+
+        def fn(s: Tx) -> dict[str, Any] | None:
+            lic = s.execute(select(L).where(L.c.subscription_id == subscription_id)).first()
+            if lic is None:
+                return None
+            try:
+                key: str | None = self._sign(s, lic)
+            except TollkeepError:  # e.g. license_key_locked: the licence exists, the key comes later
+                key = None
             return {**self.view(s, lic), "key": key}
 
-        return self.executor.call(Command(fn, customer_id))
+        return self.executor.call(fn)
 
     def _row(self, s: Tx, lid: str, *, lock: bool = False) -> Any:
         q = select(L).where(L.c.id == lid)
@@ -270,6 +379,7 @@ class LicenseService:
             "status": lic.status,
             "key_version": lic.key_version,
             "note": lic.note,
+            "subscription_id": lic.subscription_id,
             "created_at": iso(lic.created_at),
             "updated_at": iso(lic.updated_at),
             "revoked_at": iso(lic.revoked_at) if lic.revoked_at else None,
@@ -368,12 +478,37 @@ class LicenseService:
                 raise
             return verify(token, self._reload_public(), now=self.clock.now().timestamp())
 
+    def _verified_online(self, token: str) -> Any:
+        """:meth:`_verified`, except that an expired key whose licence has since been extended
+        (a subscription renewed while the app was offline: ``ver`` moved on, the licence is
+        active and not expired) is accepted online: the licence's current state is the truth
+        there, and the app gets the re-issued key back. Its signature is still checked."""
+        try:
+            return self._verified(token)
+        except LicenseInvalid as exc:
+            if exc.code != "expired":
+                raise
+            _, raw = decode_unverified(token)
+            claims = verify(token, self.public_keys(), now=float(raw["exp"]))  # signature only
+            with self.db.scope(write=False) as s:
+                lic = s.execute(select(L).where(L.c.id == claims.lid)).first()
+            renewed = (
+                lic is not None
+                and lic.status == "active"
+                and lic.key_version > claims.ver
+                and (lic.expires_at is None or lic.expires_at > self.clock.now())
+            )
+            if not renewed:
+                raise
+            return claims
+
     def validate(self, token: str, fingerprint: str | None = None) -> dict[str, Any]:
         """The online check: signature, then the licence's current state. ``valid`` is false
-        with a ``code`` saying why; a key signed with older terms gets the re-issued one back."""
+        with a ``code`` saying why; a key signed with older terms gets the re-issued one back
+        (even an expired one, when its licence was extended since: a renewal)."""
         fp = fingerprint_hash(fingerprint) if fingerprint is not None else None
         try:
-            claims = self._verified(token)
+            claims = self._verified_online(token)
         except LicenseInvalid as exc:
             code = "expired" if exc.code == "expired" else exc.code
             out: dict[str, Any] = {"valid": False, "code": code, "message": exc.message}
@@ -409,7 +544,7 @@ class LicenseService:
 
     def _usable(self, token: str) -> Any:
         try:
-            claims = self._verified(token)
+            claims = self._verified_online(token)
         except LicenseInvalid as exc:
             raise LicenseError(exc.message, code=f"license_{exc.code}") from None
         return claims

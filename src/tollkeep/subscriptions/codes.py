@@ -247,12 +247,15 @@ class Codes:
         return row
 
     def redeem_free_license(self, customer_id: str, code: str) -> dict[str, Any]:
-        """A free-licence code: a licence of its plan for the customer (once per customer)."""
+        """A free-licence code: a licence of its plan for the customer (once per customer).
+        One unit of work: the redemption is taken and the licence issued (and signed) in the
+        same transaction, so a failure to issue (a plan gone from the catalog, the signing key
+        locked) leaves the code unspent; the redemption row names the licence."""
         licenses = self.subs.changes.licenses
         if licenses is None:
             raise Conflict("licensing is not configured", code="licensing_unavailable")
 
-        def fn(s: Tx) -> Any:
+        def fn(s: Tx) -> dict[str, Any]:
             now = self.subs.clock.now()
             row = self._get(s, code)
             if row.kind != "free_license":
@@ -261,8 +264,10 @@ class Codes:
                 raise Conflict("this code is disabled", code="code_disabled")
             if row.expires_at is not None and row.expires_at <= now:
                 raise Conflict("this code has expired", code="code_expired")
-            self.redeem(s, row.code, customer_id, now)
-            return row
+            lid = new_id("lic_")
+            self.redeem(s, row.code, customer_id, now, license_id=lid)
+            return licenses.issue_in(
+                s, customer_id=customer_id, plan=row.plans[0], note=f"code {row.code}", license_id=lid
+            )
 
-        row = self.subs.executor.call(Command(fn, customer_id))
-        return licenses.issue(customer_id, row.plans[0], note=f"code {row.code}")
+        return self.subs.executor.call(Command(fn, customer_id))

@@ -72,6 +72,7 @@ SUB = table_of(Subscription)
 INV = table_of(Invoice)
 LIVE = (Status.TRIALING, Status.ACTIVE, Status.PAST_DUE)
 MAX_LIST = 500
+_LICENCE_FIELDS = frozenset({"plan", "status", "current_period_end"})  # what a licence follows
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,8 @@ class SubscriptionService:
         if "next_action_at" not in values:
             values["next_action_at"] = self._next_action(row.status, row, probe, now)
         repo.update_subscription(s, row.id, updated_at=now, **values)
+        if _LICENCE_FIELDS.intersection(values):  # the licence follows, in this transaction
+            self._follow_licence(s, row.id, now)
 
     def _customer_plan(self, s: Tx, customer_id: str) -> tuple[Any, str | None]:
         w = ledger_api.lock_wallet_of_customer(s, customer_id)
@@ -453,6 +456,7 @@ class SubscriptionService:
             else:
                 self.plans.change_plan_fn(customer_id, plan.key)(s)
                 self.plans.refresh_allowance_fn(customer_id)(s)
+            self._follow_licence(s, sid, now)  # a plan with `license = true`: issued, once
             row = self._row(s, sid)
             self.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             out = self.view(s, row)
@@ -460,7 +464,35 @@ class SubscriptionService:
                 record(s, actor, "subscription.create", ("subscription", sid), after=out, at=now)
             return out
 
-        return self.executor.call(Command(fn, customer_id))
+        return self._with_licence(self.executor.call(Command(fn, customer_id)))
+
+    # ------------------------------------------------------------------ licences follow the subscription
+    def _follow_licence(self, s: Tx, sub_id: str, now: datetime) -> None:
+        """Inside the subscription's unit of work: its licence (a plan with ``license = true``)
+        is issued, extended to the period end + the plan's grace, moved to the plan's terms, or
+        expired when it lapses or is canceled (``LicenseService.follow_subscription``)."""
+        licenses = self.changes.licenses
+        if licenses is None:
+            return
+        row = self._row(s, sub_id)
+        licenses.follow_subscription(
+            s,
+            subscription_id=row.id,
+            customer_id=row.customer_id,
+            plan=self.catalog().plan(row.plan),
+            live=row.status in LIVE,
+            until=row.current_period_end + self._grace(row),
+            now=now,
+        )
+
+    def _with_licence(self, out: dict[str, Any]) -> dict[str, Any]:
+        """After the commit: a created subscription's answer carries its licence and key."""
+        plan = self.catalog().plan(out["plan"])
+        if self.changes.licenses is not None and plan is not None and plan.license:
+            lic = self.changes.licenses.of_subscription(out["id"])
+            if lic is not None:
+                out["license"] = {"id": lic["id"], "key": lic["key"], "expires_at": lic["expires_at"]}
+        return out
 
     # ------------------------------------------------------------------ cancel
     def _owner(self, table: Any, row_id: str) -> str | None:
