@@ -439,18 +439,22 @@ NOTES = [
     "- **Online, at 64 clients**: wrk keeps 64 requests in flight, so the median latency is about "
     "64 ÷ throughput (Little's law): p99 < 10 ms at 64 clients needs well over 6,400 validations/s "
     "from one process, more than `GET /healthz` alone reaches on this machine; with an Ed25519 verify "
-    "in every request the offline ceiling caps it first. The 1-client row is a single request's "
-    "latency without queueing. A validation is one Ed25519 verify, a read transaction with three "
-    "SELECTs (the licence, its active machines, the calling machine), FastAPI's body validation and "
-    "a thread-pool hop.",
-    "- **In process**, SQLAlchemy's per-statement machinery (building the `select()`, its cache key, "
-    "the execution context and result) was most of a validation, several times the SQLite time and "
-    "the signature; the three reads are now prebuilt statements (`kit/rawsql.py`, as the ledger's "
-    "debit path; `TOLLKEEP_RAW_SQL=0` runs them through `Session.execute` as before, the *before* "
-    "column). What is left is the read transaction itself (session, BEGIN, commit), the Ed25519 "
-    "verify, and the view's formatting. Going further needs the route served ahead of FastAPI's "
-    "router like `POST /v1/usage` (`HotRoutes`), and more than one server process: "
-    "`tollkeep serve` is one.",
+    "in every request the offline ceiling caps it first. A validation is one Ed25519 verify, a read "
+    "transaction with three SELECTs (the licence, its active machines, the calling machine), "
+    "FastAPI's body validation and a thread-pool hop.",
+    "- **In process**, SQLAlchemy's per-statement machinery (building each `select()`, its cache key, "
+    "the execution context and result) was about a third of a validation; the three reads are now "
+    "prebuilt statements (`kit/rawsql.py`, as the ledger's debit path; `TOLLKEEP_RAW_SQL=0` runs "
+    "them through `Session.execute` as before: the *before* column, measured alongside). What is "
+    "left is the read transaction itself (`driver_cursor` is where the session checks out a "
+    "connection and begins), the Ed25519 verify (`_verified`) and the view's formatting. Over HTTP "
+    "the same A/B (two servers on one file, alternating 3 s wrk runs at 1 and 16 clients, by hand) "
+    "showed no difference above this machine's noise: the route's own cost (uvicorn, FastAPI's body "
+    "validation, the thread-pool hop, the JSON answer) weighs as much. Going further needs the route "
+    "served ahead of FastAPI's router like `POST /v1/usage` (`HotRoutes`), and more than one server "
+    "process (`tollkeep serve` is one).",
+    "- **1 client** on this loaded machine: each request crosses two threads (the event loop and the "
+    "thread pool), and each hop can wait for a core; `/healthz` (no hop) does not, hence its lower p50.",
 ]
 
 

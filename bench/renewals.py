@@ -464,9 +464,9 @@ NOTES = [
     "share in the SQLite driver itself. A renewal costs about as much writer time as 8 plain grants "
     "(the ratio column); the grant's hot path runs on prebuilt statements (`kit/rawsql.py`), the "
     "renewal's do not.",
-    "- **About 16 statements per renewal**: 4 SELECTs of the subscription (the claim's share, the lock "
-    "in `_advance`, the re-read after `_update`, the locks in `_draft` and `_opened`), 3 UPDATEs of "
-    "it, 3 SELECTs of invoices (`_open_cycle`, `invoice_of_cycle`, `get_invoice`), 2 of "
+    "- **About 16 statements per renewal**: 4 SELECTs of the subscription (the lock in `_advance`, "
+    "the re-read after `_update`, the locks in `_draft` and `_opened`; the claim is one per batch), "
+    "3 UPDATEs of it, 3 SELECTs of invoices (`_open_cycle`, `invoice_of_cycle`, `get_invoice`), 2 of "
     "`plan_changes` (`void_pending` and `scheduled`), 2 outbox rows, the invoice's INSERT and UPDATE.",
     "- **The fix I would make in `SubscriptionService`**: (1) for a provider that creates nothing "
     "outside (`manual`), draft and open the invoice in the same unit of work as `_advance`: one lock "
