@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.payments
 	$(BIN)/python -m bench.gateway_mcp
+	$(BIN)/python -m bench.licensing
+	$(BIN)/python -m bench.renewals --profile
 
 # optional: the load generator the benchmarks use (Debian/Ubuntu, as root); without it the
 # webhook-receive benchmark is skipped with a message

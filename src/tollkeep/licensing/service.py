@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from tollkeep.catalog import Catalog, Plan
 from tollkeep.customers.models import Customer
@@ -30,6 +30,7 @@ from tollkeep.kit.events import EventBus
 from tollkeep.kit.executor import Command, WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.licensing import repository as repo
 from tollkeep.licensing.events import (
     LicenseCreated,
@@ -50,6 +51,18 @@ CU = table_of(Customer)
 ISSUER = "tollkeep"
 UNSET: Any = object()
 MAX_FINGERPRINT = 512
+# The online validation's reads, built once and run on the driver cursor (kit/rawsql.py: the same
+# statements and type processors, without SQLAlchemy's per-execution bookkeeping, which was most
+# of a validation's time; ``TOLLKEEP_RAW_SQL=0`` runs them through Session.execute)
+_LICENSE = RawStatement(select(L).where(L.c.id == bindparam("lid")))
+_ACTIVE_MACHINES = RawStatement(
+    select(func.count().label("n"))
+    .select_from(M)
+    .where(M.c.license_id == bindparam("lid"), M.c.status == "active")
+)
+_MACHINE = RawStatement(
+    select(M).where(M.c.license_id == bindparam("lid"), M.c.fingerprint_hash == bindparam("fp"))
+)
 
 
 def fingerprint_hash(fingerprint: str) -> str:
@@ -363,9 +376,7 @@ class LicenseService:
 
     def view(self, s: Tx, lic: Any) -> dict[str, Any]:
         now = self.clock.now()
-        active = s.execute(
-            select(func.count()).select_from(M).where(M.c.license_id == lic.id, M.c.status == "active")
-        ).scalar_one()
+        active = _ACTIVE_MACHINES.first(s, {"lid": lic.id}).n
         return {
             "id": lic.id,
             "customer_id": lic.customer_id,
@@ -517,13 +528,13 @@ class LicenseService:
                 out["license_id"] = raw.get("lid")
             return out
         with self.db.scope(write=False) as s:
-            lic = s.execute(select(L).where(L.c.id == claims.lid)).first()
+            lic = _LICENSE.first(s, {"lid": claims.lid})
             if lic is None:
                 return {"valid": False, "code": "not_found", "message": "no such licence"}
             view = self.view(s, lic)
             machine = None
             if fp is not None:
-                m = s.execute(select(M).where(M.c.license_id == lic.id, M.c.fingerprint_hash == fp)).first()
+                m = _MACHINE.first(s, {"lid": lic.id, "fp": fp})
                 machine = {"activated": m is not None and m.status == "active"}
         if lic.status == "revoked":
             return {"valid": False, "code": "revoked", "message": "the licence was revoked", "license": view}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,11 +72,18 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_NOT_B64URL = re.compile(r"[=+/ \n]").search
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PAD = ("", "=", "==", "===")
+
+
 def b64url_decode(text: str) -> bytes:
-    if not isinstance(text, str) or any(c in text for c in "=+/ \n"):
+    # what base64.urlsafe_b64decode does (ASCII only, then - and _ to + and /, non-strict
+    # decoding), inlined: it runs three times per verified key
+    if not isinstance(text, str) or _NOT_B64URL(text) is not None:
         raise LicenseInvalid("malformed", "not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64((text + _PAD[-len(text) % 4]).encode("ascii").translate(_FROM_URLSAFE))
     except (binascii.Error, ValueError):
         raise LicenseInvalid("malformed", "not base64url") from None
 
@@ -90,9 +98,18 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:
     return out
 
 
+_json_decode = json.JSONDecoder().decode  # what json.loads uses for a str without options
+
+
 def _json_part(part: str) -> dict[str, Any]:
+    raw = b64url_decode(part)
     try:
-        value = json.loads(b64url_decode(part))
+        # UTF-8 (what json.loads detects for bytes starting "{" then a non-NUL byte), decoded as
+        # json.loads decodes bytes; anything else (BOMs, UTF-16/32) through json.loads itself
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            value = _json_decode(raw.decode("utf-8", "surrogatepass"))
+        else:
+            value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise LicenseInvalid("malformed", "a part is not JSON") from None
     if not isinstance(value, dict):
@@ -100,13 +117,18 @@ def _json_part(part: str) -> dict[str, Any]:
     return value
 
 
-def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims WITHOUT checking the signature (to read ``kid`` or show a licence)."""
+def _split(token: str) -> list[str]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise LicenseInvalid("malformed", "not a licence key")
     parts = token.strip().split(".")
     if len(parts) != 3:
         raise LicenseInvalid("malformed", "a licence key has three dot-separated parts")
+    return parts
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims WITHOUT checking the signature (to read ``kid`` or show a licence)."""
+    parts = _split(token)
     return _json_part(parts[0]), _json_part(parts[1])
 
 
@@ -128,14 +150,14 @@ def verify(
 ) -> License:
     """Check ``token``'s signature with the key its header names, then its times (``leeway``
     seconds of clock skew allowed). Returns the claims; raises :class:`LicenseInvalid`."""
-    header, claims = decode_unverified(token)
+    head, body, sig = _split(token)
+    header, claims = _json_part(head), _json_part(body)
     if header.get("alg") != "EdDSA":
         raise LicenseInvalid("unsupported_algorithm", "licence keys are signed with EdDSA (Ed25519)")
     kid = header.get("kid")
     key = keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise LicenseInvalid("unknown_key", f"no public key with kid {kid!r}: refresh the JWKS")
-    head, body, sig = token.strip().split(".")
     try:
         key.verify(b64url_decode(sig), f"{head}.{body}".encode("ascii"))
     except InvalidSignature:
