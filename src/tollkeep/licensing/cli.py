@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tollkeep.cli.common import JsonOpt, id_table, out, print_table, runtime, show, when
+from tollkeep.kit.actor import cli_actor
 from tollkeep.licensing.service import UNSET
 from tollkeep.licensing.verify import LicenseInvalid, keys_from_jwks, verify
 
@@ -39,6 +40,7 @@ def issue(
             expires_at=when(expires_at),
             grace_seconds=grace_seconds,
             note=note,
+            actor=cli_actor(),
         )
     show(lic, as_json)
 
@@ -91,6 +93,7 @@ def update(
             plan=plan,
             max_machines=UNSET if max_machines is None else max_machines,
             expires_at=UNSET if expires_at is None else when(expires_at),
+            actor=cli_actor(),
         )
     show(lic, as_json)
 
@@ -99,7 +102,7 @@ def update(
 def revoke(license_id: str, as_json: JsonOpt = False) -> None:
     """Revoke a licence (online validation fails; it joins the revocation list)."""
     with runtime() as tk:
-        show(tk.licenses.revoke(license_id), as_json)
+        show(tk.licenses.revoke(license_id, actor=cli_actor()), as_json)
 
 
 @app.command("jwks")
@@ -135,7 +138,7 @@ def verify_(
 def rotate_key(as_json: JsonOpt = False) -> None:
     """Retire the signing key and start signing with a new one (old keys stay in the JWKS)."""
     with runtime() as tk:
-        out_ = tk.licenses.rotate_key()
+        out_ = tk.licenses.rotate_key(actor=cli_actor())
     show(out_, as_json)
     if not as_json:
         out.print("old licences keep verifying; ship the new JWKS with your next app release")

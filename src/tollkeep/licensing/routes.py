@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tollkeep.api.deps import Admin, AdminActor, Runtime, errors
-from tollkeep.audit import record
 from tollkeep.licensing.schemas import LicenseCreate, LicenseKeyIn, LicenseUpdate, MachineIn, RecoverIn
 from tollkeep.licensing.service import UNSET
 
@@ -87,18 +86,15 @@ async def create_license(body: LicenseCreate, tk: Admin, actor: AdminActor) -> d
     machines = body.max_machines if "max_machines" in body.model_fields_set else UNSET
 
     def fn() -> dict[str, Any]:
-        out = tk.licenses.issue(
+        return tk.licenses.issue(
             body.customer_id,
             body.plan,
             max_machines=machines,
             expires_at=body.expires_at,
             grace_seconds=body.grace_seconds,
             note=body.note,
+            actor=actor,
         )
-        tk.executor.call(
-            lambda s: record(s, actor, "license.create", ("license", out["id"]), at=tk.clock.now())
-        )
-        return out
 
     return await run_in_threadpool(fn)
 
@@ -117,14 +113,7 @@ async def list_licenses(
     "/rotate-key", summary="Rotate the signing key (old keys stay in the JWKS)", responses=errors(401, 403)
 )
 async def rotate_key(tk: Admin, actor: AdminActor) -> dict[str, Any]:
-    def fn() -> dict[str, Any]:
-        out = tk.licenses.rotate_key()
-        tk.executor.call(
-            lambda s: record(s, actor, "license.rotate_key", ("license_key", out["kid"]), at=tk.clock.now())
-        )
-        return out
-
-    return await run_in_threadpool(fn)
+    return await run_in_threadpool(lambda: tk.licenses.rotate_key(actor=actor))
 
 
 @admin_router.get("/{license_id}", summary="A licence and its machines", responses=errors(401, 404))
@@ -143,27 +132,17 @@ async def update_license(
     given = body.model_fields_set
 
     def fn() -> dict[str, Any]:
-        out = tk.licenses.update(
+        return tk.licenses.update(
             license_id,
             plan=body.plan,
             max_machines=body.max_machines if "max_machines" in given else UNSET,
             expires_at=body.expires_at if "expires_at" in given else UNSET,
+            actor=actor,
         )
-        tk.executor.call(
-            lambda s: record(s, actor, "license.update", ("license", license_id), at=tk.clock.now())
-        )
-        return out
 
     return await run_in_threadpool(fn)
 
 
 @admin_router.post("/{license_id}/revoke", summary="Revoke a licence", responses=errors(401, 403, 404))
 async def revoke_license(license_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
-    def fn() -> dict[str, Any]:
-        out = tk.licenses.revoke(license_id)
-        tk.executor.call(
-            lambda s: record(s, actor, "license.revoke", ("license", license_id), at=tk.clock.now())
-        )
-        return out
-
-    return await run_in_threadpool(fn)
+    return await run_in_threadpool(lambda: tk.licenses.revoke(license_id, actor=actor))

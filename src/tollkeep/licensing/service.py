@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import bindparam, func, select
 
+from tollkeep.audit import record
 from tollkeep.catalog import Catalog, Plan
 from tollkeep.customers.models import Customer
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import Conflict, InvalidInput, NotFound, TollkeepError
@@ -63,6 +65,11 @@ _ACTIVE_MACHINES = RawStatement(
 _MACHINE = RawStatement(
     select(M).where(M.c.license_id == bindparam("lid"), M.c.fingerprint_hash == bindparam("fp"))
 )
+
+
+def _public(out: dict[str, Any]) -> dict[str, Any]:
+    """A licence as the audit log keeps it: its view without the key."""
+    return {k: v for k, v in out.items() if k != "key"}
 
 
 def fingerprint_hash(fingerprint: str) -> str:
@@ -144,15 +151,19 @@ class LicenseService:
         ).first()
         return row if row is not None else self._insert_key(s, self.clock.now())
 
-    def rotate_key(self) -> dict[str, Any]:
+    def rotate_key(self, *, actor: Actor | None = None) -> dict[str, Any]:
         """Retire the signing key; a new one signs from now on. Old keys stay in the JWKS, so
-        every licence already issued keeps verifying."""
+        every licence already issued keeps verifying. ``actor``: who asked (audited in the same
+        transaction, as every admin change here)."""
 
         def fn(s: Tx) -> dict[str, Any]:
             now = self.clock.now()
             repo.retire_signing_keys(s, now)
             row = self._insert_key(s, now)
-            return {"kid": row.kid, "created_at": iso(row.created_at)}
+            out = {"kid": row.kid, "created_at": iso(row.created_at)}
+            if actor is not None:
+                record(s, actor, "license.rotate_key", ("license_key", row.kid), after=out, at=now)
+            return out
 
         return self.executor.call(fn)
 
@@ -217,10 +228,11 @@ class LicenseService:
         expires_at: datetime | None = None,
         grace_seconds: int | None = None,
         note: str | None = None,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """A new licence for a customer on a plan (entitlements: the plan's features;
         ``max_machines`` unset: the plan's; None: unlimited). Returns its id and key."""
-        fn = partial(
+        issue = partial(
             self.issue_in,
             customer_id=customer_id,
             plan=plan,
@@ -229,6 +241,20 @@ class LicenseService:
             grace_seconds=grace_seconds,
             note=note,
         )
+
+        def fn(s: Tx) -> dict[str, Any]:
+            out = issue(s)
+            if actor is not None:
+                record(
+                    s,
+                    actor,
+                    "license.create",
+                    ("license", out["id"]),
+                    after=_public(out),
+                    at=self.clock.now(),
+                )
+            return out
+
         return self.executor.call(Command(fn, customer_id))
 
     def issue_in(
@@ -259,7 +285,7 @@ class LicenseService:
             raise InvalidInput("grace_seconds must not be negative", code="invalid_grace")
         if s.execute(select(CU.c.id).where(CU.c.id == customer_id)).first() is None:
             raise NotFound(f"no customer {customer_id}", code="customer_not_found")
-        lid = license_id or new_id("lic_")
+        lid = license_id or new_id("lic")
         repo.insert_license(
             s,
             id=lid,
@@ -313,7 +339,7 @@ class LicenseService:
             if not wanted:
                 return None
             assert plan is not None
-            lid = new_id("lic_")
+            lid = new_id("lic")
             repo.insert_license(
                 s,
                 id=lid,
@@ -424,6 +450,7 @@ class LicenseService:
         plan: str | None = None,
         max_machines: int | None = UNSET,
         expires_at: datetime | None = UNSET,
+        actor: Actor | None = None,
     ) -> dict[str, Any]:
         """New terms on the same licence id; the key is re-issued with ``ver`` + 1 (returned here,
         and handed to the app at its next online validation)."""
@@ -439,6 +466,7 @@ class LicenseService:
             lic = self._row(s, lid, lock=True)
             if lic.status == "revoked":
                 raise Conflict("a revoked licence cannot change", code="license_revoked")
+            before = self.view(s, lic) if actor is not None else None
             values: dict[str, Any] = {"key_version": lic.key_version + 1, "updated_at": self.clock.now()}
             if p is not None:
                 values.update(plan=p.key, entitlements=list(p.features))
@@ -449,7 +477,18 @@ class LicenseService:
             repo.update_license(s, lid, **values)
             lic = self._row(s, lid)
             self.events.emit(s, LicenseUpdated(lid, lic.customer_id, lic.plan, lic.key_version))
-            return {**self.view(s, lic), "key": self._sign(s, lic)}
+            view = self.view(s, lic)
+            if actor is not None:
+                record(
+                    s,
+                    actor,
+                    "license.update",
+                    ("license", lid),
+                    before=before,
+                    after=view,
+                    at=values["updated_at"],
+                )
+            return {**view, "key": self._sign(s, lic)}
 
         return self.executor.call(Command(fn, self._owner(lid)))
 
@@ -458,13 +497,17 @@ class LicenseService:
             row = s.execute(select(L.c.customer_id).where(L.c.id == lid)).first()
         return None if row is None else row.customer_id
 
-    def revoke(self, lid: str) -> dict[str, Any]:
+    def revoke(self, lid: str, *, actor: Actor | None = None) -> dict[str, Any]:
         def fn(s: Tx) -> dict[str, Any]:
             lic = self._row(s, lid, lock=True)
             if lic.status != "revoked":
                 now = self.clock.now()
+                before = self.view(s, lic)
                 repo.update_license(s, lid, status="revoked", revoked_at=now, updated_at=now)
                 self.events.emit(s, LicenseRevoked(lid, lic.customer_id))
+                if actor is not None:
+                    after = self.view(s, self._row(s, lid))
+                    record(s, actor, "license.revoke", ("license", lid), before=before, after=after, at=now)
             return self.view(s, self._row(s, lid))
 
         return self.executor.call(Command(fn, self._owner(lid)))
