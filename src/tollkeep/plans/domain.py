@@ -74,11 +74,7 @@ class BillingPeriod:
 def follows_subscription(plan: Plan | None, billing: BillingPeriod | None) -> bool:
     """The plan's allowance follows the subscription's cycles: its period is the plan's billing
     period (a monthly allowance of a monthly plan). A daily allowance, or a monthly one of a
-    yearly plan, stays on calendar periods; a lifetime one is granted once.
-
-Caps and tier counters of a customer whose plan is billed by a subscription count the
-subscription's own periods (:func:`usage_periods`, carried on the wallet row: the ledger reads
-them with its lock and applies ``kit.clock.usage_period``)."""
+    yearly plan, stays on calendar periods; a lifetime one is granted once."""
     return (
         billing is not None
         and plan is not None

@@ -42,9 +42,7 @@ def set_allowance_state(s: Tx, wallet_id: str, now: datetime, **values: Any) -> 
     s.execute(update(W).where(W.c.id == wallet_id).values(**values, updated_at=now))
 
 
-def set_usage_periods(
-    s: Tx, w: Any, now: datetime, periods: SubscriptionPeriods | None
-) -> None:
+def set_usage_periods(s: Tx, w: Any, now: datetime, periods: SubscriptionPeriods | None) -> None:
     """Carry ``periods`` on the wallet row ``w`` (None: calendar periods); no write when they
     are already what it carries."""
     values = {

@@ -24,7 +24,7 @@ def upgrade() -> None:
         b.add_column(sa.Column("period_until", sa.DateTime(), nullable=True))
     for table in ("usage_counters", "unique_values"):
         with op.batch_alter_table(table) as b:
-            b.alter_column("period", existing_type=sa.String(16), type_=sa.String(40), existing_nullable=False)
+            b.alter_column("period", existing_type=sa.String(16), type_=sa.String(40), nullable=False)
     # wallets of customers on the plan of a live subscription carry its periods from now on; the
     # plan's grace is the catalog's (not known here): up to the current cycle's end, then the
     # next settle of the subscription writes them with the grace
@@ -45,7 +45,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("usage_counters", "unique_values"):
         with op.batch_alter_table(table) as b:
-            b.alter_column("period", existing_type=sa.String(40), type_=sa.String(16), existing_nullable=False)
+            b.alter_column("period", existing_type=sa.String(40), type_=sa.String(16), nullable=False)
     with op.batch_alter_table("wallets") as b:
         b.drop_column("period_until")
         b.drop_column("period_since")
