@@ -150,19 +150,25 @@ def usage_period(
     Without ``sub``, or outside [``sub.since``, ``sub.until``): the calendar period
     (:func:`period_bounds`). With it, a ``month`` or ``year`` is the subscription's own: counted
     from ``sub.anchor`` in whole months (years), the day clamped at month ends like the billing
-    cycles (:func:`add_months`), the first one starting at ``sub.since`` (a trial is a period of
-    its own); the key is ``sm:`` / ``sy:`` and the start (UTC, to the microsecond). For a
+    cycles (:func:`add_months`); a trial, [``since``, ``anchor``), is one period (the
+    subscription's cycle 1, whatever its length); the key is ``sm:`` / ``sy:`` and the start
+    (UTC, to the microsecond). For a
     monthly plan a ``month`` is its billing cycle; in a yearly plan the months are anchored at
     the subscription's anchor. ``day`` stays the UTC day and ``lifetime`` the lifetime."""
     months = _SUB_MONTHS.get(period)
     if sub is None or months is None or not sub.since <= now < sub.until:
         return period_bounds(period, now)
     a = sub.anchor
+    if now < a:  # a trial: cycle 1, one period
+        return sub.since, a, _SUB_PREFIX[period] + _stamp(sub.since)
     k = ((now.year - a.year) * 12 + now.month - a.month) // months
     while add_months(a, k * months) > now:
         k -= 1
     while add_months(a, (k + 1) * months) <= now:
         k += 1
-    start = max(add_months(a, k * months), sub.since)
-    end = add_months(a, (k + 1) * months)
-    return start, end, _SUB_PREFIX[period] + start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    start, end = add_months(a, k * months), add_months(a, (k + 1) * months)
+    return start, end, _SUB_PREFIX[period] + _stamp(start)
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
