@@ -31,11 +31,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollkeep.catalog import Cap, parse_catalog
-from tollkeep.kit.clock import period_bounds
+from tollkeep.kit.clock import FrozenClock, SubscriptionPeriods, period_bounds
+from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import CapExceeded
+from tollkeep.kit.executor import Command
+from tollkeep.ledger import lock_wallet_of_customer
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.rules import NO_ALLOWANCE, check_caps, counter_updates
 from tollkeep.ledger.service import UsageRequest
+from tollkeep.plans.repository import set_usage_periods
 from tollkeep.runtime import Tollkeep
 
 _n = count()
@@ -329,3 +333,48 @@ def test_cap_rules_follow_a_model(
         )
         == frozenset()
     )
+
+
+# ------------------------------------------------------------------------------ a subscription's periods
+@pytest.mark.parametrize("path", ["usage", "settle_quantity"])
+def test_caps_count_the_wallets_subscription_periods(cat: Tollkeep, clock: FrozenClock, path: str) -> None:
+    """A wallet carrying a subscription's periods (written through the plans domain's own writer,
+    as a subscription's moves do) counts its caps in them, with the raw statements and without:
+    anchored on Jan 31 17:00 of a leap year, the cap resets on Feb 29 17:00, not on Feb 1; from
+    ``until`` on (a lapsed, stale period) calendar months again."""
+    cid = str(cat.customers.create(f"sub-{next(_n)}", plan="hard")["id"])
+    cat.ledger.grant(cid, 1000, idempotency_key="buy")
+    anchor = datetime(2028, 1, 31, 17, tzinfo=UTC)
+    until = datetime(2028, 3, 31, 17, tzinfo=UTC)
+    clock.set(anchor)
+
+    def carry(s: Tx) -> None:
+        w = lock_wallet_of_customer(s, cid)
+        set_usage_periods(s, w, anchor, SubscriptionPeriods(anchor, anchor, until))
+
+    cat.executor.call(Command(carry, cid))
+    limit = LIMITS["m_count"]
+
+    def admitted(n: int) -> tuple[int, str | None]:
+        ok, resets = 0, None
+        for _ in range(n):
+            try:
+                charge(cat, cid, path, "m_count", 1)
+                ok += 1
+            except CapExceeded as exc:
+                resets = exc.details["resets_at"]
+        return ok, resets
+
+    assert admitted(limit + 1) == (limit, "2028-02-29T17:00:00Z")
+    clock.set(datetime(2028, 2, 1, tzinfo=UTC))
+    assert admitted(1) == (0, "2028-02-29T17:00:00Z")
+    clock.set(datetime(2028, 2, 29, 17, tzinfo=UTC))
+    assert admitted(limit + 1) == (limit, "2028-03-31T17:00:00Z")
+    with cat.db.scope(write=False) as s:
+        wid = repo.wallet_id_for_customer(s, cid)
+        assert wid is not None
+        keys = ["sm:2028-01-31T17:00:00.000000Z", "sm:2028-02-29T17:00:00.000000Z", "m:2028-02"]
+        got = repo.get_counters(s, wid, "m_count", keys)
+    assert {k: v for k, (v, _) in got.items()} == {keys[0]: limit, keys[1]: limit}
+    clock.set(until)  # stale: calendar months, a fresh March counter
+    assert admitted(limit + 1) == (limit, "2028-04-01T00:00:00Z")

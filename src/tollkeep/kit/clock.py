@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import calendar
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "Clock",
     "FrozenClock",
     "OffsetClock",
+    "SubscriptionPeriods",
     "SystemClock",
+    "add_months",
     "iso",
     "month_bounds",
     "period_bounds",
+    "usage_period",
     "utcnow",
 ]
 
@@ -106,3 +111,64 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime
         start = now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
         return start, start.replace(year=start.year + 1), "y:" + start.strftime("%Y")
     raise ValueError(f"unknown period {period!r}")
+
+
+# ---- a subscription's own periods (caps and tier counters of a subscribed wallet) -------------
+def add_months(anchor: datetime, n: int) -> datetime:
+    """``anchor`` + ``n`` months (``n`` may be negative), always counted from the anchor, the day
+    clamped to the month's last: Jan 31 → Feb 28 (29 in a leap year) → Mar 31. The rule of
+    ``subscriptions.domain.add_periods`` (a property test holds the two equal)."""
+    total = anchor.month - 1 + n
+    year, month = anchor.year + total // 12, total % 12 + 1
+    return anchor.replace(year=year, month=month, day=min(anchor.day, calendar.monthrange(year, month)[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionPeriods:
+    """A subscribed wallet's periods, as the wallet row carries them (``wallets.period_*``,
+    written by the plans domain with the subscription's moves).
+
+    ``anchor``: where the subscription's paid cycles start (its start, or the end of its trial);
+    ``since``: where its first period starts (its start; before ``anchor`` with a trial);
+    ``until``: the periods apply up to here, exclusive (the current cycle's end + the plan's
+    grace: when an unpaid subscription lapses). Outside [since, until), calendar periods."""
+
+    anchor: datetime
+    since: datetime
+    until: datetime
+
+
+_SUB_MONTHS = {"month": 1, "year": 12}
+_SUB_PREFIX = {"month": "sm:", "year": "sy:"}
+
+
+def usage_period(
+    period: str, now: datetime, sub: SubscriptionPeriods | None = None
+) -> tuple[datetime | None, datetime | None, str]:
+    """The period of a meter counter (caps, tiered rating) holding ``now``: (start, end, key).
+
+    Without ``sub``, or outside [``sub.since``, ``sub.until``): the calendar period
+    (:func:`period_bounds`). With it, a ``month`` or ``year`` is the subscription's own: counted
+    from ``sub.anchor`` in whole months (years), the day clamped at month ends like the billing
+    cycles (:func:`add_months`); a trial, [``since``, ``anchor``), is one period (the
+    subscription's cycle 1, whatever its length); the key is ``sm:`` / ``sy:`` and the start
+    (UTC, to the microsecond). For a
+    monthly plan a ``month`` is its billing cycle; in a yearly plan the months are anchored at
+    the subscription's anchor. ``day`` stays the UTC day and ``lifetime`` the lifetime."""
+    months = _SUB_MONTHS.get(period)
+    if sub is None or months is None or not sub.since <= now < sub.until:
+        return period_bounds(period, now)
+    a = sub.anchor
+    if now < a:  # a trial: cycle 1, one period
+        return sub.since, a, _SUB_PREFIX[period] + _stamp(sub.since)
+    k = ((now.year - a.year) * 12 + now.month - a.month) // months
+    while add_months(a, k * months) > now:
+        k -= 1
+    while add_months(a, (k + 1) * months) <= now:
+        k += 1
+    start, end = add_months(a, k * months), add_months(a, (k + 1) * months)
+    return start, end, _SUB_PREFIX[period] + _stamp(start)
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -50,6 +50,12 @@ class Wallet(Base):
     # Allowance of the current plan is granted up to this instant (exclusive); renewal is idempotent.
     allowance_until: Mapped[datetime | None]
     carryover_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the periods of the subscription billing the customer's plan (kit.clock.SubscriptionPeriods:
+    # NULL when none): caps and tier counters count them instead of calendar months. Written by
+    # the plans domain with the subscription's moves, read with the wallet lock (no extra query)
+    period_anchor: Mapped[datetime | None]
+    period_since: Mapped[datetime | None]
+    period_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -176,7 +182,9 @@ class UsageCounter(Base):
     __tablename__ = "usage_counters"
     wallet_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     meter: Mapped[str] = mapped_column(String(64), primary_key=True)
-    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # "m:2026-03" (calendar), "sm:2026-03-17T09:30:00.000000Z" (a subscription's month): see
+    # kit.clock.usage_period
+    period: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[Decimal]
     allowance_used: Mapped[Decimal]
 
@@ -185,7 +193,7 @@ class UniqueValue(Base):
     __tablename__ = "unique_values"
     wallet_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     meter: Mapped[str] = mapped_column(String(64), primary_key=True)
-    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    period: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from tollkeep.kit.clock import iso
+from tollkeep.kit.clock import iso, usage_period
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import NotFound
 from tollkeep.kit.models import table_of
@@ -16,6 +16,7 @@ from tollkeep.kit.pagination import clamp_limit, page, parse_time_cursor, time_c
 from tollkeep.ledger import repository as repo
 from tollkeep.ledger.keyspend import day_of
 from tollkeep.ledger.models import Grant, JournalEntry, KeySpend, Operation
+from tollkeep.ledger.usage import subscription_periods
 
 __all__ = ["balance", "journal", "key_spend", "usage_events"]
 
@@ -53,6 +54,7 @@ def balance(s: Tx, customer_id: str, now: datetime, unit: str) -> dict[str, Any]
         for g in sorted(st.grants.values(), key=lambda g: (g.priority, g.created_at, g.id))
     ]
     scoped = {g.meter for g in st.grants.values() if g.meter is not None and g.live(now)}
+    start, end, key = usage_period("month", now, subscription_periods(w))
     return {
         "customer_id": customer_id,
         "balance": st.balance(now),
@@ -65,6 +67,12 @@ def balance(s: Tx, customer_id: str, now: datetime, unit: str) -> dict[str, Any]
         "overdraft_used": w.overdraft_used,
         "unit": unit,
         "grants": grants,
+        # the month tiered prices and monthly caps count now (kit.clock.usage_period)
+        "usage_period": {
+            "start": iso(start),
+            "end": iso(end),
+            "source": "calendar" if key.startswith("m:") else "subscription",
+        },
     }
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tollkeep.kit.clock import iso, period_bounds
+from tollkeep.kit.clock import SubscriptionPeriods, iso, usage_period
 from tollkeep.kit.errors import CapExceeded, InsufficientCredits
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger.domain import DEFAULT_PRIORITY, Draw, GrantState, WalletState, subtract_draws, take_back
@@ -190,6 +190,7 @@ def check_caps(
     step: Decimal,
     reserved: Decimal = Decimal(0),
     enforce_hard: bool = True,
+    sub: SubscriptionPeriods | None = None,
 ) -> frozenset[str]:
     """Apply a plan's caps on a meter to one event; returns the grant sources it may not draw.
 
@@ -199,10 +200,11 @@ def check_caps(
     meter: the largest of them); settling a hold does not enforce hard caps (``enforce_hard``
     False: its capacity was reserved when the hold was made). An allowance cap lets the event
     draw on the plan allowance only while what the allowance paid for, with this event, stays
-    within the limit: past it, :data:`NO_ALLOWANCE`."""
+    within the limit: past it, :data:`NO_ALLOWANCE`. A cap's period is
+    :func:`~tollkeep.kit.clock.usage_period` (``sub``: the wallet's subscription periods)."""
     exclude: frozenset[str] = frozenset()
     for c in caps:
-        _, end, key = period_bounds(c.period, now)
+        _, end, key = usage_period(c.period, now, sub)
         used, allowance_used = counters.get(key, _ZERO)
         if c.mode == "hard":
             if enforce_hard:

@@ -143,6 +143,15 @@ class BalanceGrantOut(Out):
     live: bool
 
 
+class UsagePeriodOut(Out):
+    """The month tiered prices and monthly caps count now: the subscription's own (it renews
+    on the subscription's day, month ends clamped) or the calendar month (UTC)."""
+
+    start: datetime
+    end: datetime
+    source: Literal["subscription", "calendar"]
+
+
 class BalanceOut(Out):
     customer_id: str
     balance: int
@@ -153,6 +162,7 @@ class BalanceOut(Out):
     overdraft_used: int
     unit: str = Field(description=UNIT_DOC)
     grants: list[BalanceGrantOut]
+    usage_period: UsagePeriodOut
     display: BalanceDisplay  # type: ignore[valid-type]
 
 

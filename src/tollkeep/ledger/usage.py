@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from tollkeep.catalog import Cap, Catalog, Meter
-from tollkeep.kit.clock import period_bounds
+from tollkeep.kit.clock import SubscriptionPeriods, usage_period
 from tollkeep.kit.db import Tx
 from tollkeep.kit.errors import InvalidInput
 from tollkeep.kit.executor import Command
@@ -30,10 +30,18 @@ from tollkeep.ledger.results import UsageResult, answer, replayed
 from tollkeep.ledger.rules import GrantMeta
 from tollkeep.pricing import Rating, needs_aggregate, rate
 
-__all__ = ["Metering", "meter_event", "usage_command", "write_counters"]
+__all__ = ["Metering", "meter_event", "subscription_periods", "usage_command", "write_counters"]
 
 _ZERO = Decimal(0)
 _NO_EXCLUSION: frozenset[str] = frozenset()
+
+
+def subscription_periods(w: Any) -> SubscriptionPeriods | None:
+    """The periods of the subscription billing the wallet's plan, from the locked wallet row
+    (``wallets.period_*``, written by the plans domain): None when it carries none."""
+    if w.period_anchor is None or w.period_since is None or w.period_until is None:
+        return None
+    return SubscriptionPeriods(w.period_anchor, w.period_since, w.period_until)
 
 
 @dataclass(slots=True)
@@ -91,8 +99,11 @@ def meter_event(
             return first, Metering(m, quantity)  # rated once: a tokens price reads no aggregate
     if not needs_agg and not caps:
         return rate(cat, meter, quantity, properties=props), Metering(m, quantity)
-    _, _, rating_key = period_bounds("month", now)
-    periods = tuple(sorted({rating_key} | {period_bounds(c.period, now)[2] for c in caps}))
+    # the month of tiered rating and each cap's period: the subscription's own when the wallet
+    # carries one and ``now`` is inside it, else the calendar's (kit.clock.usage_period)
+    sub = subscription_periods(w)
+    _, _, rating_key = usage_period("month", now, sub)
+    periods = tuple(sorted({rating_key} | {usage_period(c.period, now, sub)[2] for c in caps}))
     counters = repo.get_counters(s, w.id, meter, periods)
     before = counters.get(rating_key, (_ZERO, _ZERO))[0]
     step = quantity
@@ -129,6 +140,7 @@ def meter_event(
         step=step,
         reserved=reserved,
         enforce_hard=enforce_hard_caps,
+        sub=sub,
     )
     return rating, Metering(m, quantity, exclude, counters, periods, rating_key, step, unique)
 

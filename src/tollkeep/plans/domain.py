@@ -5,17 +5,28 @@ A plan's allowance follows calendar periods (``plan:m:2026-11``), except for a c
 plan is billed by a subscription: then an allowance whose period is the plan's billing period
 follows the subscription's own cycles (``plan:sub_…:3``, the cycle's bounds), and nothing is
 granted for a cycle not paid for. Other allowances (daily; monthly on a yearly plan) stay on
-calendar periods; a lifetime one is granted once."""
+calendar periods; a lifetime one is granted once.
+
+Caps and tier counters of a customer whose plan is billed by a subscription count the
+subscription's own periods (:func:`usage_periods`, carried on the wallet row: the ledger reads
+them with its lock and applies ``kit.clock.usage_period``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tollkeep.catalog import Plan
-from tollkeep.kit.clock import period_bounds
+from tollkeep.kit.clock import SubscriptionPeriods, period_bounds
 
-__all__ = ["FAR_FUTURE", "AllowancePeriod", "BillingPeriod", "allowance_period", "carries_over"]
+__all__ = [
+    "FAR_FUTURE",
+    "AllowancePeriod",
+    "BillingPeriod",
+    "allowance_period",
+    "carries_over",
+    "usage_periods",
+]
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)  # "granted for good" (a lifetime allowance)
 
@@ -52,6 +63,8 @@ class BillingPeriod:
     cycle: int
     start: datetime
     end: datetime
+    started_at: datetime | None = None  # the subscription's first period starts here
+    anchor_at: datetime | None = None  # its paid cycles count from here (after a trial)
 
     @property
     def key(self) -> str:
@@ -86,6 +99,27 @@ def allowance_period(
         return AllowancePeriod(plan.key, billing.key, a.amount, a.priority, billing.start, billing.end)
     start, end, key = period_bounds(plan.allowance.period, now)
     return AllowancePeriod(plan.key, key, plan.allowance.amount, plan.allowance.priority, start, end)
+
+
+def usage_periods(
+    plan_key: str | None, plan: Plan | None, billing: BillingPeriod | None
+) -> SubscriptionPeriods | None:
+    """The periods a wallet's caps and tier counters count while on plan ``plan_key``: those of
+    the subscription billing that very plan (``billing``: a trialing, active or past_due one),
+    up to its current cycle's end + the plan's grace (an unpaid subscription lapses then; past
+    the cycle's end the next cycle's bounds follow from the anchor, so a renewal paid late
+    counts in the cycle it pays for). None (calendar periods): no such subscription, or the
+    customer is on another plan than the subscription's."""
+    if (
+        billing is None
+        or plan_key is None
+        or billing.plan != plan_key
+        or billing.started_at is None
+        or billing.anchor_at is None
+    ):
+        return None
+    grace = timedelta(days=plan.grace_days if plan is not None else 0)
+    return SubscriptionPeriods(billing.anchor_at, billing.started_at, billing.end + grace)
 
 
 def carries_over(old: Plan | None, new: Plan | None, *, done_before: bool) -> bool:

@@ -24,10 +24,16 @@ from tollkeep.kit.executor import WriteExecutor
 from tollkeep.kit.ids import new_id
 from tollkeep.ledger import EntryKind, GrantMeta, GrantSource, OpKind, WalletState, grant_once, new_grant
 from tollkeep.plans import repository as repo
-from tollkeep.plans.domain import FAR_FUTURE, allowance_period, carries_over, follows_subscription
+from tollkeep.plans.domain import (
+    FAR_FUTURE,
+    allowance_period,
+    carries_over,
+    follows_subscription,
+    usage_periods,
+)
 from tollkeep.plans.events import PlanChanged
 
-__all__ = ["PlanService", "ensure_allowance"]
+__all__ = ["PlanService", "ensure_allowance", "sync_usage_periods"]
 
 
 def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catalog, now: Any) -> None:
@@ -74,6 +80,17 @@ def ensure_allowance(s: Tx, w: Any, st: WalletState, meta: GrantMeta, cat: Catal
         note=f"plan {period.plan} allowance {period.period}",
     )
     repo.set_allowance_state(s, w.id, now, allowance_until=period.until)
+
+
+def sync_usage_periods(s: Tx, wallet_id: str, cat: Catalog, now: datetime) -> None:
+    """Make the wallet carry the periods its caps and tier counters count: those of the
+    subscription billing the customer's plan now, or none (calendar). Called in the unit of
+    work of every move that can change them (a plan change, a subscription's start, a cycle's
+    allowance, an upgrade), after the move: the ledger reads them with its lock, no query."""
+    w = ledger_repo.lock_wallet(s, wallet_id)
+    plan = cat.plan(w.plan) if w.plan else None
+    billing = repo.billing_period(s, w.customer_id)
+    repo.set_usage_periods(s, w, now, usage_periods(w.plan, plan, billing))
 
 
 def close_allowances(st: WalletState, now: datetime, op_id: str) -> int:
@@ -168,6 +185,7 @@ class PlanService:
             w2 = ledger_repo.lock_wallet(s, w.id)
             ensure_allowance(s, w2, st, meta, cat, now)
             ledger_repo.persist(s, st, now, grant_meta=meta)
+            sync_usage_periods(s, w.id, cat, now)
             out = {"customer_id": customer_id, "plan": plan_key, "carried_over": carried, "changed": True}
             if not initial:
                 self.events.emit(s, PlanChanged(customer_id, plan_key, w.plan, carried))
@@ -226,6 +244,7 @@ class PlanService:
             repo.set_customer_plan(s, customer_id, plan_key, now)
             repo.set_allowance_state(s, w.id, now, allowance_until=until)
             ledger_repo.persist(s, st, now, grant_meta=meta)
+            sync_usage_periods(s, w.id, cat, now)
             if previous != plan_key:
                 self.events.emit(s, PlanChanged(customer_id, plan_key, previous, 0))
             return {"plan": plan_key, "previous": previous, "granted": extra if granted is not None else 0}
@@ -264,13 +283,15 @@ class PlanService:
             ledger_repo.persist(s, st, now, grant_meta=meta)
             ensure_allowance(s, ledger_repo.lock_wallet(s, w.id), st, meta, cat, now)
             ledger_repo.persist(s, st, now, grant_meta=meta)
+            sync_usage_periods(s, w.id, cat, now)
             return closed
 
         return fn
 
     def refresh_allowance_fn(self, customer_id: str) -> Callable[[Tx], None]:
         """Inside the caller's unit of work: grant the customer's current allowance if it is due
-        (a subscription's new cycle was paid: its allowance is granted now, once)."""
+        (a subscription's new cycle was paid: its allowance is granted now, once), and carry the
+        subscription's periods on the wallet (caps and tier counters: ``sync_usage_periods``)."""
         cat = self.catalog()
 
         def fn(s: Tx) -> None:
@@ -286,6 +307,7 @@ class PlanService:
             meta: GrantMeta = {}
             ensure_allowance(s, w, st, meta, cat, now)
             ledger_repo.persist(s, st, now, grant_meta=meta)
+            sync_usage_periods(s, w.id, cat, now)
 
         return fn
 
