@@ -3,10 +3,19 @@ change, who and what, before/after views without the key, and none for a refused
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 
 from tests.audit.conftest import Entries
-from tests.audit.test_admin_actions_are_audited import ENV_ADMIN, only
+
+ENV_ADMIN = {"kind": "admin", "id": "env"}
+
+
+def only(entries: Entries, action: str) -> dict[str, Any]:
+    found = entries(action=action)
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_licence_create_update_revoke_and_rotate_are_audited(client: TestClient, entries: Entries) -> None:

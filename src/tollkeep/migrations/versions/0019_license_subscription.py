@@ -2,7 +2,7 @@
 subscription, so a retried create or a replayed webhook never issues two).
 
 Revision ID: 0019
-Revises: 0016 (0017 and 0018 are being written on other branches: re-chain at merge)
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0016"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
