@@ -64,10 +64,12 @@ from tollkeep.subscriptions import (
     SubscriptionCreated,
     SubscriptionLapsed,
     SubscriptionPastDue,
+    SubscriptionPaused,
     SubscriptionPlanChanged,
     SubscriptionRenewalFailed,
     SubscriptionRenewalPending,
     SubscriptionRenewed,
+    SubscriptionResumed,
 )
 from tollkeep.subscriptions import jobs as subscriptions_jobs
 from tollkeep.subscriptions.service import RenewalSettings, SubscriptionService
@@ -106,6 +108,8 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     SubscriptionLapsed,
     SubscriptionCanceled,
     SubscriptionPlanChanged,
+    SubscriptionPaused,
+    SubscriptionResumed,
     CodeRedeemed,
 )
 
