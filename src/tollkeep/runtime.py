@@ -253,7 +253,10 @@ class Tollkeep:
             clock=self.clock,
             events=self.events,
             record_stage=self.funnel.record,
+            subscriptions=self.subscriptions,  # settles invoices, follows Stripe subscriptions
         )
+        for invoicing in self.providers.invoice_providers():  # BTCPay, Zaprite renewal invoices
+            self.subscriptions.register_provider(invoicing)
         self.inbox = Inbox(
             self.db,
             self.executor,
@@ -341,6 +344,9 @@ class Tollkeep:
     def _after_payment(self, outcome: Outcome) -> None:
         for customer_id in outcome.forget_keys_of:  # suspended keys leave the cache now
             self.keys.forget_customer(customer_id)
+        for settled in outcome.settled:  # an invoice the payment settled: keys, licences
+            self.subscriptions.after_settle(settled)
+        self.subscriptions.following.resume_keys(outcome.resume_keys)
 
     # ---- catalog --------------------------------------------------------------------------------
     @property

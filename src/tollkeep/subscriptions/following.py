@@ -259,7 +259,9 @@ class Following:
                 next_action_at=None,  # the provider renews it
                 renewal_failures=0,
                 suspended_keys=[],
-                period_price=0 if trial else (amount if amount is not None else plan.prices.get(listed.lower())),
+                period_price=0
+                if trial
+                else (amount if amount is not None else plan.prices.get(listed.lower())),
                 created_at=now,
                 updated_at=now,
             )
@@ -269,9 +271,7 @@ class Following:
             else:
                 self.subs.plans.change_plan_fn(customer_id, plan.key)(s)
                 self.subs.plans.refresh_allowance_fn(customer_id)(s)
-            self.subs.events.emit(
-                s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or "")
-            )
+            self.subs.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             return {"subscription": self.subs.view(s, self.subs._row(s, sid)), "changed": True}
 
         return Command(fn, customer_id)
@@ -298,10 +298,17 @@ class Following:
             if row is None:
                 return None
             dup = s.execute(
-                select(INV.c.cycle).where(INV.c.subscription_id == row.id, INV.c.provider_invoice_ref == invoice_ref)
+                select(INV.c.cycle).where(
+                    INV.c.subscription_id == row.id, INV.c.provider_invoice_ref == invoice_ref
+                )
             ).first()
             if dup is not None:
-                return {"subscription_id": row.id, "changed": False, "reason": "duplicate", "cycle": dup.cycle}
+                return {
+                    "subscription_id": row.id,
+                    "changed": False,
+                    "reason": "duplicate",
+                    "cycle": dup.cycle,
+                }
             start = period_start or row.current_period_end
             end = period_end or domain.add_periods(start, self._period(row), 1)
             if row.status in (Status.CANCELED, Status.PAUSED) or start < row.current_period_end - _SLACK:
@@ -423,13 +430,14 @@ class Following:
             if row is None:
                 return None
             try:
+                base = {"subscription_id": row.id, "customer_id": row.customer_id}
                 if paused:
                     suspended = self.pause_locked(s, row, now)
-                    return {"subscription_id": row.id, "changed": True, "suspended_keys": suspended}
+                    return {**base, "changed": True, "suspended_keys": suspended}
                 keys = self.resume_locked(s, row, now)
-                return {"subscription_id": row.id, "changed": True, "resume_keys": keys}
+                return {**base, "changed": True, "resume_keys": keys}
             except IllegalTransition:
-                return {"subscription_id": row.id, "changed": False, "status": row.status}
+                return {**base, "changed": False, "status": row.status}
 
         return Command(fn)
 
@@ -443,7 +451,9 @@ class Following:
             if row is None or row.plan == plan or row.status == Status.CANCELED:
                 return None if row is None else {"subscription_id": row.id, "changed": False}
             self.subs._update(s, row, now, plan=plan, period_price=None, next_action_at=None)
-            self.subs.events.emit(s, SubscriptionPlanChanged(row.id, row.customer_id, plan, row.plan, "provider"))
+            self.subs.events.emit(
+                s, SubscriptionPlanChanged(row.id, row.customer_id, plan, row.plan, "provider")
+            )
             return {"subscription_id": row.id, "changed": True}
 
         return Command(fn)
