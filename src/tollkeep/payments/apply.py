@@ -267,7 +267,8 @@ class Applier:
             )(s)
             grant_id, credits = granted["id"], pack.credits
         plan_changed = False
-        if plan is not None:
+        # a followed subscription moves the plan itself (or, canceled or paused, does not)
+        if plan is not None and not (following is not None and following.get("subscription_id")):
             plan_changed = bool(self.plans.change_plan_fn(cid, plan.key)(s)["changed"])
         currency = a.currency.lower() if a.currency else None
         values: dict[str, Any] = {
