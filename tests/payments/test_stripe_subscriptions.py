@@ -213,10 +213,12 @@ def test_stripe_pause_collection_pauses_and_resumes(stk: Tollkeep) -> None:
     assert followed(stk, cid)["status"] == "paused"
     stk.advance_test_clock(60 * 86400)  # not renewed, not lapsed
     assert followed(stk, cid)["status"] == "paused"
+    low = stk.balance(cid)["balance"]
     deliver(stk, sub_event("customer.subscription.updated", cid, prev={"pause_collection": paused}))
     sub = followed(stk, cid)
     assert (sub["status"], sub["cycle"]) == ("past_due", 1) and stk.customers.get(cid)["plan"] == "pro"
     before = stk.balance(cid)["balance"]
+    assert before == low  # resumed: nothing granted until Stripe's next cycle is paid
     deliver(stk, event("invoice.paid", cycle_invoice(cid, stk.clock.now(), invoice_id="in_after_resume")))
     sub = followed(stk, cid)
     assert (sub["status"], sub["cycle"]) == ("active", 2)

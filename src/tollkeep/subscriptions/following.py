@@ -110,12 +110,6 @@ class Following:
         start, end = domain.cycle_bounds(anchor, anchor, period, row.cycle + 1)
         if row.provider in FOLLOWED:  # the provider says when its next period starts
             anchor, start = row.started_at, now
-        _, current = self.subs._customer_plan(s, row.customer_id)
-        if current != row.plan:
-            self.subs.plans.change_plan_fn(row.customer_id, row.plan)(s)
-            self.subs.events.emit(
-                s, SubscriptionPlanChanged(row.id, row.customer_id, row.plan, current, "resumed")
-            )
         inv = repo.invoice_of_cycle(s, row.id, row.cycle + 1)
         if inv is not None and inv.status in ("draft", "open") and row.provider not in FOLLOWED:
             repo.update_invoice(s, inv.id, period_start=start, period_end=end, updated_at=now)
@@ -133,7 +127,15 @@ class Following:
         else:
             values.update(started_at=anchor, anchor_at=anchor, _has_invoice=open_cycle is not None)
         self.subs._update(s, row, now, **values)
-        self.subs.plans.refresh_allowance_fn(row.customer_id)(s)  # nothing: cycle + 1 is unpaid
+        # back on the plan AFTER the row says past_due: the plans domain then sees a subscription
+        # billing it (its paid cycle over) and grants nothing until cycle + 1 is paid; before,
+        # it would see none and grant the calendar period's allowance
+        _, current = self.subs._customer_plan(s, row.customer_id)
+        if current != row.plan:
+            self.subs.plans.change_plan_fn(row.customer_id, row.plan)(s)
+            self.subs.events.emit(
+                s, SubscriptionPlanChanged(row.id, row.customer_id, row.plan, current, "resumed")
+            )
         self.subs.events.emit(s, SubscriptionResumed(row.id, row.customer_id, row.plan, row.cycle + 1))
         return list(row.suspended_keys or [])
 
