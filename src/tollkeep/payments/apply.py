@@ -78,7 +78,7 @@ class FollowingPort(Protocol):
         period_end: datetime | None = ...,
         currency: str | None = ...,
         amount: int | None = ...,
-    ) -> Command[dict[str, Any]]: ...
+    ) -> Command[dict[str, Any] | None]: ...
 
     def renewed_fn(
         self,
@@ -321,7 +321,7 @@ class Applier:
             **({"subscription": following} if following is not None else {}),
         }
 
-    def _follow(self, s: Tx, provider: str, cid: str, plan: str, a: PaymentSettled) -> dict[str, Any]:
+    def _follow(self, s: Tx, provider: str, cid: str, plan: str, a: PaymentSettled) -> dict[str, Any] | None:
         """A provider-billed subscription: its first payment starts the local subscription, a
         paid cycle renews it (once per provider invoice; one that is not newer changes nothing).
         Before the plan change, so the subscription's cycle grants the allowance."""
@@ -353,6 +353,8 @@ class Applier:
             )(s)
         except Conflict as exc:  # another live subscription: the plan moves, nothing is followed
             return {"changed": False, "error": exc.code, "message": exc.message}
+        if started is None:  # not a provider whose subscriptions are followed
+            return None
         return {"subscription_id": started["subscription"]["id"], "changed": started["changed"]}
 
     def _settled_invoice(

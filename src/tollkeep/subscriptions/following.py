@@ -207,14 +207,15 @@ class Following:
         period_end: datetime | None = None,
         currency: str | None = None,
         amount: int | None = None,
-    ) -> Command[dict[str, Any]]:
+    ) -> Command[dict[str, Any] | None]:
         """A subscription the provider bills (``ref``: its id there) starts: the local row
         (once per provider and ref), the customer on the plan, cycle 1's allowance. A customer
-        with another live subscription: 409 ``subscription_exists``."""
-        if provider not in FOLLOWED:
-            raise InvalidInput(f"{provider!r} does not bill its subscriptions", code="unsupported_provider")
+        with another live subscription: 409 ``subscription_exists``. None: a provider whose
+        subscriptions are not followed (GitHub Marketplace: its plan changes are plain ones)."""
 
-        def fn(s: Tx) -> dict[str, Any]:
+        def fn(s: Tx) -> dict[str, Any] | None:
+            if provider not in FOLLOWED:
+                return None
             now = self.subs.clock.now()
             cat = self.subs.catalog()
             plan = cat.plan(plan_key)
