@@ -344,9 +344,12 @@ class Tollkeep:
     def _after_payment(self, outcome: Outcome) -> None:
         for customer_id in outcome.forget_keys_of:  # suspended keys leave the cache now
             self.keys.forget_customer(customer_id)
-        for settled in outcome.settled:  # an invoice the payment settled: keys, licences
-            self.subscriptions.after_settle(settled)
-        self.subscriptions.following.resume_keys(outcome.resume_keys)
+        try:  # after the commit: what a settle or a resume does outside the transaction
+            for settled in outcome.settled:  # an invoice the payment settled: keys, licences
+                self.subscriptions.after_settle(settled)
+            self.subscriptions.following.resume_keys(outcome.resume_keys)
+        except Exception:  # the payment is applied; keys / licences can be fixed by hand
+            log.exception("after a payment: resuming keys or moving licences failed")
 
     # ---- catalog --------------------------------------------------------------------------------
     @property

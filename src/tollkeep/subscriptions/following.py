@@ -237,9 +237,13 @@ class Following:
                         details={"subscription_id": other.id},
                     )
                 self.subs._cancel_locked(s, other, now, at_period_end=False)
-            start = period_start or now
-            end = period_end or domain.add_periods(start, plan.period, 1)
             trial = bool(plan.trial_days) and not amount
+            start = period_start or now
+            end = period_end or (
+                start + timedelta(days=plan.trial_days)
+                if trial
+                else domain.add_periods(start, plan.period, 1)
+            )
             listed = (currency or next(iter(sorted(plan.prices)), "usd")).upper()
             sid = new_id("sub")
             status = Status.TRIALING if trial else Status.ACTIVE
