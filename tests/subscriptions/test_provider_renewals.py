@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import make_settings
 from tests.payments.fakes.btcpay_server import FakeBTCPay
 from tests.payments.fakes.zaprite_server import FakeZaprite
 from tollkeep.payments.models import Payment
@@ -267,3 +268,21 @@ def test_zaprite_renewal_is_an_order_and_its_paid_order_renews_once(
     stk.inbox.process()
     assert stk.subscriptions.get(sub["id"])["cycle"] == 2
     assert balance(stk, cid) == 1010 and payments(stk) == 1
+
+
+def test_the_runtime_registers_the_configured_invoice_providers(
+    db_url: str, clock: Any, btcpay: FakeBTCPay, zaprite: FakeZaprite
+) -> None:
+    settings = make_settings(
+        db_url,
+        btcpay_url=btcpay.url,
+        btcpay_api_key=btcpay.api_key,
+        btcpay_store_id=btcpay.store_id,
+        btcpay_webhook_secret=btcpay.webhook_secret,
+        zaprite_url=zaprite.url,
+        zaprite_api_key=zaprite.api_key,
+        stripe_webhook_secret="whsec_x",
+    )
+    with Tollkeep(settings, clock=clock) as tk:
+        # the subscription's provider column chooses; Stripe bills its own (not an invoice provider)
+        assert set(tk.subscriptions.providers) == {"manual", "btcpay", "zaprite"}
