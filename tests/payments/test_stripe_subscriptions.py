@@ -64,6 +64,18 @@ usd = 2900
 [plans.pro.allowance]
 amount = 1000
 period = "month"
+
+[plans.team]
+name = "Team"
+period = "month"
+stripe_price_id = "price_team"
+
+[plans.team.prices]
+usd = 9900
+
+[plans.team.allowance]
+amount = 5000
+period = "month"
 """
 
 SUB = "sub_test_followed"
@@ -237,3 +249,31 @@ def test_a_forged_stripe_webhook_is_refused_and_changes_nothing(stk: Tollkeep) -
         stk.inbox.receive("stripe", body, {**headers, "Stripe-Signature": sign(body, "whsec_not_ours")})
     assert stk.inbox.process() == {}
     assert stk.subscriptions.list_subscriptions(customer_id=cid) == []
+
+
+def test_a_plan_switch_in_stripe_moves_the_followed_subscription_and_its_cycle_allowance(
+    stk: Tollkeep,
+) -> None:
+    cid = str(stk.customers.create("buyer")["id"])
+    deliver(stk, event("checkout.session.completed", session(cid)))
+    stk.advance_test_clock(10 * 86400)
+    switched = sub_event(
+        "customer.subscription.updated", cid, prev={"items": {"data": []}}, price_id="price_team"
+    )
+    assert deliver(stk, switched) == {"processed": 1}
+    sub = followed(stk, cid)
+    assert (sub["plan"], sub["cycle"]) == ("team", 1) and stk.customers.get(cid)["plan"] == "team"
+    # pro's allowance closed, team's granted for the rest of this cycle (keyed by the cycle)
+    assert stk.balance(cid)["balance"] == 10 + 5000
+    start2 = at(sub["current_period_end"])
+    # the team allowance lasts to the cycle's end (not a calendar month's, after which a second
+    # one would be granted for the same cycle)
+    [team] = [g for g in stk.balance(cid)["grants"] if g["remaining"] == 5000]
+    assert at(team["expires_at"]) == start2
+    stk.advance_test_clock(int((start2 - stk.clock.now()).total_seconds()) + 60)
+    inv = cycle_invoice(cid, start2, invoice_id="in_team_2")
+    inv["lines"]["data"][0]["pricing"]["price_details"]["price"] = "price_team"
+    deliver(stk, event("invoice.paid", inv))
+    deliver(stk, event("invoice.paid", inv, event_id="reconcile:in_team_2"))
+    assert followed(stk, cid)["cycle"] == 2
+    assert stk.balance(cid)["balance"] == 10 + 5000  # cycle 1's ended, cycle 2's granted once

@@ -179,9 +179,11 @@ class Applier:
             cid = self._customer(s, provider, a.buyer, now, create=True)
             if self.catalog().plan(a.plan) is None:
                 raise CannotApply(f"unknown plan {a.plan!r} (not in the catalog)", code="unknown_plan")
-            changed = self.plans.change_plan_fn(cid, a.plan)(s)
             if a.subscription_ref and self.subscriptions is not None:
+                # first: the plans domain then grants the new plan's allowance for the followed
+                # subscription's cycle, not for a calendar period overlapping the next cycle's
                 self.subscriptions.following.plan_moved_fn(provider, a.subscription_ref, a.plan)(s)
+            changed = self.plans.change_plan_fn(cid, a.plan)(s)
             self.record_stage(s, cid, "acquisition", source="provider", provider=provider, at=now)
             return {
                 "action": "plan_changed",
