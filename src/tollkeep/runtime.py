@@ -64,10 +64,12 @@ from tollkeep.subscriptions import (
     SubscriptionCreated,
     SubscriptionLapsed,
     SubscriptionPastDue,
+    SubscriptionPaused,
     SubscriptionPlanChanged,
     SubscriptionRenewalFailed,
     SubscriptionRenewalPending,
     SubscriptionRenewed,
+    SubscriptionResumed,
 )
 from tollkeep.subscriptions import jobs as subscriptions_jobs
 from tollkeep.subscriptions.service import RenewalSettings, SubscriptionService
@@ -106,6 +108,8 @@ OUTBOX_EVENTS: tuple[type[Event], ...] = (
     SubscriptionLapsed,
     SubscriptionCanceled,
     SubscriptionPlanChanged,
+    SubscriptionPaused,
+    SubscriptionResumed,
     CodeRedeemed,
 )
 
@@ -249,7 +253,10 @@ class Tollkeep:
             clock=self.clock,
             events=self.events,
             record_stage=self.funnel.record,
+            subscriptions=self.subscriptions,  # settles invoices, follows Stripe subscriptions
         )
+        for invoicing in self.providers.invoice_providers():  # BTCPay, Zaprite renewal invoices
+            self.subscriptions.register_provider(invoicing)
         self.inbox = Inbox(
             self.db,
             self.executor,
@@ -337,6 +344,12 @@ class Tollkeep:
     def _after_payment(self, outcome: Outcome) -> None:
         for customer_id in outcome.forget_keys_of:  # suspended keys leave the cache now
             self.keys.forget_customer(customer_id)
+        try:  # after the commit: what a settle or a resume does outside the transaction
+            for settled in outcome.settled:  # an invoice the payment settled: keys, licences
+                self.subscriptions.after_settle(settled)
+            self.subscriptions.following.resume_keys(outcome.resume_keys)
+        except Exception:  # the payment is applied; keys / licences can be fixed by hand
+            log.exception("after a payment: resuming keys or moving licences failed")
 
     # ---- catalog --------------------------------------------------------------------------------
     @property

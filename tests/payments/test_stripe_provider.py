@@ -401,7 +401,8 @@ def test_subscription_updated() -> None:
     switched = subscription_object(price_id="price_team", metadata=md)
     evt = event("customer.subscription.updated", switched, previous_attributes={"items": {"data": []}})
     (a,) = p.interpret(_verify(p, evt), CATALOG)
-    assert a == PlanChanged(ref=evt["id"], buyer=a.buyer, plan="team")
+    # the subscription's id, so the local subscription Stripe bills follows the move
+    assert a == PlanChanged(ref=evt["id"], buyer=a.buyer, plan="team", subscription_ref=switched["id"])
     assert a.buyer.customer_id == "cus_1"
     # scheduling a cancellation keeps the plan until customer.subscription.deleted
     sched = subscription_object(price_id="price_pro", metadata=md, cancel_at_period_end=True)

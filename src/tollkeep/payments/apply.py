@@ -4,6 +4,13 @@ row that records the outcome. Every money effect carries an idempotency key made
 provider and its payment (or refund) id, and a ``payments`` / ``payment_refunds`` row unique on
 that id: applying the same payment again, from a duplicate delivery, a replay, a reconcile or a
 worker that crashed after the commit, changes nothing.
+
+Subscriptions (through the runtime's :class:`SubscriptionsPort`, never by importing the
+subscriptions service): a payment of one of our invoices (``PaymentSettled.invoice_id``, a
+renewal or an upgrade invoice) settles it with ``settle_invoice_fn`` INSIDE this unit of work,
+then ``after_settle`` runs after the commit (:attr:`Outcome.settled`). A subscription its
+provider bills itself (Stripe) is followed: its checkout starts the local subscription, its paid
+cycles renew it, a failed payment makes it past_due, its end cancels it, a pause pauses it.
 """
 
 from __future__ import annotations
@@ -11,15 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy import select
 
 from tollkeep.catalog import Catalog
 from tollkeep.customers import CustomerService
 from tollkeep.keys import KeyService
 from tollkeep.kit.clock import Clock
 from tollkeep.kit.db import Tx
+from tollkeep.kit.errors import Conflict, NotFound
 from tollkeep.kit.events import EventBus
+from tollkeep.kit.executor import Command
 from tollkeep.kit.ids import new_id
+from tollkeep.kit.models import table_of
 from tollkeep.ledger import LedgerService
 from tollkeep.payments import repository as repo
 from tollkeep.payments.events import PaymentFailedEvent, PaymentRefundedEvent, PaymentSucceeded
@@ -33,10 +45,14 @@ from tollkeep.payments.providers.base import (
     PlanCancelled,
     PlanChanged,
     Recorded,
+    SubscriptionPaused,
 )
 from tollkeep.plans import PlanService
+from tollkeep.subscriptions.models import Invoice
 
-__all__ = ["Applier", "NotYet", "Outcome", "credits_to_take_back"]
+INV = table_of(Invoice)  # read only: the invoice a payment settles (the subscriptions domain writes it)
+
+__all__ = ["Applier", "FollowingPort", "NotYet", "Outcome", "SubscriptionsPort", "credits_to_take_back"]
 
 # record(s, customer_id, stage, source=, provider=, at=): the funnel's stage recorder
 StageRecorder = Callable[..., None]
@@ -47,10 +63,61 @@ class NotYet(Exception):
     arrived): retried later, like a provider outage."""
 
 
+class FollowingPort(Protocol):
+    """Subscriptions a provider bills itself (``subscriptions/following.py``); each returns a
+    unit of work run inside the applier's; None: no such subscription here."""
+
+    def start_fn(
+        self,
+        customer_id: str,
+        plan_key: str,
+        provider: str,
+        ref: str,
+        *,
+        period_start: datetime | None = ...,
+        period_end: datetime | None = ...,
+        currency: str | None = ...,
+        amount: int | None = ...,
+    ) -> Command[dict[str, Any] | None]: ...
+
+    def renewed_fn(
+        self,
+        provider: str,
+        ref: str,
+        *,
+        invoice_ref: str,
+        period_start: datetime | None,
+        period_end: datetime | None,
+        currency: str | None = ...,
+        amount: int | None = ...,
+    ) -> Command[dict[str, Any] | None]: ...
+
+    def past_due_fn(self, provider: str, ref: str) -> Command[dict[str, Any] | None]: ...
+
+    def ended_fn(self, provider: str, ref: str) -> Command[dict[str, Any] | None]: ...
+
+    def paused_fn(self, provider: str, ref: str, *, paused: bool) -> Command[dict[str, Any] | None]: ...
+
+    def plan_moved_fn(self, provider: str, ref: str, plan: str) -> Command[dict[str, Any] | None]: ...
+
+
+class SubscriptionsPort(Protocol):
+    """What the applier needs of the subscriptions service (plugged by the runtime)."""
+
+    @property
+    def following(self) -> FollowingPort: ...
+
+    def settle_invoice_fn(
+        self, invoice_id: str, provider_payment_ref: str | None = ...
+    ) -> Command[dict[str, Any]]: ...
+
+
 @dataclass
 class Outcome:
     effects: list[dict[str, Any]] = field(default_factory=list)
     forget_keys_of: list[str] = field(default_factory=list)  # key caches to drop after the commit
+    settled: list[dict[str, Any]] = field(default_factory=list)  # invoice settles: after_settle
+    resume_keys: list[str] = field(default_factory=list)  # keys a resumed subscription gets back
 
 
 def credits_to_take_back(credits: int, total: int, refunded_before: int, refunded_now: int) -> int:
@@ -76,6 +143,7 @@ class Applier:
         clock: Clock,
         events: EventBus,
         record_stage: StageRecorder,
+        subscriptions: SubscriptionsPort | None = None,
     ) -> None:
         self.ledger = ledger
         self.plans = plans
@@ -85,6 +153,7 @@ class Applier:
         self.clock = clock
         self.events = events
         self.record_stage = record_stage
+        self.subscriptions = subscriptions
 
     def unit(self, provider: str, inbox_id: str | None, actions: Sequence[Action]) -> Callable[[Tx], Outcome]:
         """One unit of work applying ``actions`` (the caller adds the inbox row's outcome to it)."""
@@ -103,11 +172,17 @@ class Applier:
         self, s: Tx, provider: str, inbox_id: str | None, a: Action, now: datetime, out: Outcome
     ) -> dict[str, Any]:
         if isinstance(a, PaymentSettled):
+            if a.invoice_id:
+                return self._settled_invoice(s, provider, inbox_id, a, now, out)
             return self._settled(s, provider, inbox_id, a, now)
         if isinstance(a, PlanChanged):
             cid = self._customer(s, provider, a.buyer, now, create=True)
             if self.catalog().plan(a.plan) is None:
                 raise CannotApply(f"unknown plan {a.plan!r} (not in the catalog)", code="unknown_plan")
+            if a.subscription_ref and self.subscriptions is not None:
+                # first: the plans domain then grants the new plan's allowance for the followed
+                # subscription's cycle, not for a calendar period overlapping the next cycle's
+                self.subscriptions.following.plan_moved_fn(provider, a.subscription_ref, a.plan)(s)
             changed = self.plans.change_plan_fn(cid, a.plan)(s)
             self.record_stage(s, cid, "acquisition", source="provider", provider=provider, at=now)
             return {
@@ -119,7 +194,13 @@ class Applier:
         if isinstance(a, PlanCancelled):
             return self._cancelled(s, provider, a, now, out)
         if isinstance(a, PaymentFailed):
-            return self._failed(s, provider, inbox_id, a, now)
+            effect = self._failed(s, provider, inbox_id, a, now)
+            if a.subscription_ref and self.subscriptions is not None:
+                moved = self.subscriptions.following.past_due_fn(provider, a.subscription_ref)(s)
+                effect["subscription"] = moved
+            return effect
+        if isinstance(a, SubscriptionPaused):
+            return self._paused(s, provider, a, out)
         if isinstance(a, PaymentRefunded):
             return self._refunded(s, provider, a, now)
         if isinstance(a, Recorded):
@@ -172,6 +253,9 @@ class Applier:
         prior = repo.get_payment(s, provider, a.payment_id, lock=True)
         if prior is not None and prior.status != "failed":
             return {"action": "payment", "payment_id": a.payment_id, "duplicate": True, "customer_id": cid}
+        following: dict[str, Any] | None = None
+        if plan is not None and a.subscription_ref and self.subscriptions is not None:
+            following = self._follow(s, provider, cid, plan.key, a)
         grant_id, credits = None, 0
         if pack is not None:
             granted = self.ledger.grant_fn(
@@ -185,7 +269,8 @@ class Applier:
             )(s)
             grant_id, credits = granted["id"], pack.credits
         plan_changed = False
-        if plan is not None:
+        # a followed subscription moves the plan itself (or, canceled or paused, does not)
+        if plan is not None and not (following is not None and following.get("subscription_id")):
             plan_changed = bool(self.plans.change_plan_fn(cid, plan.key)(s)["changed"])
         currency = a.currency.lower() if a.currency else None
         values: dict[str, Any] = {
@@ -235,12 +320,150 @@ class Applier:
             "grant_id": grant_id,
             "plan": a.plan,
             "plan_changed": plan_changed,
+            **({"subscription": following} if following is not None else {}),
         }
+
+    def _follow(self, s: Tx, provider: str, cid: str, plan: str, a: PaymentSettled) -> dict[str, Any] | None:
+        """A provider-billed subscription: its first payment starts the local subscription, a
+        paid cycle renews it (once per provider invoice; one that is not newer changes nothing).
+        Before the plan change, so the subscription's cycle grants the allowance."""
+        assert self.subscriptions is not None and a.subscription_ref
+        f = self.subscriptions.following
+        ref = a.subscription_ref
+        if a.renewal:
+            renewed = f.renewed_fn(
+                provider,
+                ref,
+                invoice_ref=a.payment_id,
+                period_start=a.period_start,
+                period_end=a.period_end,
+                currency=a.currency,
+                amount=a.amount,
+            )(s)
+            if renewed is not None:
+                return renewed
+        try:  # the first payment (or the first one seen): cycle 1
+            started = f.start_fn(
+                cid,
+                plan,
+                provider,
+                ref,
+                period_start=a.period_start,
+                period_end=a.period_end,
+                currency=a.currency,
+                amount=a.amount,
+            )(s)
+        except Conflict as exc:  # another live subscription: the plan moves, nothing is followed
+            return {"changed": False, "error": exc.code, "message": exc.message}
+        if started is None:  # not a provider whose subscriptions are followed
+            return None
+        return {"subscription_id": started["subscription"]["id"], "changed": started["changed"]}
+
+    def _settled_invoice(
+        self, s: Tx, provider: str, inbox_id: str | None, a: PaymentSettled, now: datetime, out: Outcome
+    ) -> dict[str, Any]:
+        """A payment of one of our subscription invoices (renewal or upgrade): recorded once
+        (``payments`` row unique on the provider's payment id) and the invoice settled in this
+        unit of work; ``after_settle`` after the commit. A duplicate or a replay is a no-op; so
+        is a settle of an invoice already paid (the subscriptions service says ``changed``
+        false: an upgrade already applied is not applied again)."""
+        if self.subscriptions is None:
+            raise CannotApply("subscriptions are not available here", code="unknown_invoice")
+        inv = s.execute(select(INV).where(INV.c.id == a.invoice_id)).first()
+        if inv is None:
+            raise CannotApply(
+                f"unknown invoice {a.invoice_id!r} (metadata tollkeep_invoice)", code="unknown_invoice"
+            )
+        cid = inv.customer_id
+        prior = repo.get_payment(s, provider, a.payment_id, lock=True)
+        if prior is not None and prior.status != "failed":
+            return {
+                "action": "invoice_payment",
+                "payment_id": a.payment_id,
+                "duplicate": True,
+                "customer_id": cid,
+            }
+        if a.currency and a.currency.lower() != str(inv.currency).lower():
+            raise CannotApply(
+                f"payment {a.payment_id} is in {a.currency}, invoice {inv.id} in {inv.currency}",
+                code="currency_mismatch",
+            )
+        if a.amount is not None and a.amount < int(inv.amount):
+            raise CannotApply(
+                f"payment {a.payment_id} of {a.amount} is less than invoice {inv.id}'s {inv.amount}",
+                code="underpaid",
+            )
+        try:
+            settled = self.subscriptions.settle_invoice_fn(str(inv.id), a.payment_id)(s)
+        except (Conflict, NotFound) as exc:  # void, not settleable now (paused): failed, replayable
+            raise CannotApply(f"invoice {inv.id}: {exc.message}", code=exc.code) from None
+        currency = a.currency.lower() if a.currency else str(inv.currency).lower()
+        values: dict[str, Any] = {
+            "customer_id": cid,
+            "checkout_id": None,
+            "inbox_id": inbox_id,
+            "status": "succeeded",
+            "pack": None,
+            "plan": inv.plan,
+            "amount": a.amount if a.amount is not None else int(inv.amount),
+            "currency": currency,
+            "credits": 0,
+            "grant_id": None,
+            "updated_at": now,
+        }
+        if prior is None:
+            repo.insert_payment(
+                s, id=new_id("pay"), provider=provider, payment_id=a.payment_id, created_at=now, **values
+            )
+        else:
+            repo.set_payment(s, prior.id, **values)
+        if settled.get("changed"):
+            out.settled.append(settled)
+        self.events.emit(
+            s,
+            PaymentSucceeded(
+                cid,
+                provider,
+                a.payment_id,
+                values["amount"],
+                currency,
+                None,
+                inv.plan,
+                0,
+                None,
+                inv.kind == "renewal",
+            ),
+        )
+        return {
+            "action": "invoice_payment",
+            "payment_id": a.payment_id,
+            "customer_id": cid,
+            "invoice_id": inv.id,
+            "kind": inv.kind,
+            "changed": bool(settled.get("changed")),
+            **({"applied": settled["applied"]} if "applied" in settled else {}),
+        }
+
+    def _paused(self, s: Tx, provider: str, a: SubscriptionPaused, out: Outcome) -> dict[str, Any]:
+        effect: dict[str, Any] = {"action": "subscription_paused" if a.paused else "subscription_resumed"}
+        if self.subscriptions is None:
+            return {**effect, "changed": False, "note": "subscriptions are not available here"}
+        res = self.subscriptions.following.paused_fn(provider, a.subscription_ref, paused=a.paused)(s)
+        if res is None:
+            return {**effect, "changed": False, "note": f"no subscription {a.subscription_ref} here"}
+        if res.get("suspended_keys"):
+            out.forget_keys_of.append(res["customer_id"])
+        out.resume_keys.extend(res.get("resume_keys", []))
+        return {**effect, **{k: v for k, v in res.items() if k != "resume_keys"}}
 
     def _cancelled(
         self, s: Tx, provider: str, a: PlanCancelled, now: datetime, out: Outcome
     ) -> dict[str, Any]:
         cid = self._customer(s, provider, a.buyer, now, create=False)
+        if a.subscription_ref and self.subscriptions is not None:
+            ended = self.subscriptions.following.ended_fn(provider, a.subscription_ref)(s)
+            if ended is not None and ended.get("suspended_keys"):
+                out.forget_keys_of.append(cid)
         cat = self.catalog()
         current = self.customers.plan_of(s, cid)
         if a.plan is not None and current != a.plan:

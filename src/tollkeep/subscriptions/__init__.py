@@ -9,10 +9,12 @@ from tollkeep.subscriptions.events import (
     SubscriptionCreated,
     SubscriptionLapsed,
     SubscriptionPastDue,
+    SubscriptionPaused,
     SubscriptionPlanChanged,
     SubscriptionRenewalFailed,
     SubscriptionRenewalPending,
     SubscriptionRenewed,
+    SubscriptionResumed,
 )
 from tollkeep.subscriptions.invoicing import (
     InvoiceProvider,
@@ -38,8 +40,10 @@ __all__ = [
     "SubscriptionCreated",
     "SubscriptionLapsed",
     "SubscriptionPastDue",
+    "SubscriptionPaused",
     "SubscriptionPlanChanged",
     "SubscriptionRenewalFailed",
     "SubscriptionRenewalPending",
     "SubscriptionRenewed",
+    "SubscriptionResumed",
 ]

@@ -1,4 +1,4 @@
-"""`tollkeep subscriptions` (create, list, show, cancel, retry-renewal, change-plan,
+"""`tollkeep subscriptions` (create, list, show, cancel, retry-renewal, pause, resume, change-plan,
 cancel-scheduled-change), `tollkeep invoices` (list, show, settle) and `tollkeep codes` (create,
 list, show, disable)."""
 
@@ -97,6 +97,20 @@ def retry_renewal(subscription_id: str, as_json: JsonOpt = False) -> None:
     """Try again to create a renewal invoice whose creation stopped after failures."""
     with runtime() as tk:
         show(tk.subscriptions.retry_renewal(subscription_id, actor=cli_actor()), as_json)
+
+
+@app.command("pause")
+def pause(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Pause: no renewal, no lapse, the plan's entitlements dropped until resumed."""
+    with runtime() as tk:
+        show(tk.subscriptions.pause(subscription_id, actor=cli_actor()), as_json)
+
+
+@app.command("resume")
+def resume(subscription_id: str, as_json: JsonOpt = False) -> None:
+    """Resume a paused subscription: the next cycle is due (invoiced) now."""
+    with runtime() as tk:
+        show(tk.subscriptions.resume(subscription_id, actor=cli_actor()), as_json)
 
 
 @invoices_app.command("list")

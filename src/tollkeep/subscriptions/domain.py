@@ -6,7 +6,10 @@ State machine (docs/subscriptions.md draws it): a subscription starts ``trialing
 (cancel at period end was asked) or ``past_due``: cycle + 1 is owed, an invoice for it is
 opened. Settling that invoice makes it ``active`` at cycle + 1 (from ``past_due``, or from
 ``lapsed`` when the settle is late); a ``past_due`` subscription whose period end + the plan's
-grace has passed is ``lapsed``. ``canceled`` is final. The cycle only ever moves on a settle of
+grace has passed is ``lapsed``. ``canceled`` is final. ``paused`` (an operator's, or the
+provider's, pause of a trialing, active or past_due subscription): not renewed, not lapsed;
+resuming it makes the next cycle due now (``past_due``: invoiced at once, lapsed after the grace
+if unpaid); a paused subscription can also be canceled. The cycle only ever moves on a settle of
 the invoice of exactly the next cycle, and every move grants that cycle's allowance once: a
 sequence of events can neither skip nor repeat a cycle.
 """
@@ -49,6 +52,7 @@ class Status(StrEnum):
     PAST_DUE = "past_due"
     LAPSED = "lapsed"
     CANCELED = "canceled"
+    PAUSED = "paused"
 
 
 class Event(StrEnum):
@@ -61,6 +65,8 @@ class Event(StrEnum):
     CANCEL_AT_PERIOD_END = "cancel_at_period_end"
     KEEP = "keep"  # undo a cancel at period end
     RETRY = "retry"  # the operator restarts invoice creation stopped after too many failures
+    PAUSE = "pause"  # no renewal, no lapse, the plan's entitlements dropped, until resumed
+    RESUME = "resume"  # the next cycle is due now
 
 
 S, E = Status, Event
@@ -86,6 +92,11 @@ TRANSITIONS: dict[tuple[Status, Event], tuple[Status, ...]] = {
     (S.ACTIVE, E.CANCEL_AT_PERIOD_END): (S.ACTIVE,),
     (S.TRIALING, E.KEEP): (S.TRIALING,),
     (S.ACTIVE, E.KEEP): (S.ACTIVE,),
+    (S.TRIALING, E.PAUSE): (S.PAUSED,),
+    (S.ACTIVE, E.PAUSE): (S.PAUSED,),
+    (S.PAST_DUE, E.PAUSE): (S.PAUSED,),
+    (S.PAUSED, E.RESUME): (S.PAST_DUE,),
+    (S.PAUSED, E.CANCEL): (S.CANCELED,),
 }
 
 MAX_RENEWAL_FAILURES = 5
@@ -156,6 +167,10 @@ def apply(
         if st.invoice_cycle is not None:
             raise IllegalTransition(st.status, event, "the invoice exists already")
         return Transition(replace(st, failures=0))
+    if event is E.PAUSE:  # a cancel at period end is withdrawn; an open invoice stays open
+        return Transition(replace(st, status=S.PAUSED, cancel_at_period_end=False))
+    if event is E.RESUME:  # cycle + 1 is owed from now (its open invoice, or a new one)
+        return Transition(replace(st, status=S.PAST_DUE, failures=0))
     if event is E.CANCEL_AT_PERIOD_END:
         return Transition(replace(st, cancel_at_period_end=True))
     return Transition(replace(st, cancel_at_period_end=False))  # KEEP

@@ -12,10 +12,12 @@ __all__ = [
     "SubscriptionCreated",
     "SubscriptionLapsed",
     "SubscriptionPastDue",
+    "SubscriptionPaused",
     "SubscriptionPlanChanged",
     "SubscriptionRenewalFailed",
     "SubscriptionRenewalPending",
     "SubscriptionRenewed",
+    "SubscriptionResumed",
 ]
 
 
@@ -122,3 +124,28 @@ class CodeRedeemed(Event):
     kind: str
     subscription_id: str | None
     license_id: str | None
+
+
+@dataclass(frozen=True)
+class SubscriptionPaused(Event):
+    """Paused (by an operator, or the provider): not renewed, not lapsed; the customer is on the
+    default plan (``now_plan``) until it is resumed."""
+
+    topic = "subscription.paused"
+    subscription_id: str
+    customer_id: str
+    plan: str
+    now_plan: str | None
+    suspended_keys: list[str]
+
+
+@dataclass(frozen=True)
+class SubscriptionResumed(Event):
+    """Resumed: the customer is back on the plan and cycle ``cycle`` is due now (invoiced, or
+    billed by the provider)."""
+
+    topic = "subscription.resumed"
+    subscription_id: str
+    customer_id: str
+    plan: str
+    cycle: int

@@ -2,14 +2,16 @@
 
 ``manual`` creates nothing outside: the invoice is settled by an operator
 (``POST /admin/invoices/{id}/settle``) or by the payments applier calling
-:meth:`SubscriptionService.settle_invoice` when a provider's webhook says it was paid. BTCPay
-and Zaprite invoices plug in here; Stripe invoices its own subscriptions (we follow its
-webhooks instead)."""
+:meth:`SubscriptionService.settle_invoice_fn` when a provider's webhook says it was paid. The
+BTCPay and Zaprite payment providers implement this protocol (``create_invoice``: our invoice id
+in the provider invoice's metadata, and the key that finds it again on a retry) and the runtime
+registers the configured ones; a subscription's ``provider`` column chooses. Stripe invoices its
+own subscriptions (``following.py`` follows its webhooks instead)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = ["InvoiceProvider", "InvoiceProviderError", "InvoiceRequest", "ManualInvoicing", "ProviderInvoice"]
 
@@ -35,6 +37,7 @@ class ProviderInvoice:
     pay_url: str | None = None
 
 
+@runtime_checkable
 class InvoiceProvider(Protocol):
     name: str
 

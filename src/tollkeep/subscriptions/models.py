@@ -20,7 +20,10 @@ class Subscription(Base):
     of the grace; None: nothing to do); a worker's claim moves it ahead by a lease."""
 
     __tablename__ = "subscriptions"
-    __table_args__ = (Index("ix_subscriptions_due", "next_action_at"),)
+    __table_args__ = (
+        Index("ix_subscriptions_due", "next_action_at"),
+        UniqueConstraint("provider", "provider_ref", name="uq_subscriptions_provider_ref"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     plan: Mapped[str] = mapped_column(String(64))
@@ -45,6 +48,9 @@ class Subscription(Base):
     # the plan's listed price): the credit of a plan change is this, for the time left
     period_price: Mapped[int | None] = mapped_column(BigInteger)
     discount_code: Mapped[str | None] = mapped_column(String(64))  # a "forever" code: every renewal
+    # a subscription the provider bills itself (Stripe): its id there (unique per provider)
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+    paused_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -155,6 +155,24 @@ async def retry_renewal(subscription_id: str, tk: Admin, actor: AdminActor) -> d
 
 
 @router.post(
+    "/subscriptions/{subscription_id}/pause",
+    summary="Pause: no renewal, no lapse, the plan's entitlements dropped until resumed",
+    responses=errors(401, 403, 404, 409),
+)
+async def pause(subscription_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return await run_in_threadpool(lambda: tk.subscriptions.pause(subscription_id, actor=actor))
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/resume",
+    summary="Resume a paused subscription: the next cycle is due (invoiced) now",
+    responses=errors(401, 403, 404, 409),
+)
+async def resume(subscription_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
+    return await run_in_threadpool(lambda: tk.subscriptions.resume(subscription_id, actor=actor))
+
+
+@router.post(
     "/subscriptions/{subscription_id}/change-plan",
     summary="Change the plan now (nothing charged) or at the next renewal",
     responses=errors(401, 403, 404, 409, 422),

@@ -55,6 +55,7 @@ from tollkeep.subscriptions.events import (
     SubscriptionRenewalPending,
     SubscriptionRenewed,
 )
+from tollkeep.subscriptions.following import FOLLOWED, Following
 from tollkeep.subscriptions.invoicing import InvoiceProvider, InvoiceRequest, ManualInvoicing
 from tollkeep.subscriptions.models import Invoice, Subscription
 from tollkeep.subscriptions.rates import FixedRates, RateSource
@@ -143,6 +144,7 @@ class SubscriptionService:
         self.changes = PlanChanges(self)
         self.codes = Codes(self)
         self.changes.codes = self.codes
+        self.following = Following(self)  # pause / resume; subscriptions a provider bills itself
 
     def register_provider(self, provider: InvoiceProvider) -> None:
         """Invoices of subscriptions with ``provider == provider.name`` are created by it."""
@@ -190,6 +192,8 @@ class SubscriptionService:
             "period_price": self.changes.paid_per_period(row),
             "discount_code": row.discount_code,
             "scheduled_change": self._scheduled_view(s, row),
+            "provider_ref": row.provider_ref,
+            "paused_at": iso(row.paused_at),
             "started_at": iso(row.started_at),
             "trial_end": iso(row.anchor_at) if row.anchor_at > row.started_at else None,
             "canceled_at": iso(row.canceled_at),
@@ -309,8 +313,8 @@ class SubscriptionService:
         period_end = values.get("current_period_end", row.current_period_end)
         if status in (Status.TRIALING, Status.ACTIVE):
             return period_end
-        if status == Status.CANCELED:
-            return None
+        if status in (Status.CANCELED, Status.PAUSED) or row.provider in FOLLOWED:
+            return None  # paused, or renewed by its provider: the worker has nothing to do
         failures = values.get("renewal_failures", row.renewal_failures)
         retry = values.get("renewal_retry_at", row.renewal_retry_at)
         has_invoice = values.get("_has_invoice", False)
@@ -587,6 +591,15 @@ class SubscriptionService:
 
         return self.executor.call(Command(fn, self._owner(SUB, sub_id)))
 
+    # ------------------------------------------------------------------ pause / resume
+    def pause(self, sub_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Pause: not renewed, not lapsed, the plan's entitlements dropped (``following.py``)."""
+        return self.following.pause(sub_id, actor=actor)
+
+    def resume(self, sub_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
+        """Resume a paused subscription: cycle + 1 is due now (``following.py``)."""
+        return self.following.resume(sub_id, actor=actor)
+
     # ------------------------------------------------------------------ settle
     def settle_invoice(
         self, invoice_id: str, provider_payment_ref: str | None = None, *, actor: Actor | None = None
@@ -824,6 +837,9 @@ class SubscriptionService:
         now = self.clock.now()
         row = repo.get_subscription(s, sub_id, lock=True)
         if row is None:
+            return None, False, moved
+        if row.provider in FOLLOWED or row.status == Status.PAUSED:  # not the worker's to move
+            repo.update_subscription(s, row.id, next_action_at=None)
             return None, False, moved
         forget = False
         st = _state(row, self._open_cycle(s, row))

@@ -5,8 +5,9 @@ Routes (``Authorization: token <api_key>`` required, else 401; another store: 40
 - ``POST /api/v1/stores/{store}/invoices`` - create (``amount`` decimal string, ``currency``,
   ``metadata``, ``checkout``); answers the invoice (``id``, ``checkoutLink``, ``expirationTime``...).
 - ``GET  /api/v1/stores/{store}/invoices/{id}`` - one invoice (404 when unknown).
-- ``GET  /api/v1/stores/{store}/invoices?status=Settled&startDate=<unix>&skip=&take=`` - newest
-  first, ``startDate`` filtering on creation time, as BTCPay does.
+- ``GET  /api/v1/stores/{store}/invoices?status=Settled&startDate=<unix>&orderId=&skip=&take=`` -
+  newest first, ``startDate`` filtering on creation time, ``orderId`` on ``metadata.orderId``, as
+  BTCPay does.
 
 Test controls: :meth:`FakeBTCPay.settle` (or :meth:`expire`, :meth:`invalidate`, :meth:`webhook`)
 changes an invoice and returns the :class:`Delivery` BTCPay would POST: the JSON body and the
@@ -113,13 +114,16 @@ class FakeBTCPay(FakeServer):
 
     def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         statuses = set(query.get("status", []))
+        orders = set(query.get("orderId", []))  # indexed metadata.orderId, as BTCPay filters it
         start = one(query, "startDate")
         skip, take = int(one(query, "skip") or 0), int(one(query, "take") or 100)
         rows = sorted(self.invoices.values(), key=lambda i: (i["createdTime"], i["id"]), reverse=True)
         rows = [
             i
             for i in rows
-            if (not statuses or i["status"] in statuses) and (start is None or i["createdTime"] >= int(start))
+            if (not statuses or i["status"] in statuses)
+            and (start is None or i["createdTime"] >= int(start))
+            and (not orders or i["metadata"].get("orderId") in orders)
         ]
         return rows[skip : skip + take]
 

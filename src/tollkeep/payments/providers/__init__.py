@@ -11,6 +11,7 @@ from tollkeep.config import Settings
 from tollkeep.kit.errors import NotFound
 from tollkeep.payments.providers.base import Provider, ProviderNotConfigured
 from tollkeep.payments.providers.local import LocalProvider
+from tollkeep.subscriptions import InvoiceProvider
 
 __all__ = ["KNOWN", "Providers", "local_enabled", "public_url"]
 
@@ -72,6 +73,11 @@ class Providers:
             code="unknown_provider",
             details={"provider": name},
         )
+
+    def invoice_providers(self) -> list[InvoiceProvider]:
+        """The configured providers that also create subscriptions' renewal and upgrade invoices
+        (BTCPay, Zaprite: ``create_invoice``); Stripe bills its own subscriptions."""
+        return [p for p in self._by_name.values() if isinstance(p, InvoiceProvider)]
 
     def names(self) -> list[str]:
         return list(self._by_name)

@@ -34,6 +34,7 @@ from tollkeep.kit.errors import TollkeepError
 __all__ = [
     "META_CHECKOUT",
     "META_CUSTOMER",
+    "META_INVOICE",
     "META_PACK",
     "META_PLAN",
     "Action",
@@ -53,6 +54,7 @@ __all__ = [
     "ReconcileNotSupported",
     "Recorded",
     "SignatureInvalid",
+    "SubscriptionPaused",
     "VerifiedEvent",
     "lower_headers",
 ]
@@ -144,6 +146,12 @@ class PaymentSettled:
     checkout_id: str | None = None
     subscription_ref: str | None = None
     renewal: bool = False
+    # ours: the subscriptions domain's invoice this pays (a renewal or an upgrade), from the
+    # provider invoice's metadata (``tollkeep_invoice``): it is settled in the same transaction
+    invoice_id: str | None = None
+    # the period a provider-billed subscription's paid invoice covers (Stripe's line period)
+    period_start: datetime | None = None
+    period_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,7 @@ class PlanChanged:
     buyer: Buyer
     plan: str
     effective_at: datetime | None = None
+    subscription_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,7 @@ class PlanCancelled:
     buyer: Buyer
     plan: str | None = None
     effective_at: datetime | None = None
+    subscription_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,18 @@ class PaymentFailed:
     reason: str | None = None
     amount: int | None = None
     currency: str | None = None
+    subscription_ref: str | None = None  # a provider-billed subscription's: it is past_due
+
+
+@dataclass(frozen=True)
+class SubscriptionPaused:
+    """The provider paused (``paused``) or resumed the subscription ``subscription_ref`` (its
+    id there); ``ref`` is unique per change (idempotency)."""
+
+    ref: str
+    subscription_ref: str
+    buyer: Buyer
+    paused: bool
 
 
 @dataclass(frozen=True)
@@ -203,7 +225,15 @@ class Recorded:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-Action = PaymentSettled | PlanChanged | PlanCancelled | PaymentFailed | PaymentRefunded | Recorded
+Action = (
+    PaymentSettled
+    | PlanChanged
+    | PlanCancelled
+    | PaymentFailed
+    | PaymentRefunded
+    | SubscriptionPaused
+    | Recorded
+)
 
 
 @dataclass(frozen=True)
@@ -250,3 +280,4 @@ META_CUSTOMER = "tollkeep_customer"
 META_PACK = "tollkeep_pack"
 META_PLAN = "tollkeep_plan"
 META_CHECKOUT = "tollkeep_checkout"
+META_INVOICE = "tollkeep_invoice"  # a subscription's renewal or upgrade invoice (ours: inv_…)

@@ -22,6 +22,14 @@ tollkeep metadata; the invoice's ``checkoutLink`` is the page. Reconcile: settle
 ``skip``/``take``; each is shaped like an ``InvoiceSettled`` webhook with the invoice inside
 (``event_id`` ``reconcile:<invoice id>``), so it yields the same ``payment_id``.
 
+Renewal and upgrade invoices of subscriptions (``create_invoice``, the subscriptions domain's
+``InvoiceProvider``): ``POST /api/v1/stores/{store}/invoices`` in the invoice's currency, with
+OUR invoice id as ``orderId`` and ``tollkeep_invoice`` in the metadata. ``orderId`` is indexed by
+BTCPay: before creating, the invoices of that ``orderId`` are listed
+(``GET …/invoices?orderId=<id>``) and one still payable (or paid) for the same amount and currency
+is answered instead, so a retry after a crash creates nothing twice. ``InvoiceSettled`` of such an
+invoice is a :class:`PaymentSettled` with ``invoice_id``: the applier settles our invoice.
+
 API key permissions: ``btcpay.store.cancreateinvoice`` and ``btcpay.store.canviewinvoices``
 (the API key header is ``Authorization: token <key>``).
 """
@@ -33,15 +41,18 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from tollkeep.catalog import Catalog
 from tollkeep.config import Settings
+from tollkeep.kit.errors import TollkeepError
 from tollkeep.payments.providers import _http
 from tollkeep.payments.providers.base import (
     META_CHECKOUT,
     META_CUSTOMER,
+    META_INVOICE,
     META_PACK,
     META_PLAN,
     Action,
@@ -58,10 +69,12 @@ from tollkeep.payments.providers.base import (
     lower_headers,
 )
 from tollkeep.payments.providers.money import from_minor_units, to_minor_units
+from tollkeep.subscriptions import InvoiceProviderError, InvoiceRequest, ProviderInvoice
 
 __all__ = ["RECONCILE_PAGE_SIZE", "BTCPay", "from_settings"]
 
 RECONCILE_PAGE_SIZE = 100
+_REUSABLE = frozenset({"New", "Processing", "Settled"})  # an invoice for an orderId worth reusing
 _RECORDED = {
     "InvoiceExpired": "BTCPay invoice {id} expired unpaid",
     "InvoiceInvalid": "BTCPay invoice {id} is invalid (payment failed to confirm, or marked invalid)",
@@ -145,6 +158,18 @@ class BTCPay:
             metadata = {}
         pack, plan = _str(metadata.get(META_PACK)), _str(metadata.get(META_PLAN))
         checkout = _str(metadata.get(META_CHECKOUT))
+        ours = _str(metadata.get(META_INVOICE))
+        if ours:  # a subscription's renewal or upgrade invoice: settled by the applier
+            amount, currency = _money(invoice, invoice_id)
+            return [
+                PaymentSettled(
+                    payment_id=invoice_id,
+                    buyer=Buyer(customer_id=_str(metadata.get(META_CUSTOMER))),
+                    amount=amount,
+                    currency=currency,
+                    invoice_id=ours,
+                )
+            ]
         if not (pack or plan or checkout):
             return [Recorded(f"BTCPay invoice {invoice_id} was not created by tollkeep: nothing to apply")]
         if pack and catalog.pack(pack) is None:
@@ -198,6 +223,61 @@ class BTCPay:
         if not isinstance(url, str) or not isinstance(ref, str):
             raise ProviderUnavailable("BTCPay answered an invoice without id or checkoutLink")
         return CheckoutCreated(url=url, provider_ref=ref, expires_at=_unix(invoice.get("expirationTime")))
+
+    # ---- subscriptions: renewal and upgrade invoices (the InvoiceProvider protocol) -------------
+    def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice:
+        """Our invoice ``req.invoice_id`` at BTCPay (found first by its ``orderId``: a retry
+        creates nothing twice). Any failure is :class:`InvoiceProviderError` (the renewal worker
+        backs off)."""
+        try:
+            amount = from_minor_units(req.amount, req.currency)
+            invoice = self._invoice_of_order(req.invoice_id, amount, req.currency)
+            if invoice is None:
+                body = {
+                    "amount": amount,
+                    "currency": req.currency.upper(),
+                    "metadata": {
+                        "orderId": req.invoice_id,
+                        META_INVOICE: req.invoice_id,
+                        META_CUSTOMER: req.customer_id,
+                        "tollkeep_subscription": req.subscription_id,
+                        "itemDesc": req.description,
+                    },
+                }
+                response = self._call("POST", self._store_path("invoices"), json=body)
+                if response.status_code >= 400:
+                    raise ProviderUnavailable(
+                        f"BTCPay refused the invoice ({response.status_code}: {_http.error_text(response)})"
+                    )
+                invoice = _json(response)
+        except TollkeepError as exc:
+            raise InvoiceProviderError(exc.message) from None
+        except ValueError as exc:  # an amount the currency cannot express
+            raise InvoiceProviderError(str(exc)) from None
+        ref, url = invoice.get("id"), invoice.get("checkoutLink")
+        if not isinstance(ref, str) or not isinstance(url, str):
+            raise InvoiceProviderError("BTCPay answered an invoice without id or checkoutLink")
+        return ProviderInvoice(ref=ref, pay_url=url)
+
+    def _invoice_of_order(self, order_id: str, amount: str, currency: str) -> Mapping[str, Any] | None:
+        response = self._call("GET", self._store_path("invoices"), params={"orderId": order_id, "take": 50})
+        if response.status_code >= 400:
+            raise ProviderUnavailable(
+                f"BTCPay refused the invoice list ({response.status_code}: {_http.error_text(response)})"
+            )
+        for invoice in _json(response, list):
+            if not isinstance(invoice, Mapping):
+                continue
+            raw = invoice.get("metadata")
+            md: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+            if (
+                md.get("orderId") == order_id
+                and invoice.get("status") in _REUSABLE
+                and str(invoice.get("currency", "")).upper() == currency.upper()
+                and _same_amount(invoice.get("amount"), amount)
+            ):
+                return invoice
+        return None
 
     # ---- 4. reconcile ---------------------------------------------------------------------------
     def settled_since(self, since: datetime) -> Sequence[VerifiedEvent]:
@@ -308,6 +388,13 @@ def _json(response: Any, kind: type = dict) -> Any:
     if not isinstance(body, kind):
         raise ProviderUnavailable(f"BTCPay answered a JSON {type(body).__name__}, not a {kind.__name__}")
     return body
+
+
+def _same_amount(given: Any, wanted: str) -> bool:
+    try:
+        return Decimal(str(given)) == Decimal(wanted)
+    except (InvalidOperation, ValueError):
+        return False
 
 
 def _money(invoice: Mapping[str, Any], invoice_id: str) -> tuple[int | None, str | None]:

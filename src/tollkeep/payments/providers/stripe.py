@@ -7,7 +7,10 @@ What it does (docs/payments-stripe.md has the operator's side):
   timestamp within ``tolerance`` seconds (300) of now, in the past and in the future.
 - ``interpret``: ``checkout.session.completed`` / ``.async_payment_succeeded`` /
   ``.async_payment_failed``, ``invoice.paid`` (renewals), ``invoice.payment_failed``,
-  ``customer.subscription.updated`` / ``.deleted``, ``charge.refunded``. Anything else is
+  ``customer.subscription.updated`` / ``.deleted`` / ``.paused`` / ``.resumed`` (and
+  ``pause_collection`` set or cleared in ``.updated``), ``charge.refunded``. A plan bought in
+  ``subscription`` mode is followed by a local subscription (provider ``stripe``, keyed by the
+  Stripe subscription id): the actions carry ``subscription_ref``, paid cycles their period. Anything else is
   ``Recorded("ignored: <type>")``; :attr:`StripeProvider.handled_types` lists what is handled.
 - ``create_checkout``: a Checkout Session (``payment`` mode for a pack, ``subscription`` mode for a
   plan) carrying our checkout id, customer and pack/plan in its metadata, and in the payment
@@ -42,6 +45,7 @@ from tollkeep.catalog import Catalog, Plan
 from tollkeep.payments.providers.base import (
     META_CHECKOUT,
     META_CUSTOMER,
+    META_INVOICE,
     META_PACK,
     META_PLAN,
     Action,
@@ -60,6 +64,7 @@ from tollkeep.payments.providers.base import (
     ReconcileNotSupported,
     Recorded,
     SignatureInvalid,
+    SubscriptionPaused,
     VerifiedEvent,
     lower_headers,
 )
@@ -80,6 +85,8 @@ HANDLED_TYPES: frozenset[str] = frozenset(
         "invoice.payment_failed",
         "customer.subscription.updated",
         "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
         "charge.refunded",
     }
 )
@@ -179,6 +186,16 @@ def _invoice_subscription(inv: Mapping[str, Any]) -> tuple[str | None, Mapping[s
     )
     sub = _id(details.get("subscription")) or _id(inv.get("subscription"))
     return sub, details
+
+
+def _invoice_period(inv: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The period a subscription invoice bills: its (first subscription) line's ``period``."""
+    for line in _dict(inv.get("lines")).get("data") or ():
+        period = _dict(_dict(line).get("period"))
+        start, end = _when(period.get("start")), _when(period.get("end"))
+        if start is not None and end is not None and end > start:
+            return start, end
+    return None, None  # the invoice's own period_start/end is the period before (usage)
 
 
 def _invoice_price(inv: Mapping[str, Any]) -> str | None:
@@ -333,6 +350,15 @@ class StripeProvider:
             return [self._subscription_updated(event, obj, prev, catalog)]
         if t == "customer.subscription.deleted":
             return [self._subscription_deleted(obj, catalog)]
+        if t in ("customer.subscription.paused", "customer.subscription.resumed"):
+            return [
+                SubscriptionPaused(
+                    ref=event.event_id,
+                    subscription_ref=str(obj["id"]),
+                    buyer=_buyer(obj, _metadata(obj)),
+                    paused=t.endswith(".paused"),
+                )
+            ]
         return self._charge_refunded(obj, prev)  # charge.refunded
 
     def _settled_session(self, s: Mapping[str, Any], catalog: Catalog) -> Action:
@@ -360,15 +386,24 @@ class StripeProvider:
 
     def _invoice_paid(self, inv: Mapping[str, Any], catalog: Catalog) -> Action:
         reason = inv.get("billing_reason")
+        sub, details = _invoice_subscription(inv)
+        md = _metadata(details, inv)
+        if md.get(META_INVOICE):  # pays one of our subscriptions' invoices: the applier settles it
+            return PaymentSettled(
+                payment_id=str(inv["id"]),
+                buyer=_buyer(inv, md),
+                amount=_int(inv.get("amount_paid")),
+                currency=_currency(inv.get("currency")),
+                invoice_id=md[META_INVOICE],
+            )
         if reason != "subscription_cycle":
             note = {
                 "subscription_create": "the first invoice of a subscription: its checkout session pays it",
                 "subscription_update": "a proration invoice: customer.subscription.updated moves the plan",
             }.get(str(reason), "not a subscription renewal")
             return Recorded(f"invoice paid ({reason}): {note}", {"invoice": inv["id"]})
-        sub, details = _invoice_subscription(inv)
-        md = _metadata(details, inv)
         plan = _plan_of(_invoice_price(inv), md, catalog, what=f"renewal invoice {inv['id']}")
+        start, end = _invoice_period(inv)
         return PaymentSettled(
             payment_id=str(inv["id"]),
             buyer=_buyer(inv, md),
@@ -377,10 +412,12 @@ class StripeProvider:
             currency=_currency(inv.get("currency")),
             subscription_ref=sub,
             renewal=True,
+            period_start=start,
+            period_end=end,
         )
 
     def _invoice_failed(self, inv: Mapping[str, Any]) -> Action:
-        _, details = _invoice_subscription(inv)
+        sub, details = _invoice_subscription(inv)
         error = _dict(inv.get("last_finalization_error")).get("message")
         attempt = _int(inv.get("attempt_count"))
         reason = error if isinstance(error, str) and error else "the invoice payment failed"
@@ -392,6 +429,7 @@ class StripeProvider:
             reason=reason,
             amount=_int(inv.get("amount_due")),
             currency=_currency(inv.get("currency")),
+            subscription_ref=sub,
         )
 
     def _subscription_updated(
@@ -403,6 +441,15 @@ class StripeProvider:
             return Recorded("subscription ended: customer.subscription.deleted takes effect", details)
         if status == "incomplete":
             return Recorded("subscription awaiting its first payment", details)
+        if "pause_collection" in prev or ("status" in prev and "paused" in (status, prev.get("status"))):
+            # collection paused (pause_collection set) or resumed (cleared), or Stripe's paused status
+            paused = bool(sub.get("pause_collection")) or status == "paused"
+            return SubscriptionPaused(
+                ref=event.event_id,
+                subscription_ref=str(sub["id"]),
+                buyer=_buyer(sub, _metadata(sub)),
+                paused=paused,
+            )
         if prev and "items" not in prev:
             # a status or schedule change (cancel_at_period_end set or withdrawn, past_due, back to
             # active): the plan stays; the ending itself comes as customer.subscription.deleted
@@ -421,7 +468,12 @@ class StripeProvider:
                 f"Stripe subscription {sub['id']} moved to price {price!r}, which is the "
                 "stripe_price_id of no plan in the catalog"
             )
-        return PlanChanged(ref=event.event_id, buyer=_buyer(sub, _metadata(sub)), plan=plan.key)
+        return PlanChanged(
+            ref=event.event_id,
+            buyer=_buyer(sub, _metadata(sub)),
+            plan=plan.key,
+            subscription_ref=str(sub["id"]),
+        )
 
     def _subscription_deleted(self, sub: Mapping[str, Any], catalog: Catalog) -> Action:
         md = _metadata(sub)
@@ -429,7 +481,9 @@ class StripeProvider:
         plan = catalog.plan_for_stripe_price(price) if price else None
         key = plan.key if plan else md.get(META_PLAN)
         # one ending per subscription, whichever event (or replay) reports it
-        return PlanCancelled(ref=f"{sub['id']}:cancelled", buyer=_buyer(sub, md), plan=key)
+        return PlanCancelled(
+            ref=f"{sub['id']}:cancelled", buyer=_buyer(sub, md), plan=key, subscription_ref=str(sub["id"])
+        )
 
     def _charge_refunded(self, ch: Mapping[str, Any], prev: Mapping[str, Any]) -> list[Action]:
         charge_id = str(ch["id"])

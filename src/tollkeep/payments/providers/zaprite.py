@@ -26,6 +26,15 @@ units (cents; satoshis for BTC; anything else is refused, not guessed at), an or
 ``status``, ``amount``, ``currency``, ``externalUniqId``, ``metadata``, ``checkoutUrl``,
 ``customerData.email``, ``createdAt``, ``paidAt``; create takes ``amount``, ``currency``,
 ``externalUniqId``, ``redirectUrl``, ``label``, ``metadata`` and ``customerData``.
+
+Renewal and upgrade invoices of subscriptions (``create_invoice``, the subscriptions domain's
+``InvoiceProvider``): an order with OUR invoice id as ``externalUniqId`` and ``tollkeep_invoice``
+in its metadata, in the invoice's currency (minor units). Zaprite documents no look-up by
+``externalUniqId`` and no idempotency key, so before creating, the newest orders (up to
+:data:`LOOKBACK_PAGES` pages) are scanned for one of that ``externalUniqId``, same amount and
+currency, not expired or cancelled: a retry after a crash (minutes later) finds it and creates
+nothing twice. A paid order with ``tollkeep_invoice`` is a :class:`PaymentSettled` with
+``invoice_id``: the applier settles our invoice.
 """
 
 from __future__ import annotations
@@ -39,10 +48,12 @@ from urllib.parse import quote
 
 from tollkeep.catalog import Catalog
 from tollkeep.config import Settings
+from tollkeep.kit.errors import TollkeepError
 from tollkeep.payments.providers import _http
 from tollkeep.payments.providers.base import (
     META_CHECKOUT,
     META_CUSTOMER,
+    META_INVOICE,
     META_PACK,
     META_PLAN,
     Action,
@@ -56,11 +67,14 @@ from tollkeep.payments.providers.base import (
     Recorded,
     VerifiedEvent,
 )
+from tollkeep.subscriptions import InvoiceProviderError, InvoiceRequest, ProviderInvoice
 
 __all__ = ["PAID_STATUSES", "Zaprite", "from_settings"]
 
 PAID_STATUSES = frozenset({"PAID", "OVERPAID", "COMPLETE"})
 _MAX_PAGES = 10_000
+LOOKBACK_PAGES = 3  # newest orders scanned for an invoice's order before creating one
+_DEAD = frozenset({"EXPIRED", "CANCELLED", "CANCELED", "VOID", "ARCHIVED"})
 
 
 class Zaprite:
@@ -112,6 +126,18 @@ class Zaprite:
             ]
         raw_metadata = order.get("metadata")
         metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+        ours = _str(metadata.get(META_INVOICE))
+        if ours:  # a subscription's renewal or upgrade invoice: settled by the applier
+            amount, currency = _money(order, order_id)
+            return [
+                PaymentSettled(
+                    payment_id=order_id,
+                    buyer=Buyer(customer_id=_str(metadata.get(META_CUSTOMER))),
+                    amount=amount,
+                    currency=currency,
+                    invoice_id=ours,
+                )
+            ]
         pack, plan = _str(metadata.get(META_PACK)), _str(metadata.get(META_PLAN))
         checkout = _str(metadata.get(META_CHECKOUT)) or _str(order.get("externalUniqId"))
         if not (pack or plan or _str(metadata.get(META_CHECKOUT))):
@@ -169,6 +195,65 @@ class Zaprite:
         if not isinstance(url, str) or not isinstance(ref, str):
             raise ProviderUnavailable("Zaprite answered an order without id or checkoutUrl")
         return CheckoutCreated(url=url, provider_ref=ref, expires_at=_iso(order.get("expiresAt")))
+
+    # ---- subscriptions: renewal and upgrade invoices (the InvoiceProvider protocol) -------------
+    def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice:
+        """Our invoice ``req.invoice_id`` as a Zaprite order (an existing one found first: a
+        retry creates nothing twice). Any failure is :class:`InvoiceProviderError`."""
+        try:
+            order = self._order_of_invoice(req)
+            if order is None:
+                body: dict[str, Any] = {
+                    "amount": req.amount,
+                    "currency": req.currency.upper(),
+                    "externalUniqId": req.invoice_id,
+                    "label": req.description,
+                    "metadata": {
+                        META_INVOICE: req.invoice_id,
+                        META_CUSTOMER: req.customer_id,
+                        "tollkeep_subscription": req.subscription_id,
+                    },
+                }
+                response = self._call("POST", f"{self._base}/v1/order", json=body)
+                if response.status_code >= 400:
+                    raise ProviderUnavailable(
+                        f"Zaprite refused the order ({response.status_code}: {_http.error_text(response)})"
+                    )
+                order = _json(response)
+        except TollkeepError as exc:
+            raise InvoiceProviderError(exc.message) from None
+        ref, url = order.get("id"), order.get("checkoutUrl")
+        if not isinstance(ref, str) or not isinstance(url, str):
+            raise InvoiceProviderError("Zaprite answered an order without id or checkoutUrl")
+        return ProviderInvoice(ref=ref, pay_url=url)
+
+    def _order_of_invoice(self, req: InvoiceRequest) -> Mapping[str, Any] | None:
+        for page in range(1, LOOKBACK_PAGES + 1):
+            response = self._call(
+                "GET", f"{self._base}/v1/order", params={"page": page, "limit": self._page_size}
+            )
+            if response.status_code >= 400:
+                raise ProviderUnavailable(
+                    f"Zaprite refused the order list ({response.status_code}: {_http.error_text(response)})"
+                )
+            body = _json(response)
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise ProviderUnavailable("Zaprite answered an order list without items")
+            for order in items:
+                if (
+                    isinstance(order, Mapping)
+                    and order.get("externalUniqId") == req.invoice_id
+                    and order.get("amount") == req.amount
+                    and str(order.get("currency") or "").upper() == req.currency.upper()
+                    and str(order.get("status") or "").upper() not in _DEAD
+                ):
+                    return order
+            meta = body.get("meta")
+            pages = meta.get("pagesCount") if isinstance(meta, Mapping) else None
+            if not items or not isinstance(pages, int) or page >= pages:
+                return None
+        return None
 
     # ---- 4. reconcile ---------------------------------------------------------------------------
     def settled_since(self, since: datetime) -> Sequence[VerifiedEvent]:
