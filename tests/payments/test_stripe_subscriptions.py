@@ -57,6 +57,7 @@ period = "month"
 grace_days = 3
 stripe_price_id = "price_pro"
 suspend_keys_on_cancel = true
+license = true
 
 [plans.pro.prices]
 usd = 2900
@@ -205,6 +206,24 @@ def test_a_stripe_subscription_is_followed_and_each_cycle_grants_once(stk: Tollk
     start4 = at(followed(stk, cid)["current_period_end"])
     deliver(stk, event("invoice.paid", cycle_invoice(cid, start4, invoice_id="in_cycle_4")))
     assert followed(stk, cid)["cycle"] == 3 and stk.balance(cid)["balance"] == before
+
+
+def test_a_stripe_subscription_comes_with_one_licence_that_follows_its_cycles(stk: Tollkeep) -> None:
+    cid = str(stk.customers.create("licensed")["id"])
+    for _ in range(2):
+        deliver(stk, event("checkout.session.completed", session(cid)))
+    sub = followed(stk, cid)
+    [lic] = stk.licenses.list(customer_id=cid)
+    assert lic["plan"] == "pro" and lic["status"] == "active"
+    first_expiry = at(lic["expires_at"])
+    assert first_expiry == at(sub["current_period_end"]) + timedelta(days=3)  # period end + grace
+    start2 = at(sub["current_period_end"])
+    deliver(stk, event("invoice.paid", cycle_invoice(cid, start2, invoice_id="in_lic_2")))
+    [lic2] = stk.licenses.list(customer_id=cid)
+    assert lic2["id"] == lic["id"] and at(lic2["expires_at"]) > first_expiry
+    deliver(stk, sub_event("customer.subscription.deleted", cid, status="canceled"))
+    [lic3] = stk.licenses.list(customer_id=cid)
+    assert lic3["id"] == lic["id"] and at(lic3["expires_at"]) <= stk.clock.now()
 
 
 def test_stripe_pause_collection_pauses_and_resumes(stk: Tollkeep) -> None:

@@ -278,6 +278,7 @@ class Following:
             else:
                 self.subs.plans.change_plan_fn(customer_id, plan.key)(s)
                 self.subs.plans.refresh_allowance_fn(customer_id)(s)
+            self.subs._follow_licence(s, sid, now)  # a plan with `license = true`: issued, once
             self.subs.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             return {"subscription": self.subs.view(s, self.subs._row(s, sid)), "changed": True}
 

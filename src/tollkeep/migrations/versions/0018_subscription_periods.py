@@ -3,7 +3,7 @@ the periods of the subscription billing its customer's plan, and a counter's per
 to hold a subscription period's start ("sm:2026-03-17T09:30:00.000000Z").
 
 Revision ID: 0018
-Revises: 0016 (re-chain to 0017 when both are merged)
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
