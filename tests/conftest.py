@@ -124,6 +124,14 @@ def _migrate_pg_schema(raw: str, schema: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
+def bare_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database (no schema yet): for the tests of the migrations themselves."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bare.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated database of its own: a SQLite file, or a PostgreSQL schema."""
     if request.param == "sqlite":

@@ -388,11 +388,11 @@ def test_spent_grants_are_not_read(tk: Tollkeep) -> None:
     )
 
 
-def test_migration_0007_backfills_the_credit_sum_and_flags(db_url: str) -> None:
+def test_migration_0007_backfills_the_credit_sum_and_flags(bare_db_url: str) -> None:
     from tollkeep.kit.db import Database
     from tollkeep.kit.migrate import upgrade
 
-    db = Database(db_url)
+    db = Database(bare_db_url)
     try:
         assert upgrade(db, "0006") == "0006"
         with db.engine.begin() as conn:

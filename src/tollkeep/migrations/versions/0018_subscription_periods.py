@@ -46,6 +46,12 @@ def downgrade() -> None:
     for table in ("usage_counters", "unique_values"):
         with op.batch_alter_table(table) as b:
             b.alter_column("period", existing_type=sa.String(40), type_=sa.String(16), nullable=False)
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite's own DROP COLUMN (3.35+): a batch rebuild of ``wallets`` would DROP TABLE a
+        # table the journal, grants and holds reference, which its foreign keys refuse
+        for column in ("period_until", "period_since", "period_anchor"):
+            op.execute(f"ALTER TABLE wallets DROP COLUMN {column}")
+        return
     with op.batch_alter_table("wallets") as b:
         b.drop_column("period_until")
         b.drop_column("period_since")
