@@ -46,6 +46,7 @@ class InvoiceProvider(Protocol):
 
 class ManualInvoicing:
     name = "manual"
+    offline = True  # creates nothing outside: the renewal is invoiced in one unit of work
 
     def create_invoice(self, req: InvoiceRequest) -> ProviderInvoice:
         return ProviderInvoice(ref=None)

@@ -52,6 +52,7 @@ class FixedRates:
     """Rates that do not move (``TOLLKEEP_SUBSCRIPTIONS_FIXED_RATES``); a currency to itself is 1."""
 
     name = "fixed"
+    offline = True  # no outside call: the renewal worker may ask inside a transaction
 
     def __init__(self, rates: Mapping[str, str] | None = None) -> None:
         self.rates = parse_rates(rates or {})

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from tollkeep.kit.db import Tx
 from tollkeep.kit.models import table_of
+from tollkeep.kit.rawsql import RawStatement
 from tollkeep.subscriptions.models import Code, CodeRedemption, Invoice, PlanChange, Subscription
 
 __all__ = [
@@ -37,20 +38,48 @@ CODE = table_of(Code)
 RED = table_of(CodeRedemption)
 
 
+# The renewal worker's statements run prebuilt (kit/rawsql.py: compiled once, on the driver
+# cursor; the same statements through Session.execute with TOLLKEEP_RAW_SQL=0). An INSERT or
+# UPDATE is built once per set of columns it is given, so it writes exactly those columns (and
+# the models' defaults), as the Core statement it replaces did.
+_BUILT: dict[tuple[str, str, frozenset[str]], RawStatement] = {}
+
+
+def _write(s: Tx, kind: str, table: Table, values: dict[str, Any], row_id: str | None = None) -> None:
+    if kind == "insert":  # the models' Python-side defaults, as Core would fill them in
+        for c in table.c:
+            d = c.default
+            if c.key not in values and d is not None and getattr(d, "is_scalar", False):
+                values[c.key] = d.arg  # type: ignore[attr-defined]
+            elif c.key not in values and d is not None and getattr(d, "is_callable", False):
+                values[c.key] = d.arg(None)  # type: ignore[attr-defined]
+    key = (kind, table.name, frozenset(values))
+    stmt = _BUILT.get(key)
+    if stmt is None:
+        sets: dict[str, Any] = {k: bindparam(k) for k in values}
+        built = (
+            insert(table).values(sets)
+            if kind == "insert"
+            else update(table).where(table.c.id == bindparam("row_id")).values(sets)
+        )
+        stmt = _BUILT[key] = RawStatement(built)
+    stmt.execute(s, values if row_id is None else {**values, "row_id": row_id})
+
+
 def insert_subscription(s: Tx, **values: Any) -> None:
-    s.execute(insert(SUB).values(**values))
+    _write(s, "insert", SUB, values)
 
 
 def update_subscription(s: Tx, sub_id: str, **values: Any) -> None:
-    s.execute(update(SUB).where(SUB.c.id == sub_id).values(**values))
+    _write(s, "update", SUB, values, sub_id)
 
 
 def insert_invoice(s: Tx, **values: Any) -> None:
-    s.execute(insert(INV).values(**values))
+    _write(s, "insert", INV, values)
 
 
 def update_invoice(s: Tx, invoice_id: str, **values: Any) -> None:
-    s.execute(update(INV).where(INV.c.id == invoice_id).values(**values))
+    _write(s, "update", INV, values, invoice_id)
 
 
 def void_open_invoices(s: Tx, sub_id: str, now: datetime) -> None:
@@ -61,21 +90,28 @@ def void_open_invoices(s: Tx, sub_id: str, now: datetime) -> None:
     )
 
 
+_SUB = select(SUB).where(SUB.c.id == bindparam("sid"))
+_GET_SUB = (RawStatement(_SUB), RawStatement(_SUB.with_for_update()))
+_INV = select(INV).where(INV.c.id == bindparam("iid"))
+_GET_INV = (RawStatement(_INV), RawStatement(_INV.with_for_update()))
+_INV_OF_CYCLE = RawStatement(
+    select(INV).where(
+        INV.c.subscription_id == bindparam("sid"), INV.c.cycle == bindparam("cycle"), INV.c.kind == "renewal"
+    )
+)
+
+
 def get_subscription(s: Tx, sub_id: str, *, lock: bool = False) -> Any:
-    q = select(SUB).where(SUB.c.id == sub_id)
-    return s.execute(q.with_for_update() if lock else q).first()
+    return _GET_SUB[lock].first(s, {"sid": sub_id})
 
 
 def get_invoice(s: Tx, invoice_id: str, *, lock: bool = False) -> Any:
-    q = select(INV).where(INV.c.id == invoice_id)
-    return s.execute(q.with_for_update() if lock else q).first()
+    return _GET_INV[lock].first(s, {"iid": invoice_id})
 
 
 def invoice_of_cycle(s: Tx, sub_id: str, cycle: int) -> Any:
     """The renewal invoice of ``cycle`` (upgrade invoices are not cycles)."""
-    return s.execute(
-        select(INV).where(INV.c.subscription_id == sub_id, INV.c.cycle == cycle, INV.c.kind == "renewal")
-    ).first()
+    return _INV_OF_CYCLE.first(s, {"sid": sub_id, "cycle": cycle})
 
 
 def insert_change(s: Tx, **values: Any) -> None:
