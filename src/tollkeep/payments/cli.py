@@ -64,10 +64,7 @@ def inbox_replay(
     """Process a webhook again (a failed one after fixing the catalog; an applied one changes
     nothing: every effect is keyed by the provider's payment id)."""
     with runtime() as tk:
-        tk.inbox.replay(inbox_id)
-        tk.executor.call(
-            lambda s: record(s, cli_actor(), "inbox.replay", ("inbox_event", inbox_id), at=tk.clock.now())
-        )
+        tk.inbox.replay(inbox_id, actor=cli_actor())
         if now:
             tk.inbox.process()
         view = tk.inbox.show(inbox_id)

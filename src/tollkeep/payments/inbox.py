@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tollkeep.audit import record
 from tollkeep.catalog import Catalog
+from tollkeep.kit.actor import Actor
 from tollkeep.kit.clock import Clock, iso
 from tollkeep.kit.db import Database, Tx
 from tollkeep.kit.errors import NotFound, TollkeepError
@@ -321,11 +323,19 @@ class Inbox:
             log.info("inbox: %d events claimed by stopped workers are due again", n)
 
     # ---- operators ------------------------------------------------------------------------------
-    def replay(self, inbox_id: str) -> dict[str, Any]:
+    def replay(self, inbox_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
         """Process an event again (failed, ignored or processed): its effects are idempotent, so
-        a replay of an applied payment changes nothing; of a failed one, applies it now."""
+        a replay of an applied payment changes nothing; of a failed one, applies it now.
+        ``actor``: who asked (audited in the same transaction)."""
         now = self.clock.now()
-        if not self.executor.call(lambda s: repo.replay_event(s, inbox_id, now)):
+
+        def fn(s: Tx) -> bool:
+            found = bool(repo.replay_event(s, inbox_id, now))
+            if found and actor is not None:
+                record(s, actor, "inbox.replay", ("inbox_event", inbox_id), at=now)
+            return found
+
+        if not self.executor.call(fn):
             raise NotFound(f"inbox event {inbox_id!r} not found", code="inbox_event_not_found")
         self._wake.set()
         return self.show(inbox_id)

@@ -198,14 +198,7 @@ async def show_inbox(inbox_id: str, tk: Admin) -> dict[str, Any]:
     responses=errors(401, 403, 404),
 )
 async def replay_inbox(inbox_id: str, tk: Admin, actor: AdminActor) -> dict[str, Any]:
-    def fn() -> dict[str, Any]:
-        out = tk.inbox.replay(inbox_id)
-        tk.executor.call(
-            lambda s: record(s, actor, "inbox.replay", ("inbox_event", inbox_id), at=tk.clock.now())
-        )
-        return out
-
-    return await run_in_threadpool(fn)
+    return await run_in_threadpool(lambda: tk.inbox.replay(inbox_id, actor=actor))
 
 
 @admin_router.get("/payments", summary="Payments applied (and failed), newest first", responses=errors(401))
