@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
+from bench.sections import write_section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         check = {"charged": charged, "expected": expected, "ledger_verify_ok": ok}
         print(json.dumps(check))
         if not a.no_write:
-            write_section(render(results, check, a))
+            write_section(SECTION, render(results, check, a))
     finally:
         for proc in procs:
             proc.terminate()
@@ -254,15 +255,6 @@ def render(results: list[dict[str, Any]], check: dict[str, Any], a: argparse.Nam
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
-    path = REPO / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
-    path.write_text(doc.rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.inprocess import run_threads
+from bench.sections import write_section
 from tollkeep.config import Settings
 from tollkeep.ledger.service import UsageRequest
 from tollkeep.runtime import Tollkeep
@@ -117,15 +117,6 @@ def render(results: dict[str, Any], argv: list[str], load: tuple[Any, Any]) -> s
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
-    path.write_text(doc.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="units per run (default 1000)")
@@ -163,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, sys.argv[1:] if argv is None else argv, (load_start, os.getloadavg()[0]))
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

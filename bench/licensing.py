@@ -42,6 +42,7 @@ import httpx
 
 from bench.machine import describe as describe_machine
 from bench.payments import ADMIN, serve, wrk
+from bench.sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Licensing: offline verify and online validate (bench/licensing.py)"
@@ -458,15 +459,6 @@ NOTES = [
 ]
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
-    path.write_text(doc.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.licensing", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk duration per measurement")
@@ -546,7 +538,7 @@ def _finish(a: argparse.Namespace, saved: dict[str, Any]) -> int:
     text = render(saved["offline"], saved["online"], a)
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 import httpx
 
 from bench.machine import describe as describe_machine
+from bench.sections import write_section
 from bench.server import VENV_BIN, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -422,14 +422,6 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
-    path.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk duration per measurement")
@@ -479,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, args)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

@@ -30,7 +30,6 @@ import cProfile
 import json
 import os
 import pstats
-import re
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from sqlalchemy import event, func, select  # noqa: E402
 
 from bench.machine import describe as describe_machine  # noqa: E402
+from bench.sections import write_section  # noqa: E402
 from tollkeep.config import Settings  # noqa: E402
 from tollkeep.kit import rawsql  # noqa: E402
 from tollkeep.kit.clock import FrozenClock  # noqa: E402
@@ -478,15 +478,6 @@ NOTES = [
 ]
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (appended when absent)."""
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub("", doc).rstrip() + "\n\n" + text
-    path.write_text(doc.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.renewals", description=__doc__.splitlines()[0])
     ap.add_argument("--subs", type=int, default=2000, help="subscriptions per run")
@@ -567,7 +558,7 @@ def _finish(a: argparse.Namespace, saved: dict[str, Any]) -> int:
     text = render(saved["runs"], saved["two_workers"], saved["profile"], a)
     print(text)
     if not a.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 
