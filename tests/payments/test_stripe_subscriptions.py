@@ -24,6 +24,7 @@ from tests.payments.fakes.stripe_server import (
     subscription_object,
 )
 from tollkeep.kit.clock import FrozenClock
+from tollkeep.kit.errors import Conflict
 from tollkeep.payments.providers.base import SignatureInvalid
 from tollkeep.payments.providers.stripe import StripeProvider
 from tollkeep.runtime import Tollkeep
@@ -224,6 +225,18 @@ def test_a_stripe_subscription_comes_with_one_licence_that_follows_its_cycles(st
     deliver(stk, sub_event("customer.subscription.deleted", cid, status="canceled"))
     [lic3] = stk.licenses.list(customer_id=cid)
     assert lic3["id"] == lic["id"] and at(lic3["expires_at"]) <= stk.clock.now()
+
+
+def test_a_local_upgrade_of_a_stripe_subscription_is_refused_and_writes_nothing(stk: Tollkeep) -> None:
+    cid = str(stk.customers.create("portal-only")["id"])
+    deliver(stk, event("checkout.session.completed", session(cid)))
+    sub = followed(stk, cid)
+    for attempt in (stk.subscriptions.changes.quote, stk.subscriptions.changes.upgrade):
+        with pytest.raises(Conflict) as err:
+            attempt(cid, "team")
+        assert err.value.code == "provider_managed"
+    assert stk.subscriptions.invoices(sub["id"]) == []
+    assert followed(stk, cid)["plan"] == "pro" and stk.customers.get(cid)["plan"] == "pro"
 
 
 def test_stripe_pause_collection_pauses_and_resumes(stk: Tollkeep) -> None:

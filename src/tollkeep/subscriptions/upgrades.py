@@ -31,6 +31,7 @@ from tollkeep.subscriptions import domain
 from tollkeep.subscriptions import repository as repo
 from tollkeep.subscriptions.domain import ChangeKind, Status
 from tollkeep.subscriptions.events import SubscriptionPlanChanged
+from tollkeep.subscriptions.following import FOLLOWED
 from tollkeep.subscriptions.invoicing import InvoiceRequest
 from tollkeep.subscriptions.models import Invoice, PlanChange, Subscription
 from tollkeep.subscriptions.rates import Rate
@@ -160,6 +161,13 @@ class PlanChanges:
         old = cat.plan(row.plan)
         if row.status not in CHANGEABLE:
             raise Conflict(f"subscription {row.id} is {row.status}", code="subscription_not_active")
+        if row.provider in FOLLOWED:  # its provider bills it: the change is made there, then followed
+            raise Conflict(
+                f"this subscription is billed by {row.provider}: change its plan there (the customer "
+                "portal); the change follows here from its webhooks",
+                code="provider_managed",
+                details={"provider": row.provider},
+            )
         if new.key == row.plan:
             raise Conflict(f"the subscription is on {new.key} already", code="same_plan")
         if old is not None and old.period != new.period:
