@@ -123,3 +123,12 @@ def test_cli_pause_and_resume(stk: Tollkeep, monkeypatch: Any) -> None:
     monkeypatch.setenv("TOLLKEEP_CATALOG_PATH", str(stk.settings.catalog_path))
     assert json.loads(cli("subscriptions", "pause", sub["id"], "--json"))["status"] == "paused"
     assert json.loads(cli("subscriptions", "resume", sub["id"], "--json"))["status"] == "past_due"
+
+
+def test_a_paused_subscription_is_not_replaced_by_a_new_one(stk: Tollkeep, sclient: TestClient) -> None:
+    cid = str(stk.customers.create("keeps-paused")["id"])
+    sub = stk.subscriptions.create(cid, "pro")
+    stk.subscriptions.pause(sub["id"])
+    r = sclient.post("/admin/subscriptions", json={"customer_id": cid, "plan": "team", "provider": "manual"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "subscription_exists"
+    assert stk.subscriptions.get(sub["id"])["status"] == "paused"

@@ -428,7 +428,7 @@ class SubscriptionService:
                 .where(SUB.c.customer_id == customer_id, SUB.c.status != Status.CANCELED)
                 .with_for_update()
             ).all():
-                if other.status in LIVE:
+                if other.status in LIVE or other.status == Status.PAUSED:  # paused: resume or cancel it
                     raise Conflict(
                         f"customer {customer_id!r} already has subscription {other.id} ({other.status})",
                         code="subscription_exists",
