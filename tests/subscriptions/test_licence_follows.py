@@ -107,6 +107,10 @@ def test_one_licence_per_subscription_and_a_renewal_extends_the_same_id(
     assert renewed.exp > claims.exp
     assert [(x["id"], x["key_version"]) for x in licences(stk, cid)] == [(lic["id"], 2)]
     assert [t for t, _ in topics(stk)].count("license.created") == 1
+    # the event says a renewal moved the expiry only (not a new tier)
+    moved = [p for t, p in topics(stk) if t == "license.tier_changed"]
+    want = [(lic["id"], 2, ["expires_at"])]
+    assert [(p["license_id"], p["key_version"], p["changed"]) for p in moved] == want
 
 
 def test_an_app_offline_past_its_old_expiry_gets_the_renewed_key_online(

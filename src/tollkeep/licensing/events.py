@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tollkeep.kit.events import Event
 
@@ -27,6 +27,8 @@ class LicenseUpdated(Event):
     customer_id: str
     plan: str
     key_version: int
+    # which terms moved: ["expires_at"] alone is a renewal (or an expiry), not a new tier
+    changed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

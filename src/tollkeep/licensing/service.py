@@ -373,7 +373,10 @@ class LicenseService:
         if changed:
             repo.update_license(s, lic.id, key_version=lic.key_version + 1, updated_at=now, **changed)
             self.events.emit(
-                s, LicenseUpdated(lic.id, lic.customer_id, terms.get("plan", lic.plan), lic.key_version + 1)
+                s,
+                LicenseUpdated(
+                    lic.id, lic.customer_id, terms.get("plan", lic.plan), lic.key_version + 1, sorted(changed)
+                ),
             )
         return str(lic.id)
 
@@ -476,7 +479,8 @@ class LicenseService:
                 values["expires_at"] = expires_at
             repo.update_license(s, lid, **values)
             lic = self._row(s, lid)
-            self.events.emit(s, LicenseUpdated(lid, lic.customer_id, lic.plan, lic.key_version))
+            moved = sorted(k for k in values if k not in ("key_version", "updated_at"))
+            self.events.emit(s, LicenseUpdated(lid, lic.customer_id, lic.plan, lic.key_version, moved))
             view = self.view(s, lic)
             if actor is not None:
                 record(
