@@ -278,7 +278,8 @@ class Following:
             else:
                 self.subs.plans.change_plan_fn(customer_id, plan.key)(s)
                 self.subs.plans.refresh_allowance_fn(customer_id)(s)
-            self.subs._follow_licence(s, sid, now)  # a plan with `license = true`: issued, once
+            if self.subs._licensed(plan.key):  # a plan with `license = true`: its licence, once
+                self.subs._follow_licence(s, sid, now)
             self.subs.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             return {"subscription": self.subs.view(s, self.subs._row(s, sid)), "changed": True}
 

@@ -474,7 +474,8 @@ class SubscriptionService:
             else:
                 self.plans.change_plan_fn(customer_id, plan.key)(s)
                 self.plans.refresh_allowance_fn(customer_id)(s)
-            self._follow_licence(s, sid, now)  # a plan with `license = true`: issued, once
+            if self._licensed(plan.key):  # a plan with `license = true`: its licence, once
+                self._follow_licence(s, sid, now)
             row = self._row(s, sid)
             self.events.emit(s, SubscriptionCreated(sid, customer_id, plan.key, status, iso(end) or ""))
             out = self.view(s, row)
